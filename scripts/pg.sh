@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# A private PostgreSQL cluster for development and tests, in a git-ignored directory, on a
+# non-default port. It never touches a cluster it did not create.
+#
+#   scripts/pg.sh start   start (initialising if needed); prints the DATABASE_URL on stdout
+#   scripts/pg.sh stop    stop the cluster if it runs
+#   scripts/pg.sh status  exit 0 if it runs
+#   scripts/pg.sh url     print the DATABASE_URL
+#
+# Environment: PG_PORT (default 54329), PG_BIN (default: PostgreSQL 15's bin directory),
+# PG_DIR (default .local/pg in the repository).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+port=${PG_PORT:-54329}
+db=${PG_DATABASE:-orders}
+bin=${PG_BIN:-}
+if [ -z "$bin" ]; then
+  for candidate in /usr/lib/postgresql/15/bin /usr/lib/postgresql/16/bin /usr/lib/postgresql/17/bin; do
+    [ -x "$candidate/postgres" ] && { bin=$candidate; break; }
+  done
+fi
+if [ -z "$bin" ] || [ ! -x "$bin/postgres" ]; then
+  echo "pg.sh: PostgreSQL server binaries not found. Install them with:" >&2
+  echo "  apt-get install postgresql-15   (or set PG_BIN to a directory holding postgres, initdb and pg_ctl)" >&2
+  echo "or point DATABASE_URL at a server you run." >&2
+  exit 1
+fi
+
+log() { echo "pg.sh: $*" >&2; }
+
+# PostgreSQL refuses to run as root: as root, run it as the 'postgres' system user.
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+dir=${PG_DIR:-$root/.local/pg}
+if [ "$(id -u)" = 0 ]; then
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin postgres
+  mkdir -p "$dir"
+  chown postgres: "$dir"
+  if ! runuser -u postgres -- test -w "$dir"; then
+    # The checkout is not reachable by the postgres user (e.g. under /root): keep the
+    # cluster in a per-checkout directory under /tmp instead.
+    dir=/tmp/order-backend-pg-$(echo -n "$root" | md5sum | cut -c1-12)
+    mkdir -p "$dir" && chown postgres: "$dir" && chmod 700 "$dir"
+    log "checkout not accessible to user postgres; using $dir"
+  fi
+else
+  mkdir -p "$dir"
+fi
+data=$dir/data
+logfile=$dir/postgres.log
+url="postgres://postgres@127.0.0.1:$port/$db"
+
+running() { as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+
+init_cluster() {
+  # A data directory without a control file is a half-finished initdb: start over.
+  if [ -d "$data" ] && [ ! -f "$data/global/pg_control" ]; then
+    log "removing half-initialised $data"
+    rm -rf "$data"
+  fi
+  [ -d "$data" ] && return 0
+  log "initialising a private cluster in $data"
+  as_owner "$bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+  cat >>"$data/postgresql.conf" <<CONF
+# project-local development cluster
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = ''
+max_connections = 300
+shared_buffers = 256MB
+# a forgotten open transaction holds the event tail back; end it
+idle_in_transaction_session_timeout = '60s'
+CONF
+}
+
+start() {
+  init_cluster
+  if running; then
+    log "already running on port $port"
+  else
+    if port_busy; then
+      log "port $port is in use by another program; set PG_PORT to a free port or DATABASE_URL to a server"
+      exit 1
+    fi
+    # pg_ctl clears a stale postmaster.pid whose process is gone.
+    as_owner "$bin/pg_ctl" -D "$data" -l "$logfile" -w -t 60 start >/dev/null || {
+      log "failed to start; last lines of $logfile:"; tail -n 20 "$logfile" >&2; exit 1; }
+    log "started on port $port"
+  fi
+  if ! as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
+      "select 1 from pg_database where datname = '$db'" 2>/dev/null | grep -q 1; then
+    as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db" 2>/dev/null || \
+      psql "postgres://postgres@127.0.0.1:$port/postgres" -qc "create database $db" >/dev/null
+  fi
+  echo "$url"
+}
+
+stop() {
+  if [ -d "$data" ] && running; then
+    as_owner "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+    log "stopped"
+  fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) running ;;
+  url) echo "$url" ;;
+  *) echo "usage: $0 start|stop|status|url" >&2; exit 2 ;;
+esac

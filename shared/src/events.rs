@@ -1,0 +1,304 @@
+//! Event payloads, their stored form, and upcasting of older schema versions.
+//!
+//! Each event is stored as `(event_type, schema_version, data)`. Reading an older version
+//! upcasts its JSON to the current shape before decoding, so the rest of the code only
+//! ever sees current events.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{Currency, OrderId, ProductId, Quantity, StockQuantity, UnitPriceCents, UserId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LineItem {
+    pub product_id: ProductId,
+    pub quantity: Quantity,
+    pub unit_price_cents: UnitPriceCents,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCreated {
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    pub currency: Currency,
+    pub items: Vec<LineItem>,
+    pub total_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemRemoved {
+    pub product_id: ProductId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderShipped {
+    pub carrier: String,
+    pub tracking_number: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockReceived {
+    pub product_id: ProductId,
+    pub quantity: StockQuantity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderEvent {
+    OrderCreated(OrderCreated),
+    ItemAdded(LineItem),
+    ItemRemoved(ItemRemoved),
+    OrderConfirmed,
+    OrderCancelled(OrderCancelled),
+    OrderShipped(OrderShipped),
+    OrderDelivered,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProductEvent {
+    StockReceived(StockReceived),
+}
+
+/// Any event the store holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainEvent {
+    Order(OrderEvent),
+    Product(ProductEvent),
+}
+
+impl From<OrderEvent> for DomainEvent {
+    fn from(e: OrderEvent) -> Self {
+        DomainEvent::Order(e)
+    }
+}
+
+impl From<ProductEvent> for DomainEvent {
+    fn from(e: ProductEvent) -> Self {
+        DomainEvent::Product(e)
+    }
+}
+
+/// An event as it is written: its type name, schema version and JSON data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedEvent {
+    pub event_type: &'static str,
+    pub schema_version: i32,
+    pub data: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("unsupported schema version {version} of `{event_type}`")]
+    UnknownVersion { event_type: String, version: i32 },
+    #[error("undecodable `{event_type}` data: {source}")]
+    Data {
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The schema version written for each event type today.
+pub fn current_schema_version(event_type: &str) -> Option<i32> {
+    Some(match event_type {
+        // v1 had no currency (everything was USD); v2 added it.
+        "OrderCreated" => 2,
+        "ItemAdded" | "ItemRemoved" | "OrderConfirmed" | "OrderCancelled" | "OrderShipped"
+        | "OrderDelivered" | "StockReceived" => 1,
+        _ => return None,
+    })
+}
+
+/// Brings stored data of an older schema version up to the current one.
+/// Returns the data and the version it now has.
+pub fn upcast(
+    event_type: &str,
+    version: i32,
+    mut data: Value,
+) -> Result<(Value, i32), DecodeError> {
+    let current = current_schema_version(event_type)
+        .ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
+    let unknown = || DecodeError::UnknownVersion {
+        event_type: event_type.to_owned(),
+        version,
+    };
+    if version == current {
+        return Ok((data, version));
+    }
+    match (event_type, version) {
+        ("OrderCreated", 1) => {
+            if let Value::Object(map) = &mut data {
+                map.entry("currency")
+                    .or_insert_with(|| Value::String("USD".into()));
+            }
+            Ok((data, 2))
+        }
+        _ => Err(unknown()),
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    // Our payload types serialise to JSON objects by construction; this cannot fail.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl DomainEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            DomainEvent::Order(e) => match e {
+                OrderEvent::OrderCreated(_) => "OrderCreated",
+                OrderEvent::ItemAdded(_) => "ItemAdded",
+                OrderEvent::ItemRemoved(_) => "ItemRemoved",
+                OrderEvent::OrderConfirmed => "OrderConfirmed",
+                OrderEvent::OrderCancelled(_) => "OrderCancelled",
+                OrderEvent::OrderShipped(_) => "OrderShipped",
+                OrderEvent::OrderDelivered => "OrderDelivered",
+            },
+            DomainEvent::Product(ProductEvent::StockReceived(_)) => "StockReceived",
+        }
+    }
+
+    pub fn encode(&self) -> EncodedEvent {
+        let event_type = self.event_type();
+        let data = match self {
+            DomainEvent::Order(e) => match e {
+                OrderEvent::OrderCreated(d) => to_value(d),
+                OrderEvent::ItemAdded(d) => to_value(d),
+                OrderEvent::ItemRemoved(d) => to_value(d),
+                OrderEvent::OrderConfirmed | OrderEvent::OrderDelivered => {
+                    Value::Object(Default::default())
+                }
+                OrderEvent::OrderCancelled(d) => to_value(d),
+                OrderEvent::OrderShipped(d) => to_value(d),
+            },
+            DomainEvent::Product(ProductEvent::StockReceived(d)) => to_value(d),
+        };
+        EncodedEvent {
+            event_type,
+            schema_version: current_schema_version(event_type).unwrap_or(1),
+            data,
+        }
+    }
+
+    /// Decodes a stored event of any known schema version.
+    pub fn decode(event_type: &str, schema_version: i32, data: Value) -> Result<Self, DecodeError> {
+        let (data, _) = upcast(event_type, schema_version, data)?;
+        fn parse<T: serde::de::DeserializeOwned>(t: &str, d: Value) -> Result<T, DecodeError> {
+            serde_json::from_value(d).map_err(|source| DecodeError::Data {
+                event_type: t.to_owned(),
+                source,
+            })
+        }
+        let t = event_type;
+        Ok(match t {
+            "OrderCreated" => OrderEvent::OrderCreated(parse(t, data)?).into(),
+            "ItemAdded" => OrderEvent::ItemAdded(parse(t, data)?).into(),
+            "ItemRemoved" => OrderEvent::ItemRemoved(parse(t, data)?).into(),
+            "OrderConfirmed" => OrderEvent::OrderConfirmed.into(),
+            "OrderCancelled" => OrderEvent::OrderCancelled(parse(t, data)?).into(),
+            "OrderShipped" => OrderEvent::OrderShipped(parse(t, data)?).into(),
+            "OrderDelivered" => OrderEvent::OrderDelivered.into(),
+            "StockReceived" => ProductEvent::StockReceived(parse(t, data)?).into(),
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn order_created_v1_upcasts_to_v2_with_usd() {
+        let v1 = json!({
+            "orderId": "6f1c1d8e-7a53-4a55-9d0f-2f5f6c0c8a11",
+            "userId": "alice",
+            "items": [{"productId": "sku-1", "quantity": 2, "unitPriceCents": 150}],
+            "totalCents": 300
+        });
+        let (data, version) = upcast("OrderCreated", 1, v1.clone()).unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(data["currency"], "USD");
+        let DomainEvent::Order(OrderEvent::OrderCreated(e)) =
+            DomainEvent::decode("OrderCreated", 1, v1).unwrap()
+        else {
+            panic!("wrong event")
+        };
+        assert_eq!(e.currency, Currency::USD);
+        assert_eq!(e.total_cents, 300);
+    }
+
+    #[test]
+    fn every_event_round_trips_through_its_stored_form() {
+        let sku: ProductId = "sku-1".parse().unwrap();
+        let line = LineItem {
+            product_id: sku.clone(),
+            quantity: Quantity::try_from(3).unwrap(),
+            unit_price_cents: UnitPriceCents::try_from(250).unwrap(),
+        };
+        let events: Vec<DomainEvent> = vec![
+            OrderEvent::OrderCreated(OrderCreated {
+                order_id: OrderId::new(),
+                user_id: "u1".parse().unwrap(),
+                currency: Currency::try_from("EUR".to_string()).unwrap(),
+                items: vec![line.clone()],
+                total_cents: 750,
+            })
+            .into(),
+            OrderEvent::ItemAdded(line).into(),
+            OrderEvent::ItemRemoved(ItemRemoved {
+                product_id: sku.clone(),
+            })
+            .into(),
+            OrderEvent::OrderConfirmed.into(),
+            OrderEvent::OrderCancelled(OrderCancelled {
+                reason: Some("changed mind".into()),
+            })
+            .into(),
+            OrderEvent::OrderShipped(OrderShipped {
+                carrier: "DHL".into(),
+                tracking_number: "123".into(),
+            })
+            .into(),
+            OrderEvent::OrderDelivered.into(),
+            ProductEvent::StockReceived(StockReceived {
+                product_id: sku,
+                quantity: StockQuantity::try_from(10).unwrap(),
+            })
+            .into(),
+        ];
+        for e in events {
+            let enc = e.encode();
+            let back = DomainEvent::decode(enc.event_type, enc.schema_version, enc.data).unwrap();
+            assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn unknown_types_versions_and_bad_data_are_errors_not_panics() {
+        assert!(matches!(
+            DomainEvent::decode("Nope", 1, json!({})),
+            Err(DecodeError::UnknownType(_))
+        ));
+        assert!(matches!(
+            DomainEvent::decode("ItemAdded", 7, json!({})),
+            Err(DecodeError::UnknownVersion { .. })
+        ));
+        assert!(matches!(
+            DomainEvent::decode("ItemAdded", 1, json!({"productId": "a", "quantity": 0})),
+            Err(DecodeError::Data { .. })
+        ));
+    }
+}

@@ -1,0 +1,15 @@
+//! The order backend's domain and the event store both services share.
+//!
+//! `ids`, `events`, `order` and `product` are pure: no I/O, tested with given/when/then.
+//! `store` (feature `store`) is the PostgreSQL event store client.
+
+pub mod events;
+pub mod ids;
+pub mod order;
+pub mod position;
+pub mod product;
+#[cfg(feature = "store")]
+pub mod store;
+
+pub use ids::{Currency, OrderId, ProductId, Quantity, StockQuantity, UnitPriceCents, UserId};
+pub use position::Position;

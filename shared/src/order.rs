@@ -1,0 +1,676 @@
+//! The order aggregate: `decide` checks a command against the current state and returns the
+//! events to record; `apply` folds an event into the state. Both are pure.
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{
+    ItemRemoved, LineItem, OrderCancelled, OrderCreated, OrderEvent, OrderShipped,
+};
+use crate::ids::{Currency, OrderId, ProductId, Quantity, UserId};
+
+pub const MAX_LINES: usize = 100;
+/// Free-text fields (cancel reason, carrier, tracking number) are bounded so a client
+/// cannot store megabytes in one event.
+pub const MAX_TEXT_LEN: usize = 200;
+
+/// Bumped whenever `OrderState`'s serialised shape changes; snapshots of another version
+/// are ignored and the state is rebuilt from events.
+pub const STATE_SCHEMA_VERSION: i32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Cancelled,
+    Shipped,
+    Delivered,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "pending",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    pub currency: Currency,
+    pub items: Vec<LineItem>,
+    pub total_cents: i64,
+    pub status: OrderStatus,
+    pub cancel_reason: Option<String>,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+}
+
+/// The state `decide` works on: no order yet, or a placed one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "state", content = "order", rename_all = "camelCase")]
+pub enum OrderState {
+    #[default]
+    New,
+    Placed(Order),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderCommand {
+    Create {
+        order_id: OrderId,
+        user_id: UserId,
+        currency: Currency,
+        items: Vec<LineItem>,
+    },
+    AddItem(LineItem),
+    RemoveItem(ProductId),
+    Confirm,
+    Cancel {
+        reason: Option<String>,
+    },
+    Ship {
+        carrier: String,
+        tracking_number: String,
+    },
+    Deliver,
+}
+
+impl OrderCommand {
+    fn action(&self) -> &'static str {
+        match self {
+            OrderCommand::Create { .. } => "create",
+            OrderCommand::AddItem(_) | OrderCommand::RemoveItem(_) => "modify",
+            OrderCommand::Confirm => "confirm",
+            OrderCommand::Cancel { .. } => "cancel",
+            OrderCommand::Ship { .. } => "ship",
+            OrderCommand::Deliver => "deliver",
+        }
+    }
+}
+
+/// How a refusal maps to the caller's world: the HTTP layer turns these into 404/409/422.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    Conflict,
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("order not found")]
+    OrderNotFound,
+    #[error("order already exists")]
+    OrderAlreadyExists,
+    #[error("product `{0}` is not on this order")]
+    ItemNotFound(ProductId),
+    #[error("cannot {action} a {status} order", status = .status.as_str())]
+    InvalidTransition {
+        action: &'static str,
+        status: OrderStatus,
+    },
+    #[error("cannot remove the last item; cancel the order instead")]
+    LastItem,
+    #[error("an order needs at least one item")]
+    NoItems,
+    #[error("an order has at most {MAX_LINES} lines")]
+    TooManyLines,
+    #[error(
+        "product `{product_id}` is already on the order at {existing} cents per unit; a product appears once per order"
+    )]
+    PriceMismatch {
+        product_id: ProductId,
+        existing: i64,
+    },
+    #[error("quantity of product `{0}` would exceed {max}", max = Quantity::MAX)]
+    QuantityTooLarge(ProductId),
+    #[error("order total overflows")]
+    TotalOverflow,
+    #[error("{field} must be at most {MAX_TEXT_LEN} characters and not blank")]
+    InvalidText { field: &'static str },
+}
+
+impl DomainError {
+    pub fn kind(&self) -> ErrorKind {
+        use DomainError::*;
+        match self {
+            OrderNotFound | ItemNotFound(_) => ErrorKind::NotFound,
+            OrderAlreadyExists | InvalidTransition { .. } | LastItem => ErrorKind::Conflict,
+            NoItems
+            | TooManyLines
+            | PriceMismatch { .. }
+            | QuantityTooLarge(_)
+            | TotalOverflow
+            | InvalidText { .. } => ErrorKind::Invalid,
+        }
+    }
+
+    /// The request field a rule violation is about.
+    pub fn field(&self) -> Option<&'static str> {
+        use DomainError::*;
+        match self {
+            NoItems | TooManyLines | TotalOverflow => Some("items"),
+            PriceMismatch { .. } => Some("unitPriceCents"),
+            QuantityTooLarge(_) => Some("quantity"),
+            InvalidText { field } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        use DomainError::*;
+        match self {
+            OrderNotFound => "order_not_found",
+            OrderAlreadyExists => "order_exists",
+            ItemNotFound(_) => "item_not_found",
+            InvalidTransition { .. } => "invalid_state",
+            LastItem => "last_item",
+            NoItems
+            | TooManyLines
+            | PriceMismatch { .. }
+            | QuantityTooLarge(_)
+            | TotalOverflow
+            | InvalidText { .. } => "validation_failed",
+        }
+    }
+}
+
+fn line_total(line: &LineItem) -> Option<i64> {
+    i64::from(line.quantity).checked_mul(line.unit_price_cents.get())
+}
+
+fn total_of(items: &[LineItem]) -> Result<i64, DomainError> {
+    items.iter().try_fold(0i64, |acc, l| {
+        line_total(l)
+            .and_then(|t| acc.checked_add(t))
+            .ok_or(DomainError::TotalOverflow)
+    })
+}
+
+fn check_text(field: &'static str, s: &str) -> Result<(), DomainError> {
+    if s.trim().is_empty() || s.chars().count() > MAX_TEXT_LEN {
+        return Err(DomainError::InvalidText { field });
+    }
+    Ok(())
+}
+
+/// Adds `line` to `items`, merging with an existing line of the same product and price.
+fn merge_line(items: &mut Vec<LineItem>, line: LineItem) -> Result<(), DomainError> {
+    let full = items.len() >= MAX_LINES;
+    match items.iter_mut().find(|l| l.product_id == line.product_id) {
+        Some(existing) if existing.unit_price_cents != line.unit_price_cents => {
+            Err(DomainError::PriceMismatch {
+                product_id: line.product_id,
+                existing: existing.unit_price_cents.get(),
+            })
+        }
+        Some(existing) => {
+            let sum = i64::from(existing.quantity) + i64::from(line.quantity);
+            existing.quantity = Quantity::try_from(sum)
+                .map_err(|_| DomainError::QuantityTooLarge(line.product_id.clone()))?;
+            Ok(())
+        }
+        None if full => Err(DomainError::TooManyLines),
+        None => {
+            items.push(line);
+            Ok(())
+        }
+    }
+}
+
+pub fn decide(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEvent>, DomainError> {
+    let order = match (state, &command) {
+        (OrderState::New, OrderCommand::Create { .. }) => None,
+        (OrderState::New, _) => return Err(DomainError::OrderNotFound),
+        (OrderState::Placed(_), OrderCommand::Create { .. }) => {
+            return Err(DomainError::OrderAlreadyExists);
+        }
+        (OrderState::Placed(o), _) => Some(o),
+    };
+    let transition = |status| DomainError::InvalidTransition {
+        action: command.action(),
+        status,
+    };
+    let event = match (order, command.clone()) {
+        (
+            None,
+            OrderCommand::Create {
+                order_id,
+                user_id,
+                currency,
+                items,
+            },
+        ) => {
+            if items.is_empty() {
+                return Err(DomainError::NoItems);
+            }
+            // Lines of the same product and price merge; the order stores one line each.
+            let mut merged = Vec::with_capacity(items.len());
+            for line in items {
+                merge_line(&mut merged, line)?;
+            }
+            let total_cents = total_of(&merged)?;
+            OrderEvent::OrderCreated(OrderCreated {
+                order_id,
+                user_id,
+                currency,
+                items: merged,
+                total_cents,
+            })
+        }
+        (Some(o), OrderCommand::AddItem(line)) => {
+            if o.status != OrderStatus::Pending {
+                return Err(transition(o.status));
+            }
+            let mut items = o.items.clone();
+            merge_line(&mut items, line.clone())?;
+            total_of(&items)?;
+            OrderEvent::ItemAdded(line)
+        }
+        (Some(o), OrderCommand::RemoveItem(product_id)) => {
+            if o.status != OrderStatus::Pending {
+                return Err(transition(o.status));
+            }
+            if !o.items.iter().any(|l| l.product_id == product_id) {
+                return Err(DomainError::ItemNotFound(product_id));
+            }
+            if o.items.len() == 1 {
+                return Err(DomainError::LastItem);
+            }
+            OrderEvent::ItemRemoved(ItemRemoved { product_id })
+        }
+        (Some(o), OrderCommand::Confirm) => match o.status {
+            OrderStatus::Pending => OrderEvent::OrderConfirmed,
+            s => return Err(transition(s)),
+        },
+        (Some(o), OrderCommand::Cancel { reason }) => {
+            if let Some(r) = &reason {
+                check_text("reason", r)?;
+            }
+            match o.status {
+                OrderStatus::Pending | OrderStatus::Confirmed => {
+                    OrderEvent::OrderCancelled(OrderCancelled { reason })
+                }
+                s => return Err(transition(s)),
+            }
+        }
+        (
+            Some(o),
+            OrderCommand::Ship {
+                carrier,
+                tracking_number,
+            },
+        ) => {
+            check_text("carrier", &carrier)?;
+            check_text("trackingNumber", &tracking_number)?;
+            match o.status {
+                OrderStatus::Confirmed => OrderEvent::OrderShipped(OrderShipped {
+                    carrier,
+                    tracking_number,
+                }),
+                s => return Err(transition(s)),
+            }
+        }
+        (Some(o), OrderCommand::Deliver) => match o.status {
+            OrderStatus::Shipped => OrderEvent::OrderDelivered,
+            s => return Err(transition(s)),
+        },
+        // Create on a placed order and anything on a new one were answered above.
+        (Some(_), OrderCommand::Create { .. }) => return Err(DomainError::OrderAlreadyExists),
+        (None, _) => return Err(DomainError::OrderNotFound),
+    };
+    Ok(vec![event])
+}
+
+impl OrderState {
+    /// Folds one event in. Events come from the store and were valid when decided, so an
+    /// event that does not fit (which `decide` never produces) leaves the state unchanged.
+    pub fn apply(self, event: &OrderEvent) -> OrderState {
+        match (self, event) {
+            (OrderState::New, OrderEvent::OrderCreated(e)) => OrderState::Placed(Order {
+                order_id: e.order_id,
+                user_id: e.user_id.clone(),
+                currency: e.currency,
+                items: e.items.clone(),
+                total_cents: e.total_cents,
+                status: OrderStatus::Pending,
+                cancel_reason: None,
+                carrier: None,
+                tracking_number: None,
+            }),
+            (OrderState::Placed(mut o), e) => {
+                match e {
+                    OrderEvent::OrderCreated(_) => {}
+                    OrderEvent::ItemAdded(line) => {
+                        if merge_line(&mut o.items, line.clone()).is_ok() {
+                            o.total_cents = total_of(&o.items).unwrap_or(o.total_cents);
+                        }
+                    }
+                    OrderEvent::ItemRemoved(r) => {
+                        o.items.retain(|l| l.product_id != r.product_id);
+                        o.total_cents = total_of(&o.items).unwrap_or(o.total_cents);
+                    }
+                    OrderEvent::OrderConfirmed => o.status = OrderStatus::Confirmed,
+                    OrderEvent::OrderCancelled(c) => {
+                        o.status = OrderStatus::Cancelled;
+                        o.cancel_reason = c.reason.clone();
+                    }
+                    OrderEvent::OrderShipped(s) => {
+                        o.status = OrderStatus::Shipped;
+                        o.carrier = Some(s.carrier.clone());
+                        o.tracking_number = Some(s.tracking_number.clone());
+                    }
+                    OrderEvent::OrderDelivered => o.status = OrderStatus::Delivered,
+                }
+                OrderState::Placed(o)
+            }
+            (state @ OrderState::New, _) => state,
+        }
+    }
+
+    pub fn order(&self) -> Option<&Order> {
+        match self {
+            OrderState::New => None,
+            OrderState::Placed(o) => Some(o),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::UnitPriceCents;
+
+    fn line(product: &str, qty: i64, price: i64) -> LineItem {
+        LineItem {
+            product_id: product.parse().unwrap(),
+            quantity: Quantity::try_from(qty).unwrap(),
+            unit_price_cents: UnitPriceCents::try_from(price).unwrap(),
+        }
+    }
+
+    fn create(items: Vec<LineItem>) -> OrderCommand {
+        OrderCommand::Create {
+            order_id: OrderId(uuid::Uuid::nil()),
+            user_id: "alice".parse().unwrap(),
+            currency: Currency::USD,
+            items,
+        }
+    }
+
+    /// Given these commands already succeeded, when `cmd` runs, then the result.
+    fn given_when(
+        given: Vec<OrderCommand>,
+        cmd: OrderCommand,
+    ) -> Result<Vec<OrderEvent>, DomainError> {
+        let mut state = OrderState::New;
+        for c in given {
+            for e in decide(&state, c).expect("given commands succeed") {
+                state = state.apply(&e);
+            }
+        }
+        decide(&state, cmd)
+    }
+
+    fn state_after(given: Vec<OrderCommand>) -> Order {
+        let mut state = OrderState::New;
+        for c in given {
+            for e in decide(&state, c).unwrap() {
+                state = state.apply(&e);
+            }
+        }
+        state.order().cloned().unwrap()
+    }
+
+    #[test]
+    fn create_computes_total_and_merges_same_price_lines() {
+        let events = given_when(
+            vec![],
+            create(vec![
+                line("a", 2, 150),
+                line("b", 1, 999),
+                line("a", 1, 150),
+            ]),
+        )
+        .unwrap();
+        let [OrderEvent::OrderCreated(e)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(e.total_cents, 3 * 150 + 999);
+        assert_eq!(e.items.len(), 2);
+        assert_eq!(i64::from(e.items[0].quantity), 3);
+    }
+
+    #[test]
+    fn create_rejects_empty_too_many_lines_and_conflicting_prices() {
+        assert_eq!(
+            given_when(vec![], create(vec![])),
+            Err(DomainError::NoItems)
+        );
+        let many = (0..101).map(|i| line(&format!("p{i}"), 1, 1)).collect();
+        assert_eq!(
+            given_when(vec![], create(many)),
+            Err(DomainError::TooManyLines)
+        );
+        let hundred = (0..100).map(|i| line(&format!("p{i}"), 1, 1)).collect();
+        assert!(given_when(vec![], create(hundred)).is_ok());
+        let err =
+            given_when(vec![], create(vec![line("a", 1, 100), line("a", 1, 200)])).unwrap_err();
+        assert!(matches!(err, DomainError::PriceMismatch { .. }));
+        assert_eq!(err.field(), Some("unitPriceCents"));
+    }
+
+    #[test]
+    fn create_twice_is_a_conflict() {
+        let err = given_when(
+            vec![create(vec![line("a", 1, 1)])],
+            create(vec![line("a", 1, 1)]),
+        )
+        .unwrap_err();
+        assert_eq!(err, DomainError::OrderAlreadyExists);
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn commands_on_a_missing_order_are_not_found() {
+        for cmd in [
+            OrderCommand::Confirm,
+            OrderCommand::Deliver,
+            OrderCommand::AddItem(line("a", 1, 1)),
+        ] {
+            assert_eq!(given_when(vec![], cmd), Err(DomainError::OrderNotFound));
+        }
+    }
+
+    #[test]
+    fn adding_same_product_same_price_raises_quantity() {
+        let o = state_after(vec![
+            create(vec![line("a", 2, 100)]),
+            OrderCommand::AddItem(line("a", 3, 100)),
+        ]);
+        assert_eq!(o.items.len(), 1);
+        assert_eq!(i64::from(o.items[0].quantity), 5);
+        assert_eq!(o.total_cents, 500);
+    }
+
+    #[test]
+    fn adding_same_product_other_price_is_rejected() {
+        let err = given_when(
+            vec![create(vec![line("a", 2, 100)])],
+            OrderCommand::AddItem(line("a", 1, 101)),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            DomainError::PriceMismatch { existing: 100, .. }
+        ));
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn merged_quantity_is_bounded() {
+        let err = given_when(
+            vec![create(vec![line("a", 10_000, 1)])],
+            OrderCommand::AddItem(line("a", 1, 1)),
+        )
+        .unwrap_err();
+        assert!(matches!(err, DomainError::QuantityTooLarge(_)));
+        assert_eq!(err.field(), Some("quantity"));
+    }
+
+    #[test]
+    fn the_101st_line_is_rejected() {
+        let hundred = (0..100).map(|i| line(&format!("p{i}"), 1, 1)).collect();
+        let err = given_when(
+            vec![create(hundred)],
+            OrderCommand::AddItem(line("new", 1, 1)),
+        )
+        .unwrap_err();
+        assert_eq!(err, DomainError::TooManyLines);
+    }
+
+    #[test]
+    fn largest_order_total_is_exact() {
+        let items: Vec<_> = (0..100)
+            .map(|i| line(&format!("p{i}"), 10_000, 100_000_000))
+            .collect();
+        let o = state_after(vec![create(items)]);
+        assert_eq!(o.total_cents, 100 * 10_000 * 100_000_000);
+    }
+
+    #[test]
+    fn removing_an_item_updates_total_and_the_last_one_is_refused() {
+        let o = state_after(vec![
+            create(vec![line("a", 2, 100), line("b", 1, 50)]),
+            OrderCommand::RemoveItem("a".parse().unwrap()),
+        ]);
+        assert_eq!(o.total_cents, 50);
+        let err = given_when(
+            vec![create(vec![line("a", 2, 100)])],
+            OrderCommand::RemoveItem("a".parse().unwrap()),
+        )
+        .unwrap_err();
+        assert_eq!(err, DomainError::LastItem);
+        let err = given_when(
+            vec![create(vec![line("a", 2, 100)])],
+            OrderCommand::RemoveItem("zzz".parse().unwrap()),
+        )
+        .unwrap_err();
+        assert!(matches!(err, DomainError::ItemNotFound(_)));
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn items_change_only_while_pending() {
+        let given = vec![
+            create(vec![line("a", 1, 1), line("b", 1, 1)]),
+            OrderCommand::Confirm,
+        ];
+        let err = given_when(given.clone(), OrderCommand::AddItem(line("c", 1, 1))).unwrap_err();
+        assert_eq!(err.to_string(), "cannot modify a confirmed order");
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        let err = given_when(given, OrderCommand::RemoveItem("a".parse().unwrap())).unwrap_err();
+        assert_eq!(err.to_string(), "cannot modify a confirmed order");
+    }
+
+    #[test]
+    fn lifecycle_runs_pending_confirmed_shipped_delivered() {
+        let ship = || OrderCommand::Ship {
+            carrier: "DHL".into(),
+            tracking_number: "T1".into(),
+        };
+        let o = state_after(vec![
+            create(vec![line("a", 1, 1)]),
+            OrderCommand::Confirm,
+            ship(),
+            OrderCommand::Deliver,
+        ]);
+        assert_eq!(o.status, OrderStatus::Delivered);
+        assert_eq!(o.carrier.as_deref(), Some("DHL"));
+
+        // Skipping a step is refused.
+        assert!(given_when(vec![create(vec![line("a", 1, 1)])], ship()).is_err());
+        assert!(given_when(vec![create(vec![line("a", 1, 1)])], OrderCommand::Deliver).is_err());
+        assert!(
+            given_when(
+                vec![create(vec![line("a", 1, 1)]), OrderCommand::Confirm],
+                OrderCommand::Confirm
+            )
+            .is_err()
+        );
+        assert!(
+            given_when(
+                vec![create(vec![line("a", 1, 1)]), OrderCommand::Confirm],
+                OrderCommand::Deliver
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn cancel_only_from_pending_or_confirmed() {
+        let cancel = || OrderCommand::Cancel {
+            reason: Some("no longer needed".into()),
+        };
+        let o = state_after(vec![create(vec![line("a", 1, 1)]), cancel()]);
+        assert_eq!(o.status, OrderStatus::Cancelled);
+        assert_eq!(o.cancel_reason.as_deref(), Some("no longer needed"));
+        assert!(
+            given_when(
+                vec![create(vec![line("a", 1, 1)]), OrderCommand::Confirm],
+                cancel()
+            )
+            .is_ok()
+        );
+        let shipped = vec![
+            create(vec![line("a", 1, 1)]),
+            OrderCommand::Confirm,
+            OrderCommand::Ship {
+                carrier: "c".into(),
+                tracking_number: "t".into(),
+            },
+        ];
+        let err = given_when(shipped, cancel()).unwrap_err();
+        assert_eq!(err.to_string(), "cannot cancel a shipped order");
+        let err = given_when(vec![create(vec![line("a", 1, 1)]), cancel()], cancel()).unwrap_err();
+        assert_eq!(err.to_string(), "cannot cancel a cancelled order");
+        assert!(
+            given_when(
+                vec![create(vec![line("a", 1, 1)]), cancel()],
+                OrderCommand::Confirm
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn free_text_is_bounded_and_not_blank() {
+        let given = vec![create(vec![line("a", 1, 1)]), OrderCommand::Confirm];
+        let err = given_when(
+            given.clone(),
+            OrderCommand::Ship {
+                carrier: " ".into(),
+                tracking_number: "t".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), Some("carrier"));
+        let err = given_when(
+            given,
+            OrderCommand::Cancel {
+                reason: Some("x".repeat(MAX_TEXT_LEN + 1)),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), Some("reason"));
+    }
+}

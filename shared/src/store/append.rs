@@ -1,0 +1,230 @@
+//! Appending events: one transaction, stream locks first, all rows in one statement.
+
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{EventStore, StoreError};
+use crate::events::EncodedEvent;
+use crate::position::Position;
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event: EncodedEvent,
+    pub metadata: Value,
+}
+
+/// Aggregate state to store beside the append, written when a snapshot is due.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state_schema: i32,
+    pub state: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub stream_id: String,
+    pub stream_type: &'static str,
+    /// The version the caller decided on; 0 means "the stream must not exist yet".
+    pub expected_version: u64,
+    pub events: Vec<NewEvent>,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The first response to an idempotent request, stored in the same transaction as its
+/// events. The body is built from the append's outcome (it carries the new version and
+/// position), hence the function.
+pub struct IdempotencyRecord<'a> {
+    pub key: &'a str,
+    pub request: &'a Value,
+    pub response: &'a (dyn Fn(&AppendOutcome) -> (u16, Value) + Send + Sync),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendOutcome {
+    /// New version of each stream, in the order given.
+    pub versions: Vec<u64>,
+    /// Position of the last event written: the consistency token.
+    pub position: Position,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl EventStore {
+    /// Appends to one or more streams atomically. Each stream must be at its expected
+    /// version, else nothing is written and `WrongExpectedVersion` names the first that moved.
+    #[tracing::instrument(skip_all, err, fields(streams = appends.len()))]
+    pub async fn append(
+        &self,
+        appends: &[StreamAppend],
+        idempotency: Option<IdempotencyRecord<'_>>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+
+        // Locks in a fixed order so two multi-stream appends cannot deadlock.
+        let mut order: Vec<usize> = (0..appends.len()).collect();
+        order.sort_by(|&a, &b| appends[a].stream_id.cmp(&appends[b].stream_id));
+        for &i in &order {
+            lock_stream(&mut tx, &appends[i]).await?;
+        }
+
+        let n: usize = appends.iter().map(|a| a.events.len()).sum();
+        let mut stream_ids = Vec::with_capacity(n);
+        let mut stream_positions = Vec::with_capacity(n);
+        let mut event_ids = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut versions = Vec::with_capacity(n);
+        let mut data = Vec::with_capacity(n);
+        let mut metadata = Vec::with_capacity(n);
+        for a in appends {
+            for (k, e) in a.events.iter().enumerate() {
+                stream_ids.push(a.stream_id.clone());
+                stream_positions.push(to_i64(a.expected_version + k as u64 + 1));
+                event_ids.push(e.event_id);
+                types.push(e.event.event_type.to_owned());
+                versions.push(e.event.schema_version);
+                data.push(e.event.data.clone());
+                metadata.push(e.metadata.clone());
+            }
+        }
+        // One statement for every event of the command.
+        let (tx_id, global_position): (i64, i64) = sqlx::query_as(
+            "with inserted as (
+                 insert into events
+                     (stream_id, stream_position, event_id, event_type, schema_version, data, metadata)
+                 select * from unnest($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[])
+                 returning tx_id, global_position
+             )
+             select max(tx_id)::text::int8, max(global_position) from inserted",
+        )
+        .bind(stream_ids)
+        .bind(stream_positions)
+        .bind(event_ids)
+        .bind(types)
+        .bind(versions)
+        .bind(data)
+        .bind(metadata)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_from_unique_violation(e, appends))?;
+
+        for a in appends {
+            if let Some(s) = &a.snapshot {
+                let version = a.expected_version + a.events.len() as u64;
+                sqlx::query(
+                    "insert into snapshots (stream_id, stream_version, state_schema, state)
+                     values ($1, $2, $3, $4)
+                     on conflict (stream_id) do update
+                         set stream_version = excluded.stream_version,
+                             state_schema = excluded.state_schema,
+                             state = excluded.state,
+                             taken_at = now()
+                         where snapshots.stream_version < excluded.stream_version",
+                )
+                .bind(&a.stream_id)
+                .bind(to_i64(version))
+                .bind(s.state_schema)
+                .bind(&s.state)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+
+        let outcome = AppendOutcome {
+            versions: appends
+                .iter()
+                .map(|a| a.expected_version + a.events.len() as u64)
+                .collect(),
+            position: Position {
+                tx_id: u64::try_from(tx_id).unwrap_or(0),
+                global_position,
+            },
+        };
+
+        if let Some(record) = idempotency {
+            let (status, body) = (record.response)(&outcome);
+            let inserted = sqlx::query(
+                "insert into idempotency_keys (idempotency_key, request, response_status, response_body)
+                 values ($1, $2, $3, $4)
+                 on conflict (idempotency_key) do nothing",
+            )
+            .bind(record.key)
+            .bind(record.request)
+            .bind(status as i16)
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                // Another request with this key committed first; ours must not count.
+                return Err(StoreError::IdempotencyKeyTaken(record.key.to_owned()));
+            }
+        }
+
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// Takes the stream's row lock and moves its version, as the transaction's first write.
+async fn lock_stream(
+    tx: &mut Transaction<'_, Postgres>,
+    a: &StreamAppend,
+) -> Result<(), StoreError> {
+    let new_version = to_i64(a.expected_version + a.events.len() as u64);
+    let moved = if a.expected_version == 0 {
+        // A concurrent creator holding the key makes this wait, then do nothing.
+        sqlx::query(
+            "insert into streams (stream_id, stream_type, version) values ($1, $2, $3)
+             on conflict (stream_id) do nothing",
+        )
+        .bind(&a.stream_id)
+        .bind(a.stream_type)
+        .bind(new_version)
+        .execute(&mut **tx)
+        .await?
+    } else {
+        // Waits for a concurrent appender's lock, then re-checks the version it left.
+        sqlx::query(
+            "update streams set version = $3, updated_at = now()
+             where stream_id = $1 and version = $2",
+        )
+        .bind(&a.stream_id)
+        .bind(to_i64(a.expected_version))
+        .bind(new_version)
+        .execute(&mut **tx)
+        .await?
+    };
+    if moved.rows_affected() == 1 {
+        return Ok(());
+    }
+    let actual: Option<i64> =
+        sqlx::query_scalar("select version from streams where stream_id = $1")
+            .bind(&a.stream_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Err(StoreError::WrongExpectedVersion {
+        stream_id: a.stream_id.clone(),
+        expected: a.expected_version,
+        actual: actual.map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+    })
+}
+
+/// The stream lock makes a duplicate stream position unreachable; if the unique index
+/// fires anyway (e.g. rows written around the lock), it is still a conflict, not a 500.
+fn conflict_from_unique_violation(e: sqlx::Error, appends: &[StreamAppend]) -> StoreError {
+    let is_position_clash = e.as_database_error().is_some_and(|d| {
+        d.code().as_deref() == Some("23505")
+            && d.constraint() == Some("events_stream_id_stream_position_key")
+    });
+    match (is_position_clash, appends.first()) {
+        (true, Some(a)) => StoreError::WrongExpectedVersion {
+            stream_id: a.stream_id.clone(),
+            expected: a.expected_version,
+            actual: a.expected_version + 1,
+        },
+        _ => StoreError::Database(e),
+    }
+}

@@ -1,0 +1,154 @@
+//! The PostgreSQL event store: gap-safe appends, stream loads with snapshots, and the
+//! committed-prefix read the projector tails.
+//!
+//! See `migrations/` for the tables and `../shared/DESIGN.md` for why events carry `tx_id`.
+
+mod append;
+mod read;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::PgPool;
+
+use crate::events::{DecodeError, DomainEvent};
+use crate::order::{self, OrderState};
+use crate::product::{self, ProductState};
+
+pub use append::{AppendOutcome, IdempotencyRecord, NewEvent, Snapshot, StreamAppend};
+pub use read::{RecordedEvent, StoredResponse, Until};
+
+/// Migrations of the event store, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Channel the write-service notifies after each commit; only a wake-up, never the data.
+pub const EVENTS_CHANNEL: &str = "events_appended";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream `{stream_id}` is at version {actual}, expected {expected}")]
+    WrongExpectedVersion {
+        stream_id: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("idempotency key `{0}` was recorded concurrently")]
+    IdempotencyKeyTaken(String),
+    #[error("stored event at position {global_position} of `{stream_id}` is unreadable: {source}")]
+    Decode {
+        global_position: i64,
+        stream_id: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("stored snapshot of `{stream_id}` is unreadable: {source}")]
+    Snapshot {
+        stream_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// True when the database could not be reached or went away: worth a 503 and a retry,
+    /// not a bug in the request.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                // 08: connection exception; 57P0x: shutdown / cannot connect now; 53300: too many connections
+                c.starts_with("08") || c.starts_with("57P0") || c == "53300"
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// What the store needs to know to load and snapshot one kind of aggregate.
+pub trait Aggregate {
+    const STREAM_TYPE: &'static str;
+    const STATE_SCHEMA_VERSION: i32;
+    type State: Default + Clone + Serialize + DeserializeOwned;
+
+    fn apply(state: Self::State, event: &DomainEvent) -> Self::State;
+}
+
+pub struct OrderAggregate;
+
+impl Aggregate for OrderAggregate {
+    const STREAM_TYPE: &'static str = "order";
+    const STATE_SCHEMA_VERSION: i32 = order::STATE_SCHEMA_VERSION;
+    type State = OrderState;
+
+    fn apply(state: OrderState, event: &DomainEvent) -> OrderState {
+        match event {
+            DomainEvent::Order(e) => state.apply(e),
+            DomainEvent::Product(_) => state,
+        }
+    }
+}
+
+pub struct ProductAggregate;
+
+impl Aggregate for ProductAggregate {
+    const STREAM_TYPE: &'static str = "product";
+    const STATE_SCHEMA_VERSION: i32 = product::STATE_SCHEMA_VERSION;
+    type State = ProductState;
+
+    fn apply(state: ProductState, event: &DomainEvent) -> ProductState {
+        match event {
+            DomainEvent::Product(e) => state.apply(e),
+            DomainEvent::Order(_) => state,
+        }
+    }
+}
+
+/// An aggregate's state and the stream version it reflects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<S> {
+    pub state: S,
+    pub version: u64,
+}
+
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    snapshot_every: u64,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool, snapshot_every: u64) -> Self {
+        Self {
+            pool,
+            snapshot_every: snapshot_every.max(1),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A snapshot is due when an append crosses a multiple of `snapshot_every`.
+    pub fn snapshot_due(&self, old_version: u64, new_version: u64) -> bool {
+        new_version / self.snapshot_every > old_version / self.snapshot_every
+    }
+
+    /// Wakes tailers. Sent after commit, outside the append's transaction: NOTIFY inside it
+    /// would take a cluster-wide lock at commit. A lost notification costs one poll interval.
+    pub async fn notify_appended(&self) -> Result<(), StoreError> {
+        sqlx::query("select pg_notify($1, '')")
+            .bind(EVENTS_CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

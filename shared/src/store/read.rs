@@ -1,0 +1,212 @@
+//! Reading the store: one stream (with snapshots), idempotency records, and the committed
+//! prefix of the whole log in the order the projector applies it.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Aggregate, EventStore, Loaded, StoreError};
+use crate::events::{DomainEvent, upcast};
+use crate::position::Position;
+
+/// An event as read back, upcast to its current schema version.
+#[derive(Debug, Clone)]
+pub struct RecordedEvent {
+    pub position: Position,
+    pub stream_id: String,
+    pub stream_position: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    /// The version the data was written with.
+    pub stored_schema_version: i32,
+    /// The version of `data` after upcasting.
+    pub schema_version: i32,
+    pub data: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+    pub event: DomainEvent,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    global_position: i64,
+    tx_id: i64,
+    stream_id: String,
+    stream_position: i64,
+    event_id: Uuid,
+    event_type: String,
+    schema_version: i32,
+    data: Value,
+    metadata: Value,
+    recorded_at: DateTime<Utc>,
+}
+
+impl TryFrom<EventRow> for RecordedEvent {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> Result<Self, StoreError> {
+        let decode_err = |source| StoreError::Decode {
+            global_position: r.global_position,
+            stream_id: r.stream_id.clone(),
+            source,
+        };
+        let (data, schema_version) =
+            upcast(&r.event_type, r.schema_version, r.data).map_err(decode_err)?;
+        let event =
+            DomainEvent::decode(&r.event_type, schema_version, data.clone()).map_err(decode_err)?;
+        Ok(RecordedEvent {
+            position: Position {
+                tx_id: u64::try_from(r.tx_id).unwrap_or(0),
+                global_position: r.global_position,
+            },
+            stream_position: u64::try_from(r.stream_position).unwrap_or(0),
+            stream_id: r.stream_id,
+            event_id: r.event_id,
+            event_type: r.event_type,
+            stored_schema_version: r.schema_version,
+            schema_version,
+            data,
+            metadata: r.metadata,
+            recorded_at: r.recorded_at,
+            event,
+        })
+    }
+}
+
+const EVENT_COLUMNS: &str = "global_position, tx_id::text::int8 as tx_id, stream_id, stream_position, \
+     event_id, event_type, schema_version, data, metadata, recorded_at";
+
+/// A response stored under an idempotency key, with the request that produced it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredResponse {
+    pub request: Value,
+    pub response_status: i16,
+    pub response_body: Value,
+}
+
+/// Where a stream read stops.
+#[derive(Debug, Clone, Copy)]
+pub enum Until {
+    End,
+    Version(u64),
+    Time(DateTime<Utc>),
+}
+
+impl EventStore {
+    /// Events of one stream after `after_version`, up to `until`, in stream order.
+    #[tracing::instrument(skip_all, err, fields(stream_id))]
+    pub async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+        until: Until,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let (max_version, max_time) = match until {
+            Until::End => (i64::MAX, None),
+            Until::Version(v) => (i64::try_from(v).unwrap_or(i64::MAX), None),
+            Until::Time(t) => (i64::MAX, Some(t)),
+        };
+        let sql = format!(
+            "select {EVENT_COLUMNS} from events
+             where stream_id = $1 and stream_position > $2 and stream_position <= $3
+               and ($4::timestamptz is null or recorded_at <= $4)
+             order by stream_position"
+        );
+        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(stream_id)
+            .bind(i64::try_from(after_version).unwrap_or(i64::MAX))
+            .bind(max_version)
+            .bind(max_time)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(RecordedEvent::try_from).collect()
+    }
+
+    /// Current state: the latest snapshot of the current state schema plus the events after it.
+    #[tracing::instrument(skip_all, err, fields(stream_id))]
+    pub async fn load<A: Aggregate>(
+        &self,
+        stream_id: &str,
+    ) -> Result<Loaded<A::State>, StoreError> {
+        let snapshot: Option<(i64, Value)> = sqlx::query_as(
+            "select stream_version, state from snapshots where stream_id = $1 and state_schema = $2",
+        )
+        .bind(stream_id)
+        .bind(A::STATE_SCHEMA_VERSION)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (state, version) = match snapshot {
+            Some((version, state)) => {
+                let state =
+                    serde_json::from_value(state).map_err(|source| StoreError::Snapshot {
+                        stream_id: stream_id.to_owned(),
+                        source,
+                    })?;
+                (state, u64::try_from(version).unwrap_or(0))
+            }
+            None => (A::State::default(), 0),
+        };
+        self.fold::<A>(stream_id, Loaded { state, version }, Until::End)
+            .await
+    }
+
+    /// State from a full replay of the stream, ignoring snapshots, up to `until`.
+    pub async fn replay<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        until: Until,
+    ) -> Result<Loaded<A::State>, StoreError> {
+        let start = Loaded {
+            state: A::State::default(),
+            version: 0,
+        };
+        self.fold::<A>(stream_id, start, until).await
+    }
+
+    async fn fold<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        start: Loaded<A::State>,
+        until: Until,
+    ) -> Result<Loaded<A::State>, StoreError> {
+        let events = self.read_stream(stream_id, start.version, until).await?;
+        Ok(events.iter().fold(start, |acc, e| Loaded {
+            state: A::apply(acc.state, &e.event),
+            version: e.stream_position,
+        }))
+    }
+
+    pub async fn stored_response(&self, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+        Ok(sqlx::query_as(
+            "select request, response_status, response_body from idempotency_keys where idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Up to `limit` events after `after`, in `(tx_id, global_position)` order, from
+    /// transactions that can no longer commit below them: everything below the oldest
+    /// running xid is final, so a reader that advances past it never skips a late commit.
+    /// One statement, so the snapshot bound and the rows come from the same snapshot.
+    #[tracing::instrument(skip_all, err)]
+    pub async fn read_committed_after(
+        &self,
+        after: Position,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "select {EVENT_COLUMNS} from events
+             where (tx_id, global_position) > ($1::text::xid8, $2)
+               and tx_id < pg_snapshot_xmin(pg_current_snapshot())
+             order by tx_id, global_position
+             limit $3"
+        );
+        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(after.tx_id.to_string())
+            .bind(after.global_position)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(RecordedEvent::try_from).collect()
+    }
+}

@@ -1,0 +1,490 @@
+//! Event store tests against a real PostgreSQL: each test gets its own database
+//! (`#[sqlx::test]`, DATABASE_URL names the server).
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use serde_json::{Value, json};
+use shared::events::{DomainEvent, LineItem, OrderEvent};
+use shared::order::{self, OrderCommand, OrderState};
+use shared::store::{
+    EventStore, IdempotencyRecord, NewEvent, OrderAggregate, Snapshot, StoreError, StreamAppend,
+    Until,
+};
+use shared::{Currency, OrderId, Position, Quantity, UnitPriceCents};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn line(product: &str, qty: i64, price: i64) -> LineItem {
+    LineItem {
+        product_id: product.parse().unwrap(),
+        quantity: Quantity::try_from(qty).unwrap(),
+        unit_price_cents: UnitPriceCents::try_from(price).unwrap(),
+    }
+}
+
+fn create(order_id: OrderId) -> OrderCommand {
+    OrderCommand::Create {
+        order_id,
+        user_id: "alice".parse().unwrap(),
+        currency: Currency::USD,
+        items: vec![line("a", 1, 100)],
+    }
+}
+
+fn new_events(events: Vec<OrderEvent>) -> Vec<NewEvent> {
+    events
+        .into_iter()
+        .map(|e| NewEvent {
+            event_id: Uuid::new_v4(),
+            event: DomainEvent::Order(e).encode(),
+            metadata: json!({}),
+        })
+        .collect()
+}
+
+/// Loads, decides and appends like the write-service does; returns false if refused.
+async fn execute(
+    store: &EventStore,
+    order_id: OrderId,
+    cmd: OrderCommand,
+) -> Result<bool, StoreError> {
+    let stream = order_id.stream_id();
+    let loaded = store.load::<OrderAggregate>(&stream).await?;
+    let Ok(events) = order::decide(&loaded.state, cmd) else {
+        return Ok(false);
+    };
+    let new_state = events.iter().fold(loaded.state.clone(), |s, e| s.apply(e));
+    let new_version = loaded.version + events.len() as u64;
+    let snapshot = store
+        .snapshot_due(loaded.version, new_version)
+        .then(|| Snapshot {
+            state_schema: order::STATE_SCHEMA_VERSION,
+            state: serde_json::to_value(&new_state).unwrap(),
+        });
+    store
+        .append(
+            &[StreamAppend {
+                stream_id: stream,
+                stream_type: "order",
+                expected_version: loaded.version,
+                events: new_events(events),
+                snapshot,
+            }],
+            None,
+        )
+        .await?;
+    Ok(true)
+}
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn append_then_load_returns_state_and_version(pool: PgPool) {
+    let store = EventStore::new(pool, 100);
+    let id = OrderId::new();
+    assert!(execute(&store, id, create(id)).await.unwrap());
+    assert!(
+        execute(&store, id, OrderCommand::AddItem(line("b", 2, 50)))
+            .await
+            .unwrap()
+    );
+    assert!(execute(&store, id, OrderCommand::Confirm).await.unwrap());
+    let loaded = store.load::<OrderAggregate>(&id.stream_id()).await.unwrap();
+    assert_eq!(loaded.version, 3);
+    let o = loaded.state.order().unwrap();
+    assert_eq!(o.total_cents, 200);
+    assert_eq!(o.status, order::OrderStatus::Confirmed);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    execute(&store, id, create(id)).await.unwrap();
+    let stale = StreamAppend {
+        stream_id: id.stream_id(),
+        stream_type: "order",
+        expected_version: 0,
+        events: new_events(vec![OrderEvent::OrderConfirmed]),
+        snapshot: None,
+    };
+    let err = store.append(std::slice::from_ref(&stale), None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::WrongExpectedVersion {
+                expected: 0,
+                actual: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let ahead = StreamAppend {
+        expected_version: 5,
+        ..stale
+    };
+    let err = store.append(&[ahead], None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::WrongExpectedVersion {
+                expected: 5,
+                actual: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(count(&pool, "select count(*) from events").await, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn concurrent_appends_at_one_version_let_exactly_one_win(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    execute(&store, id, create(id)).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            let append = StreamAppend {
+                stream_id: id.stream_id(),
+                stream_type: "order",
+                expected_version: 1,
+                events: new_events(vec![OrderEvent::OrderConfirmed]),
+                snapshot: None,
+            };
+            tokio::spawn(async move { store.append(&[append], None).await })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(outcome) => {
+                won += 1;
+                assert_eq!(outcome.versions, vec![2]);
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(count(&pool, "select count(*) from events").await, 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn multi_stream_append_is_all_or_nothing(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let (a, b) = (OrderId::new(), OrderId::new());
+    execute(&store, b, create(b)).await.unwrap();
+    let append = |id: OrderId, expected, cmd| StreamAppend {
+        stream_id: id.stream_id(),
+        stream_type: "order",
+        expected_version: expected,
+        events: new_events(order::decide(&OrderState::New, cmd).unwrap()),
+        snapshot: None,
+    };
+    // b is at version 1, so expecting 0 fails: a must not be written either.
+    let err = store
+        .append(&[append(a, 0, create(a)), append(b, 0, create(b))], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::WrongExpectedVersion { .. }));
+    assert_eq!(count(&pool, "select count(*) from events").await, 1);
+    assert_eq!(count(&pool, "select count(*) from streams").await, 1);
+
+    let c = OrderId::new();
+    let outcome = store
+        .append(&[append(a, 0, create(a)), append(c, 0, create(c))], None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.versions, vec![1, 1]);
+    // Both streams' events share one transaction, hence one tx_id.
+    let tx_ids: i64 =
+        sqlx::query_scalar("select count(distinct tx_id) from events where stream_id = any($1)")
+            .bind(vec![a.stream_id(), c.stream_id()])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(tx_ids, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_idempotency_key_counts_once(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let request = json!({"method": "POST", "path": "/orders"});
+    let respond = |o: &shared::store::AppendOutcome| (201u16, json!({"version": o.versions[0]}));
+    let mut ids = vec![];
+    for _ in 0..2 {
+        let id = OrderId::new();
+        ids.push(id);
+        let record = IdempotencyRecord {
+            key: "k-1",
+            request: &request,
+            response: &respond,
+        };
+        let appended = StreamAppend {
+            stream_id: id.stream_id(),
+            stream_type: "order",
+            expected_version: 0,
+            events: new_events(order::decide(&OrderState::New, create(id)).unwrap()),
+            snapshot: None,
+        };
+        let result = store.append(&[appended], Some(record)).await;
+        if ids.len() == 2 {
+            assert!(
+                matches!(result, Err(StoreError::IdempotencyKeyTaken(_))),
+                "{result:?}"
+            );
+        } else {
+            result.unwrap();
+        }
+    }
+    assert_eq!(count(&pool, "select count(*) from events").await, 1);
+    let stored = store.stored_response("k-1").await.unwrap().unwrap();
+    assert_eq!(stored.response_status, 201);
+    assert_eq!(stored.response_body, json!({"version": 1}));
+    assert_eq!(stored.request, request);
+}
+
+fn command_strategy() -> impl Strategy<Value = Vec<OrderCommand>> {
+    let product = prop::sample::select(vec!["p1", "p2", "p3", "p4"]);
+    let cmd = prop_oneof![
+        6 => (product.clone(), 1i64..5, prop::sample::select(vec![100i64, 250])).prop_map(|(p, q, c)| OrderCommand::AddItem(line(p, q, c))),
+        3 => product.prop_map(|p| OrderCommand::RemoveItem(p.parse().unwrap())),
+        1 => Just(OrderCommand::Confirm),
+        1 => Just(OrderCommand::Cancel { reason: Some("r".into()) }),
+        1 => Just(OrderCommand::Ship { carrier: "c".into(), tracking_number: "t".into() }),
+        1 => Just(OrderCommand::Deliver),
+    ];
+    prop::collection::vec(cmd, 0..40)
+}
+
+/// Snapshot + tail equals full replay, for random command sequences, through the real store.
+#[sqlx::test(migrations = "../migrations")]
+async fn snapshot_plus_tail_equals_full_replay(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 3);
+    let mut runner = TestRunner::deterministic();
+    let strategy = command_strategy();
+    for _ in 0..24 {
+        let commands = strategy.new_tree(&mut runner).unwrap().current();
+        let id = OrderId::new();
+        execute(&store, id, create(id)).await.unwrap();
+        for cmd in commands {
+            execute(&store, id, cmd).await.unwrap();
+            let via_snapshot = store.load::<OrderAggregate>(&id.stream_id()).await.unwrap();
+            let replayed = store
+                .replay::<OrderAggregate>(&id.stream_id(), Until::End)
+                .await
+                .unwrap();
+            assert_eq!(via_snapshot, replayed);
+        }
+    }
+    assert!(
+        count(&pool, "select count(*) from snapshots").await > 0,
+        "no snapshot was ever taken"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_snapshot_of_another_state_schema_is_ignored(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    execute(&store, id, create(id)).await.unwrap();
+    execute(&store, id, OrderCommand::Confirm).await.unwrap();
+    // An older build's snapshot: different schema number and a shape we cannot read.
+    sqlx::query("insert into snapshots (stream_id, stream_version, state_schema, state) values ($1, 2, 0, '{\"legacy\": true}')")
+        .bind(id.stream_id())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let loaded = store.load::<OrderAggregate>(&id.stream_id()).await.unwrap();
+    assert_eq!(loaded.version, 2);
+    assert_eq!(
+        loaded.state.order().unwrap().status,
+        order::OrderStatus::Confirmed
+    );
+}
+
+/// A version-1 `OrderCreated` (no currency) reads as version 2 with USD on every read path.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_version_1_order_created_is_upcast_on_every_read_path(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    insert_v1_order(&pool, id).await;
+
+    let loaded = store.load::<OrderAggregate>(&id.stream_id()).await.unwrap();
+    assert_eq!(loaded.state.order().unwrap().currency, Currency::USD);
+    let replayed = store
+        .replay::<OrderAggregate>(&id.stream_id(), Until::Version(1))
+        .await
+        .unwrap();
+    assert_eq!(replayed, loaded);
+
+    let events = store
+        .read_stream(&id.stream_id(), 0, Until::End)
+        .await
+        .unwrap();
+    assert_eq!(
+        (events[0].stored_schema_version, events[0].schema_version),
+        (1, 2)
+    );
+    assert_eq!(events[0].data["currency"], "USD");
+
+    let tail = store
+        .read_committed_after(Position::ZERO, 10)
+        .await
+        .unwrap();
+    assert_eq!(tail.len(), 1);
+    assert!(
+        matches!(&tail[0].event, DomainEvent::Order(OrderEvent::OrderCreated(e)) if e.currency == Currency::USD)
+    );
+
+    // And commands keep working on top of it.
+    assert!(
+        execute(&store, id, OrderCommand::AddItem(line("b", 1, 5)))
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn insert_v1_order(pool: &PgPool, id: OrderId) {
+    let data: Value = json!({
+        "orderId": id.0,
+        "userId": "legacy-user",
+        "items": [{"productId": "a", "quantity": 2, "unitPriceCents": 300}],
+        "totalCents": 600
+    });
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("insert into streams (stream_id, stream_type, version) values ($1, 'order', 1)")
+        .bind(id.stream_id())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into events (stream_id, stream_position, event_id, event_type, schema_version, data)
+         values ($1, 1, $2, 'OrderCreated', 1, $3)",
+    )
+    .bind(id.stream_id())
+    .bind(Uuid::new_v4())
+    .bind(data)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Writer A takes a lower position and stays open while writer B commits a higher one.
+/// A reader must not advance past A: after A commits, both are delivered, A included.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_tail_does_not_skip_events_when_writers_commit_out_of_order(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let (a, b) = (OrderId::new(), OrderId::new());
+
+    let mut writer_a = pool.begin().await.unwrap();
+    sqlx::query("insert into streams (stream_id, stream_type, version) values ($1, 'order', 1)")
+        .bind(a.stream_id())
+        .execute(&mut *writer_a)
+        .await
+        .unwrap();
+    let event = DomainEvent::Order(
+        order::decide(&OrderState::New, create(a))
+            .unwrap()
+            .remove(0),
+    )
+    .encode();
+    let pos_a: i64 = sqlx::query_scalar(
+        "insert into events (stream_id, stream_position, event_id, event_type, schema_version, data)
+         values ($1, 1, $2, $3, $4, $5) returning global_position",
+    )
+    .bind(a.stream_id())
+    .bind(Uuid::new_v4())
+    .bind(event.event_type)
+    .bind(event.schema_version)
+    .bind(&event.data)
+    .fetch_one(&mut *writer_a)
+    .await
+    .unwrap();
+
+    execute(&store, b, create(b)).await.unwrap();
+
+    let mut checkpoint = Position::ZERO;
+    let mut delivered = vec![];
+    let first = store.read_committed_after(checkpoint, 100).await.unwrap();
+    assert!(
+        first.is_empty(),
+        "B is above A's running xid and must wait: {first:?}"
+    );
+
+    writer_a.commit().await.unwrap();
+    loop {
+        let batch = store.read_committed_after(checkpoint, 1).await.unwrap();
+        let Some(e) = batch.last() else { break };
+        checkpoint = e.position;
+        delivered.push((e.stream_id.clone(), e.position.global_position));
+    }
+    assert_eq!(delivered.len(), 2);
+    assert_eq!(delivered[0], (a.stream_id(), pos_a));
+    assert_eq!(delivered[1].0, b.stream_id());
+    assert!(delivered[1].1 > pos_a);
+}
+
+/// The other interleaving: B takes its xid first but its position last, and commits while A
+/// is open. B may be delivered first (its tx is below A's); A must still come after.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_tail_delivers_a_late_commit_with_a_lower_position(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let (a, b) = (OrderId::new(), OrderId::new());
+    let insert = |id: OrderId| {
+        let event = DomainEvent::Order(
+            order::decide(&OrderState::New, create(id))
+                .unwrap()
+                .remove(0),
+        )
+        .encode();
+        (id.stream_id(), event)
+    };
+    let mut writer_b = pool.begin().await.unwrap();
+    let mut writer_a = pool.begin().await.unwrap();
+    for (tx, id) in [(&mut writer_b, b), (&mut writer_a, a)] {
+        sqlx::query(
+            "insert into streams (stream_id, stream_type, version) values ($1, 'order', 1)",
+        )
+        .bind(id.stream_id())
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    }
+    for (tx, id) in [(&mut writer_a, a), (&mut writer_b, b)] {
+        let (stream, event) = insert(id);
+        sqlx::query(
+            "insert into events (stream_id, stream_position, event_id, event_type, schema_version, data)
+             values ($1, 1, $2, $3, $4, $5)",
+        )
+        .bind(stream)
+        .bind(Uuid::new_v4())
+        .bind(event.event_type)
+        .bind(event.schema_version)
+        .bind(&event.data)
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    }
+    writer_b.commit().await.unwrap();
+
+    let mut checkpoint = Position::ZERO;
+    let mut delivered = vec![];
+    for e in store.read_committed_after(checkpoint, 100).await.unwrap() {
+        checkpoint = e.position;
+        delivered.push(e.stream_id);
+    }
+    assert_eq!(delivered, vec![b.stream_id()]);
+    writer_a.commit().await.unwrap();
+    for e in store.read_committed_after(checkpoint, 100).await.unwrap() {
+        delivered.push(e.stream_id);
+    }
+    assert_eq!(delivered, vec![b.stream_id(), a.stream_id()]);
+}
