@@ -111,7 +111,10 @@ async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(pool: PgPool)
         events: new_events(vec![OrderEvent::OrderConfirmed]),
         snapshot: None,
     };
-    let err = store.append(std::slice::from_ref(&stale), None).await.unwrap_err();
+    let err = store
+        .append(std::slice::from_ref(&stale), None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,

@@ -54,9 +54,13 @@ impl StoreError {
     /// True when the database could not be reached or went away: worth a 503 and a retry,
     /// not a bug in the request.
     pub fn is_unavailable(&self) -> bool {
-        let StoreError::Database(e) = self else {
-            return false;
-        };
+        matches!(self, StoreError::Database(e) if is_unavailable(e))
+    }
+}
+
+/// True when the error means PostgreSQL is unreachable or going away, not that the query was wrong.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    {
         match e {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)

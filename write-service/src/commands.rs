@@ -1,0 +1,207 @@
+//! Running a command: load, decide, append with the expected version; retry a lost race,
+//! honour `If-Match`, and make retries with an `Idempotency-Key` count once.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use shared::events::DomainEvent;
+use shared::store::{
+    Aggregate, AppendOutcome, IdempotencyRecord, NewEvent, Snapshot, StoreError, StoredResponse,
+    StreamAppend,
+};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::CommandContext;
+
+/// A command's HTTP answer, fresh or replayed from its idempotency record.
+#[derive(Debug)]
+pub struct CommandOutcome {
+    pub status: StatusCode,
+    pub body: Value,
+    pub replayed: bool,
+}
+
+impl IntoResponse for CommandOutcome {
+    fn into_response(self) -> Response {
+        let location = (self.status == StatusCode::CREATED)
+            .then(|| {
+                self.body
+                    .get("orderId")
+                    .and_then(Value::as_str)
+                    .map(|id| format!("/orders/{id}"))
+            })
+            .flatten();
+        let etag = self
+            .body
+            .get("version")
+            .and_then(Value::as_u64)
+            .map(|v| format!("\"{v}\""));
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(value) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            headers.insert(header::LOCATION, value);
+        }
+        if let Some(value) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+            headers.insert(header::ETAG, value);
+        }
+        if self.replayed {
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+/// One command against one aggregate's stream.
+pub struct Command<'a, F> {
+    pub stream_id: String,
+    /// The success body's id field, e.g. `("orderId", "…")`.
+    pub id: (&'static str, String),
+    pub success: StatusCode,
+    pub ctx: &'a CommandContext,
+    pub body: &'a Value,
+    pub decide: F,
+}
+
+fn replay_or_reject(
+    stored: StoredResponse,
+    fingerprint: &Value,
+) -> Result<CommandOutcome, ApiError> {
+    if &stored.request != fingerprint {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request",
+        )
+        .with_field("Idempotency-Key"));
+    }
+    Ok(CommandOutcome {
+        status: StatusCode::from_u16(stored.response_status as u16).unwrap_or(StatusCode::OK),
+        body: stored.response_body,
+        replayed: true,
+    })
+}
+
+pub async fn execute<A, F>(app: &AppState, cmd: Command<'_, F>) -> Result<CommandOutcome, ApiError>
+where
+    A: Aggregate,
+    F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError>,
+{
+    let store = &app.store;
+    let ctx = cmd.ctx;
+    let fingerprint = json!({"method": ctx.method.as_str(), "path": ctx.path, "body": cmd.body});
+    if let Some(key) = &ctx.idempotency_key
+        && let Some(stored) = store.stored_response(key).await?
+    {
+        return replay_or_reject(stored, &fingerprint);
+    }
+    let metadata = json!({
+        "requestId": ctx.request_id,
+        "idempotencyKey": ctx.idempotency_key,
+        "causationId": ctx.causation_id,
+    });
+    let (id_field, id) = (cmd.id.0, cmd.id.1.as_str());
+    let success = cmd.success;
+    let respond = |o: &AppendOutcome| {
+        let version = o.versions.first().copied().unwrap_or(0);
+        (
+            success.as_u16(),
+            json!({ id_field: id, "version": version, "position": o.position }),
+        )
+    };
+
+    let mut attempt = 0;
+    loop {
+        let loaded = store.load::<A>(&cmd.stream_id).await?;
+        if let Some(expected) = ctx.if_match
+            && expected != loaded.version
+        {
+            return Err(precondition_failed(expected, loaded.version));
+        }
+        let events = (cmd.decide)(&loaded.state)?;
+        let new_state = events.iter().fold(loaded.state, |s, e| A::apply(s, e));
+        let new_version = loaded.version + events.len() as u64;
+        let snapshot = if store.snapshot_due(loaded.version, new_version) {
+            serde_json::to_value(&new_state).ok().map(|state| Snapshot {
+                state_schema: A::STATE_SCHEMA_VERSION,
+                state,
+            })
+        } else {
+            None
+        };
+        let append = StreamAppend {
+            stream_id: cmd.stream_id.clone(),
+            stream_type: A::STREAM_TYPE,
+            expected_version: loaded.version,
+            events: events
+                .iter()
+                .map(|e| NewEvent {
+                    event_id: Uuid::new_v4(),
+                    event: e.encode(),
+                    metadata: metadata.clone(),
+                })
+                .collect(),
+            snapshot,
+        };
+        let record = ctx.idempotency_key.as_deref().map(|key| IdempotencyRecord {
+            key,
+            request: &fingerprint,
+            response: &respond,
+        });
+        match store.append(std::slice::from_ref(&append), record).await {
+            Ok(outcome) => {
+                metrics::counter!("write_events_appended_total").increment(events.len() as u64);
+                if let Err(e) = store.notify_appended().await {
+                    // Tailers fall back to polling; the command itself succeeded.
+                    tracing::warn!(error = %e, "could not notify tailers");
+                }
+                let (status, body) = respond(&outcome);
+                return Ok(CommandOutcome {
+                    status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                    body,
+                    replayed: false,
+                });
+            }
+            Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                if let Some(expected) = ctx.if_match {
+                    return Err(precondition_failed(expected, actual));
+                }
+                if attempt >= app.max_retries {
+                    metrics::counter!("write_command_conflicts_total").increment(1);
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "concurrency_conflict",
+                        "the stream kept changing under this command; retry it",
+                    ));
+                }
+                attempt += 1;
+                metrics::counter!("write_command_retries_total").increment(1);
+                // Jittered, growing back-off so racing writers spread out.
+                let cap = 2u64 << attempt.min(5);
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=cap))).await;
+            }
+            Err(StoreError::IdempotencyKeyTaken(key)) => {
+                // A concurrent request with the same key committed first.
+                return match store.stored_response(&key).await? {
+                    Some(stored) => replay_or_reject(stored, &fingerprint),
+                    None => Err(ApiError::internal(
+                        "idempotency record vanished",
+                        &StoreError::IdempotencyKeyTaken(key),
+                    )),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn precondition_failed(expected: u64, actual: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        format!("If-Match expects version {expected} but the stream is at version {actual}"),
+    )
+}

@@ -1,0 +1,177 @@
+//! Request extractors whose failures come back in the API's error body.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
+use axum::http::{HeaderMap, Method, header, request::Parts};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+/// Path parameters; a malformed one is a 400 in the API's body.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct AppPath<T>(pub T);
+
+/// A JSON body, typed, plus the raw JSON it came from (for idempotency fingerprints).
+///
+/// An empty body reads as `{}`, so commands whose fields are all optional need none.
+/// Malformed JSON is 400, a body that is not JSON 415, too large 413, and a body that
+/// does not fit the type 422 naming the field.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Value,
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json_content = is_json(req.headers());
+        let bytes = Bytes::from_request(req, state).await?;
+        let raw = if bytes.is_empty() {
+            json!({})
+        } else if !json_content {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a body with `Content-Type: application/json`",
+            ));
+        } else {
+            serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+                ApiError::bad_request("malformed_json", format!("malformed JSON: {e}"))
+            })?
+        };
+        // serde would read an array positionally into a struct; every body here is an object.
+        if !raw.is_object() {
+            return Err(ApiError::invalid("body", "the body must be a JSON object"));
+        }
+        let value = serde_path_to_error::deserialize(&raw).map_err(|e| {
+            let message = e.inner().to_string();
+            let mut field = match e.path().to_string() {
+                root if root == "." => String::new(),
+                path => path,
+            };
+            // serde reports a missing field at its parent; name the field itself.
+            if let Some(missing) = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                field = if field.is_empty() {
+                    missing.to_owned()
+                } else {
+                    format!("{field}.{missing}")
+                };
+            }
+            if field.is_empty() {
+                ApiError::invalid("body", message)
+            } else {
+                ApiError::invalid(&field, format!("{field}: {message}"))
+            }
+        })?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+/// What every command carries besides its body: who asked, how to retry, what it expects.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub request_id: Option<String>,
+    /// `X-Causation-Id`: the message that caused this command, for callers that are processes.
+    pub causation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// `If-Match: "<version>"`: the stream must be at exactly this version.
+    pub if_match: Option<u64>,
+    pub method: Method,
+    pub path: String,
+}
+
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+fn parse_if_match(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    let v = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v);
+    v.parse().ok()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let uri = OriginalUri::from_request_parts(parts, state)
+            .await
+            .map(|u| u.0)
+            .unwrap_or_else(|_| parts.uri.clone());
+        let header_str = |name: &str| -> Result<Option<String>, ApiError> {
+            parts
+                .headers
+                .get(name)
+                .map(|v| {
+                    v.to_str().map(str::to_owned).map_err(|_| {
+                        ApiError::bad_request(
+                            "invalid_header",
+                            format!("{name} must be visible ASCII"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let idempotency_key = header_str("idempotency-key")?;
+        if let Some(k) = &idempotency_key
+            && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(ApiError::bad_request(
+                "invalid_header",
+                format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"),
+            ));
+        }
+        let if_match = match header_str("if-match")? {
+            None => None,
+            Some(v) => Some(parse_if_match(&v).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_header",
+                    "If-Match must be a version number in quotes, e.g. \"3\"",
+                )
+            })?),
+        };
+        Ok(CommandContext {
+            request_id: header_str("x-request-id")?,
+            causation_id: header_str("x-causation-id")?,
+            idempotency_key,
+            if_match,
+            method: parts.method.clone(),
+            path: uri.path().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_if_match;
+
+    #[test]
+    fn if_match_accepts_quoted_weak_and_bare_versions() {
+        assert_eq!(parse_if_match("\"3\""), Some(3));
+        assert_eq!(parse_if_match("W/\"3\""), Some(3));
+        assert_eq!(parse_if_match("3"), Some(3));
+        assert_eq!(parse_if_match("\"x\""), None);
+        assert_eq!(parse_if_match("*"), None);
+    }
+}

@@ -1,0 +1,171 @@
+//! The write-service: order commands over HTTP, appended to the PostgreSQL event store.
+
+pub mod commands;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod settings;
+pub mod telemetry;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::routing::{delete, get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use shared::store::{EventStore, MIGRATOR};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use settings::Settings;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: EventStore,
+    pub metrics: PrometheusHandle,
+    pub max_retries: u32,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, settings: &Settings) -> Self {
+        Self {
+            store: EventStore::new(pool, settings.snapshot_every),
+            metrics: telemetry::metrics_handle(),
+            max_retries: settings.command_max_retries,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    use routes::{ops, orders, products};
+    Router::new()
+        .route("/orders", post(orders::create))
+        .route("/orders/{order_id}/items", post(orders::add_item))
+        .route(
+            "/orders/{order_id}/items/{product_id}",
+            delete(orders::remove_item),
+        )
+        .route("/orders/{order_id}/confirm", post(orders::confirm))
+        .route("/orders/{order_id}/cancel", post(orders::cancel))
+        .route("/orders/{order_id}/ship", post(orders::ship))
+        .route("/orders/{order_id}/deliver", post(orders::deliver))
+        .route("/orders/{order_id}/events", get(orders::events))
+        .route("/orders/{order_id}/state", get(orders::state))
+        .route(
+            "/products/{product_id}/stock",
+            post(products::receive_stock),
+        )
+        .route("/health/live", get(ops::live))
+        .route("/health/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route_layer(axum::middleware::from_fn(telemetry::track_http))
+        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str);
+            let request_id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok());
+            tracing::info_span!("request", method = %req.method(), route, request_id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Runs migrations, waiting up to `patience` for PostgreSQL to accept connections.
+pub async fn migrate(pool: &PgPool, patience: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(e))
+                if tokio::time::Instant::now() < deadline && shared::store::is_unavailable(&e) =>
+            {
+                tracing::warn!("waiting for PostgreSQL: {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Connects, migrates and binds; the service is ready to `run_until`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = settings.pool()?;
+        migrate(&pool, Duration::from_secs(30)).await?;
+        Self::with_pool(&settings, pool).await
+    }
+
+    /// Binds the service on an existing pool (tests give each app its own database).
+    pub async fn with_pool(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.addr).await?;
+        Ok(Self {
+            listener,
+            router: router(AppState::new(pool, settings)),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

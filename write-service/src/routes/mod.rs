@@ -1,0 +1,3 @@
+pub mod ops;
+pub mod orders;
+pub mod products;

@@ -1,0 +1,1019 @@
+//! HTTP tests of the write-service against a real PostgreSQL (a fresh database per test).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use shared::Position;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tower::ServiceExt;
+use uuid::Uuid;
+use write_service::{AppState, Settings, router};
+
+fn settings() -> Settings {
+    Settings {
+        database_url: "postgres://unused".into(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        snapshot_every: 100,
+        database_max_connections: 10,
+        command_max_retries: 10,
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    router: Router,
+    pool: PgPool,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl App {
+    fn new(pool: PgPool) -> Self {
+        Self {
+            router: router(AppState::new(pool.clone(), &settings())),
+            pool,
+        }
+    }
+
+    async fn raw(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Body) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let mut all = headers.to_vec();
+        let body = match body {
+            Some(v) => {
+                all.push(("content-type", "application/json"));
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.raw(method, uri, &all, body).await
+    }
+
+    async fn post(&self, uri: &str, body: Value) -> Reply {
+        self.send(Method::POST, uri, &[], Some(body)).await
+    }
+
+    async fn get(&self, uri: &str) -> Reply {
+        self.send(Method::GET, uri, &[], None).await
+    }
+
+    async fn create_order(&self) -> String {
+        let r = self
+            .post(
+                "/orders",
+                json!({"userId": "alice", "items": [{"productId": "sku-1", "quantity": 2, "unitPriceCents": 1250}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        r.body["orderId"].as_str().unwrap().to_owned()
+    }
+
+    async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn create_returns_201_location_version_and_position(pool: PgPool) {
+    let app = App::new(pool);
+    let r = app
+        .post(
+            "/orders",
+            json!({"userId": "alice", "currency": "EUR", "items": [
+                {"productId": "sku-1", "quantity": 2, "unitPriceCents": 1250},
+                {"productId": "sku-2", "quantity": 1, "unitPriceCents": 99}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.body["orderId"].as_str().unwrap();
+    assert_eq!(r.headers["location"], format!("/orders/{id}").as_str());
+    assert_eq!(r.body["version"], 1);
+    assert!(r.headers.contains_key("x-request-id"));
+    let position: Position = r.body["position"].as_str().unwrap().parse().unwrap();
+    assert!(position.global_position >= 1);
+
+    let state = app.get(&format!("/orders/{id}/state")).await;
+    assert_eq!(state.status, StatusCode::OK);
+    assert_eq!(state.body["totalCents"], 2 * 1250 + 99);
+    assert_eq!(state.body["currency"], "EUR");
+    assert_eq!(state.body["status"], "pending");
+    assert_eq!(state.body["version"], 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_client_chosen_id_is_used_and_a_second_create_is_409(pool: PgPool) {
+    let app = App::new(pool);
+    let id = Uuid::new_v4();
+    let body = json!({"orderId": id, "userId": "bob", "items": [{"productId": "a", "quantity": 1, "unitPriceCents": 1}]});
+    let r = app.post("/orders", body.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body["orderId"], id.to_string());
+    assert_eq!(r.body["currency"], Value::Null);
+    let state = app.get(&format!("/orders/{id}/state")).await;
+    assert_eq!(state.body["currency"], "USD");
+    let again = app.post("/orders", body).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.code(), "order_exists");
+    assert_eq!(app.event_count().await, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_whole_lifecycle_over_http(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    let base = format!("/orders/{id}");
+    let r = app
+        .post(
+            &format!("{base}/items"),
+            json!({"productId": "sku-2", "quantity": 3, "unitPriceCents": 100}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["version"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+    let r = app
+        .post(
+            &format!("{base}/items"),
+            json!({"productId": "sku-2", "quantity": 1, "unitPriceCents": 100}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app
+        .send(Method::DELETE, &format!("{base}/items/sku-1"), &[], None)
+        .await;
+    assert_eq!(
+        (r.status, r.body["version"].as_u64()),
+        (StatusCode::OK, Some(4))
+    );
+    let state = app.get(&format!("{base}/state")).await;
+    assert_eq!(state.body["totalCents"], 400);
+    assert_eq!(
+        state.body["items"],
+        json!([{"productId": "sku-2", "quantity": 4, "unitPriceCents": 100}])
+    );
+
+    assert_eq!(
+        app.send(Method::POST, &format!("{base}/confirm"), &[], None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = app
+        .post(
+            &format!("{base}/ship"),
+            json!({"carrier": "DHL", "trackingNumber": "JD0123"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app
+        .send(Method::POST, &format!("{base}/deliver"), &[], None)
+        .await;
+    assert_eq!(
+        (r.status, r.body["version"].as_u64()),
+        (StatusCode::OK, Some(7))
+    );
+    let state = app.get(&format!("{base}/state")).await;
+    assert_eq!(state.body["status"], "delivered");
+    assert_eq!(state.body["trackingNumber"], "JD0123");
+
+    let events = app.get(&format!("{base}/events")).await;
+    let types: Vec<&str> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "OrderCreated",
+            "ItemAdded",
+            "ItemAdded",
+            "ItemRemoved",
+            "OrderConfirmed",
+            "OrderShipped",
+            "OrderDelivered"
+        ]
+    );
+    let first = &events.body["events"][0];
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["schemaVersion"], 2);
+    assert!(first["recordedAt"].is_string());
+    assert!(
+        first["metadata"]["requestId"].is_string(),
+        "request id is copied into metadata"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cancel_takes_an_optional_reason_and_only_from_pending_or_confirmed(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    let r = app
+        .post(
+            &format!("/orders/{id}/cancel"),
+            json!({"reason": "changed my mind"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let state = app.get(&format!("/orders/{id}/state")).await;
+    assert_eq!(state.body["cancelReason"], "changed my mind");
+    let r = app
+        .send(Method::POST, &format!("/orders/{id}/cancel"), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        r.body["error"]["message"],
+        "cannot cancel a cancelled order"
+    );
+
+    let other = app.create_order().await;
+    let r = app
+        .send(Method::POST, &format!("/orders/{other}/cancel"), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "no body means no reason");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn state_conflicts_are_409_with_a_clear_message(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
+        .await;
+    let before = app.event_count().await;
+    let r = app
+        .post(
+            &format!("/orders/{id}/items"),
+            json!({"productId": "x", "quantity": 1, "unitPriceCents": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "invalid_state");
+    assert_eq!(
+        r.body["error"]["message"],
+        "cannot modify a confirmed order"
+    );
+    let r = app
+        .send(Method::POST, &format!("/orders/{id}/deliver"), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = app
+        .send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(app.event_count().await, before);
+
+    let single = app.create_order().await;
+    let r = app
+        .send(
+            Method::DELETE,
+            &format!("/orders/{single}/items/sku-1"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "last_item"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unknown_orders_items_and_routes_are_404(pool: PgPool) {
+    let app = App::new(pool);
+    let missing = Uuid::new_v4();
+    for uri in [
+        format!("/orders/{missing}/confirm"),
+        format!("/orders/{missing}/deliver"),
+    ] {
+        let r = app.send(Method::POST, &uri, &[], None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::NOT_FOUND, "order_not_found"),
+            "{uri}"
+        );
+    }
+    assert_eq!(
+        app.get(&format!("/orders/{missing}/state")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&format!("/orders/{missing}/events")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let id = app.create_order().await;
+    let r = app
+        .send(
+            Method::DELETE,
+            &format!("/orders/{id}/items/nope"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "item_not_found")
+    );
+    let r = app.get("/nothing-here").await;
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(app.event_count().await, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn malformed_json_and_paths_are_400(pool: PgPool) {
+    let app = App::new(pool);
+    let r = app
+        .raw(
+            Method::POST,
+            "/orders",
+            &[("content-type", "application/json")],
+            Body::from("{\"userId\": "),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "malformed_json")
+    );
+    let r = app
+        .send(Method::POST, "/orders/not-a-uuid/confirm", &[], None)
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_path")
+    );
+    let id = app.create_order().await;
+    let r = app
+        .send(
+            Method::DELETE,
+            &format!("/orders/{id}/items/bad%20id"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_path")
+    );
+    let r = app
+        .send(
+            Method::POST,
+            "/products/bad$id/stock",
+            &[],
+            Some(json!({"quantity": 1})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_path")
+    );
+    let r = app
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            &[("if-match", "soon")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_header")
+    );
+    assert_eq!(app.event_count().await, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn non_json_is_415_and_oversized_is_413(pool: PgPool) {
+    let app = App::new(pool);
+    let r = app
+        .raw(
+            Method::POST,
+            "/orders",
+            &[("content-type", "text/plain")],
+            Body::from("userId=alice"),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+    let big = json!({"userId": "a", "items": [], "pad": "x".repeat(70 * 1024)}).to_string();
+    let r = app
+        .raw(
+            Method::POST,
+            "/orders",
+            &[("content-type", "application/json")],
+            Body::from(big),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rule_violations_are_422_naming_the_field(pool: PgPool) {
+    let app = App::new(pool);
+    let item = |q: i64, p: i64| json!({"productId": "sku", "quantity": q, "unitPriceCents": p});
+    let cases = [
+        (
+            json!({"userId": "alice", "items": [item(0, 1)]}),
+            "items[0].quantity",
+        ),
+        (
+            json!({"userId": "alice", "items": [item(10_001, 1)]}),
+            "items[0].quantity",
+        ),
+        (
+            json!({"userId": "alice", "items": [item(1, -1)]}),
+            "items[0].unitPriceCents",
+        ),
+        (
+            json!({"userId": "alice", "items": [item(1, 100_000_001)]}),
+            "items[0].unitPriceCents",
+        ),
+        (
+            json!({"userId": "alice", "items": [item(1, 1)], "currency": "usd"}),
+            "currency",
+        ),
+        (json!({"userId": "al ice", "items": [item(1, 1)]}), "userId"),
+        (
+            json!({"userId": "x".repeat(65), "items": [item(1, 1)]}),
+            "userId",
+        ),
+        (
+            json!({"userId": {"$ne": ""}, "items": [item(1, 1)]}),
+            "userId",
+        ),
+        (json!({"userId": "alice", "items": []}), "items"),
+        (
+            json!({"userId": "alice", "items": [item(1, 1)], "extra": 1}),
+            "extra",
+        ),
+        (json!({"items": [item(1, 1)]}), "userId"),
+        (
+            json!({"userId": "alice", "items": [{"productId": "a", "quantity": 1}]}),
+            "items[0].unitPriceCents",
+        ),
+        (json!(["not", "an", "object"]), "body"),
+        (
+            json!({"userId": "alice", "items": (0..101).map(|i| json!({"productId": format!("p{i}"), "quantity": 1, "unitPriceCents": 1})).collect::<Vec<_>>()}),
+            "items",
+        ),
+        (
+            json!({"userId": "alice", "items": [item(1, 1), item(1, 2)]}),
+            "unitPriceCents",
+        ),
+        (
+            json!({"userId": "alice", "items": [item(1, 1)], "orderId": "nope"}),
+            "orderId",
+        ),
+    ];
+    for (body, field) in cases {
+        let r = app.post("/orders", body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            r.body
+        );
+        assert_eq!(r.body["error"]["field"], field, "{body}: {:?}", r.body);
+        assert!(!r.body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let id = app.create_order().await;
+    let r = app
+        .post(
+            &format!("/orders/{id}/items"),
+            json!({"productId": "sku-1", "quantity": 1, "unitPriceCents": 1}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unitPriceCents"))
+    );
+    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
+        .await;
+    let r = app
+        .post(
+            &format!("/orders/{id}/ship"),
+            json!({"carrier": "", "trackingNumber": "t"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("carrier"))
+    );
+    let r = app
+        .post(&format!("/orders/{id}/ship"), json!({"carrier": "c"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    for q in [0, 1_000_001] {
+        let r = app
+            .post("/products/sku-1/stock", json!({"quantity": q}))
+            .await;
+        assert_eq!(
+            (r.status, r.body["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("quantity"))
+        );
+    }
+    assert_eq!(
+        app.event_count().await,
+        2,
+        "only the create and the confirm were written"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn if_match_guards_the_version(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    let r = app
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            &[("if-match", "\"7\"")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+    );
+    assert_eq!(app.event_count().await, 1);
+    let r = app
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            &[("if-match", "\"1\"")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["etag"], "\"2\"");
+    // The same precondition again is now stale.
+    let r = app
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/cancel"),
+            &[("if-match", "\"1\"")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(app.event_count().await, 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_idempotency_key_replays_the_first_response(pool: PgPool) {
+    let app = App::new(pool);
+    let body = json!({"userId": "carol", "items": [{"productId": "sku-1", "quantity": 1, "unitPriceCents": 500}]});
+    let key = [("idempotency-key", "create-carol-1")];
+    let first = app
+        .send(Method::POST, "/orders", &key, Some(body.clone()))
+        .await;
+    let again = app
+        .send(Method::POST, "/orders", &key, Some(body.clone()))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(again.status, first.status);
+    assert_eq!(
+        again.body, first.body,
+        "same generated order id, version and position"
+    );
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.headers["location"], first.headers["location"]);
+    assert_eq!(app.event_count().await, 1);
+
+    let mut other = body.clone();
+    other["userId"] = json!("dave");
+    let r = app.send(Method::POST, "/orders", &key, Some(other)).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
+
+    let id = first.body["orderId"].as_str().unwrap();
+    let confirm_key = [("idempotency-key", "confirm-1")];
+    let uri = format!("/orders/{id}/confirm");
+    let a = app.send(Method::POST, &uri, &confirm_key, None).await;
+    let b = app.send(Method::POST, &uri, &confirm_key, None).await;
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::OK, StatusCode::OK),
+        "a retried confirm is not a conflict"
+    );
+    assert_eq!(a.body, b.body);
+    // The same key on another endpoint is a different request.
+    let r = app
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/deliver"),
+            &confirm_key,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.event_count().await, 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn concurrent_retries_with_one_key_append_once(pool: PgPool) {
+    let app = App::new(pool);
+    let body = json!({"userId": "erin", "items": [{"productId": "sku-1", "quantity": 1, "unitPriceCents": 5}]});
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (app, body) = (app.clone(), body.clone());
+            tokio::spawn(async move {
+                app.send(
+                    Method::POST,
+                    "/orders",
+                    &[("idempotency-key", "same")],
+                    Some(body),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut bodies = BTreeSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        bodies.insert(r.body.to_string());
+    }
+    assert_eq!(bodies.len(), 1, "every retry saw the first response");
+    assert_eq!(app.event_count().await, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn fifty_concurrent_commands_on_one_order_leave_no_gaps_or_duplicates(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let app = app.clone();
+            let uri = format!("/orders/{id}/items");
+            tokio::spawn(async move {
+                app.post(
+                    &uri,
+                    json!({"productId": format!("p{i}"), "quantity": 1, "unitPriceCents": 10}),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut versions = BTreeSet::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            StatusCode::OK => assert!(
+                versions.insert(r.body["version"].as_u64().unwrap()),
+                "duplicate version"
+            ),
+            StatusCode::CONFLICT => conflicts += 1,
+            other => panic!("unexpected {other}: {:?}", r.body),
+        }
+    }
+    eprintln!(
+        "{} commands succeeded, {conflicts} gave up with 409",
+        versions.len()
+    );
+    assert_eq!(versions.len() + conflicts, 50);
+    let n = versions.len() as u64 + 1;
+    assert_eq!(
+        versions,
+        (2..=n).collect::<BTreeSet<_>>(),
+        "answered versions are 2..=N"
+    );
+    let stored: Vec<i64> = sqlx::query_scalar(
+        "select stream_position from events where stream_id = $1 order by stream_position",
+    )
+    .bind(format!("order-{id}"))
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        (1..=n as i64).collect::<Vec<_>>(),
+        "stored versions are 1..=N, no gaps, no duplicates"
+    );
+    let state = app.get(&format!("/orders/{id}/state")).await;
+    assert_eq!(state.body["version"].as_u64(), Some(n));
+    assert_eq!(
+        state.body["items"].as_array().unwrap().len() as u64,
+        n,
+        "no lost event"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn fifty_concurrent_commands_on_different_orders_all_succeed(pool: PgPool) {
+    let app = App::new(pool);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.post(
+                    "/orders",
+                    json!({"userId": format!("u{i}"), "items": [{"productId": "sku", "quantity": 1, "unitPriceCents": 1}]}),
+                )
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, StatusCode::CREATED);
+    }
+    assert_eq!(app.event_count().await, 50);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn state_at_a_version_or_time(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    app.post(
+        &format!("/orders/{id}/items"),
+        json!({"productId": "b", "quantity": 1, "unitPriceCents": 1}),
+    )
+    .await;
+    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
+        .await;
+
+    let v1 = app.get(&format!("/orders/{id}/state?version=1")).await;
+    assert_eq!(
+        (
+            v1.status,
+            v1.body["status"].as_str(),
+            v1.body["items"].as_array().map(Vec::len)
+        ),
+        (StatusCode::OK, Some("pending"), Some(1))
+    );
+    let v2 = app.get(&format!("/orders/{id}/state?version=2")).await;
+    assert_eq!(v2.body["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        app.get(&format!("/orders/{id}/state?version=0"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = app.get(&format!("/orders/{id}/state?version=9")).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "version_not_found")
+    );
+
+    let events = app.get(&format!("/orders/{id}/events")).await;
+    let created_at = events.body["events"][0]["recordedAt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let at = |t: &str| format!("/orders/{id}/state?at={}", t.replace('+', "%2B"));
+    let r = app.get(&at(&created_at)).await;
+    assert_eq!(
+        (r.status, r.body["version"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let r = app.get(&at("2000-01-01T00:00:00Z")).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "order_not_found"),
+        "did not exist yet"
+    );
+    let r = app.get(&at("2999-01-01T00:00:00Z")).await;
+    assert_eq!(r.body["version"].as_u64(), Some(3));
+
+    for bad in [
+        "?at=yesterday",
+        "?version=-1",
+        "?version=x",
+        "?at=2000-01-01T00:00:00Z&version=1",
+    ] {
+        let r = app.get(&format!("/orders/{id}/state{bad}")).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
+            "{bad}"
+        );
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn stock_is_appended_to_the_products_stream(pool: PgPool) {
+    let app = App::new(pool);
+    let r = app
+        .post("/products/sku-1/stock", json!({"quantity": 40}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        (r.body["productId"].as_str(), r.body["version"].as_u64()),
+        (Some("sku-1"), Some(1))
+    );
+    let r = app
+        .post("/products/sku-1/stock", json!({"quantity": 2}))
+        .await;
+    assert_eq!(r.body["version"], 2);
+    let stream: String =
+        sqlx::query_scalar("select stream_id from events order by global_position desc limit 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stream, "product-sku-1");
+}
+
+/// A version-1 OrderCreated (no currency) written by an older build reads as USD everywhere.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_version_1_event_is_upcast_on_every_http_path(pool: PgPool) {
+    let app = App::new(pool.clone());
+    let id = Uuid::new_v4();
+    let stream = format!("order-{id}");
+    sqlx::query("insert into streams (stream_id, stream_type, version) values ($1, 'order', 1)")
+        .bind(&stream)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into events (stream_id, stream_position, event_id, event_type, schema_version, data)
+         values ($1, 1, $2, 'OrderCreated', 1, $3)",
+    )
+    .bind(&stream)
+    .bind(Uuid::new_v4())
+    .bind(json!({"orderId": id, "userId": "legacy", "items": [{"productId": "a", "quantity": 1, "unitPriceCents": 700}], "totalCents": 700}))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let state = app.get(&format!("/orders/{id}/state")).await;
+    assert_eq!(
+        (state.status, state.body["currency"].as_str()),
+        (StatusCode::OK, Some("USD"))
+    );
+    let at_v1 = app.get(&format!("/orders/{id}/state?version=1")).await;
+    assert_eq!(at_v1.body["currency"], "USD");
+    let events = app.get(&format!("/orders/{id}/events")).await;
+    let e = &events.body["events"][0];
+    assert_eq!(
+        (
+            e["schemaVersion"].as_i64(),
+            e["storedSchemaVersion"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert_eq!(e["data"]["currency"], "USD");
+    let r = app
+        .post(
+            &format!("/orders/{id}/items"),
+            json!({"productId": "b", "quantity": 1, "unitPriceCents": 1}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["version"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn health_and_metrics(pool: PgPool) {
+    let app = App::new(pool);
+    app.create_order().await;
+    assert_eq!(app.get("/health/live").await.status, StatusCode::OK);
+    assert_eq!(app.get("/health/ready").await.status, StatusCode::OK);
+    let r = app.get("/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = r.body.as_str().unwrap();
+    assert!(text.contains("http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/orders\""), "{text}");
+    assert!(text.contains("write_events_appended_total"), "{text}");
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut and restore.
+struct Switch {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Switch {
+    async fn start(target: (String, u16)) -> Switch {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees a reset
+                }
+                let target = target.clone();
+                let handle = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns2.lock().unwrap().push(handle);
+            }
+        });
+        Switch { port, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn postgres_going_away_is_503_and_the_service_recovers(pool: PgPool) {
+    let options = pool.connect_options();
+    let switch = Switch::start((options.get_host().to_owned(), options.get_port())).await;
+    let proxied = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy_with((*options).clone().host("127.0.0.1").port(switch.port));
+    let app = App {
+        router: router(AppState::new(proxied, &settings())),
+        pool,
+    };
+    let id = app.create_order().await;
+
+    switch.cut();
+    let r = app
+        .send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "{:?}",
+        r.body
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(
+        app.get("/health/ready").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(app.get("/health/live").await.status, StatusCode::OK);
+
+    switch.restore();
+    let r = app
+        .send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(app.get("/health/ready").await.status, StatusCode::OK);
+}
