@@ -424,7 +424,7 @@ async fn the_tail_does_not_skip_events_when_writers_commit_out_of_order(pool: Pg
 
     writer_a.commit().await.unwrap();
     loop {
-        let batch = store.read_committed_after(checkpoint, 1).await.unwrap();
+        let batch: Vec<_> = store.read_committed_after(checkpoint, 1).await.unwrap().into_iter().map(Result::unwrap).collect();
         let Some(e) = batch.last() else { break };
         checkpoint = e.position;
         delivered.push((e.stream_id.clone(), e.position.global_position));
@@ -480,13 +480,13 @@ async fn the_tail_delivers_a_late_commit_with_a_lower_position(pool: PgPool) {
 
     let mut checkpoint = Position::ZERO;
     let mut delivered = vec![];
-    for e in store.read_committed_after(checkpoint, 100).await.unwrap() {
+    for e in store.read_committed_after(checkpoint, 100).await.unwrap().into_iter().map(Result::unwrap) {
         checkpoint = e.position;
         delivered.push(e.stream_id);
     }
     assert_eq!(delivered, vec![b.stream_id()]);
     writer_a.commit().await.unwrap();
-    for e in store.read_committed_after(checkpoint, 100).await.unwrap() {
+    for e in store.read_committed_after(checkpoint, 100).await.unwrap().into_iter().map(Result::unwrap) {
         delivered.push(e.stream_id);
     }
     assert_eq!(delivered, vec![b.stream_id(), a.stream_id()]);

@@ -169,6 +169,11 @@ impl EventStore {
 }
 
 /// Takes the stream's row lock and moves its version, as the transaction's first write.
+///
+/// Every append names an exact expected version, so a writer that had to wait for another's
+/// lock always fails its check (the holder moved the version) and writes nothing. Hence a
+/// stream's events are in the same order by `(tx_id, global_position)` as by stream
+/// position, which the projector relies on, even for multi-stream appends.
 async fn lock_stream(
     tx: &mut Transaction<'_, Postgres>,
     a: &StreamAppend,

@@ -10,12 +10,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
-use crate::events::{DecodeError, DomainEvent};
+use crate::events::DomainEvent;
 use crate::order::{self, OrderState};
 use crate::product::{self, ProductState};
 
 pub use append::{AppendOutcome, IdempotencyRecord, NewEvent, Snapshot, StreamAppend};
-pub use read::{RecordedEvent, StoredResponse, Until};
+pub use read::{RecordedEvent, StoredResponse, TailRow, UnreadableEvent, Until};
 
 /// Migrations of the event store, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -33,12 +33,11 @@ pub enum StoreError {
     },
     #[error("idempotency key `{0}` was recorded concurrently")]
     IdempotencyKeyTaken(String),
-    #[error("stored event at position {global_position} of `{stream_id}` is unreadable: {source}")]
+    #[error("stored event at position {global_position} of `{stream_id}` is unreadable: {message}")]
     Decode {
         global_position: i64,
         stream_id: String,
-        #[source]
-        source: DecodeError,
+        message: String,
     },
     #[error("stored snapshot of `{stream_id}` is unreadable: {source}")]
     Snapshot {

@@ -41,23 +41,34 @@ struct EventRow {
     recorded_at: DateTime<Utc>,
 }
 
-impl TryFrom<EventRow> for RecordedEvent {
-    type Error = StoreError;
-    fn try_from(r: EventRow) -> Result<Self, StoreError> {
-        let decode_err = |source| StoreError::Decode {
-            global_position: r.global_position,
-            stream_id: r.stream_id.clone(),
-            source,
-        };
-        let (data, schema_version) =
-            upcast(&r.event_type, r.schema_version, r.data).map_err(decode_err)?;
-        let event =
-            DomainEvent::decode(&r.event_type, schema_version, data.clone()).map_err(decode_err)?;
-        Ok(RecordedEvent {
-            position: Position {
-                tx_id: u64::try_from(r.tx_id).unwrap_or(0),
-                global_position: r.global_position,
-            },
+/// A stored event that does not decode (unknown type or version, or data that does not
+/// fit): the projector parks it or stops on it, but never skips it silently.
+#[derive(Debug, Clone)]
+pub struct UnreadableEvent {
+    pub position: Position,
+    pub stream_id: String,
+    pub stream_position: u64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Value,
+    pub recorded_at: DateTime<Utc>,
+    pub error: String,
+}
+
+/// One row of the tail: decoded, or kept as it was stored.
+pub type TailRow = Result<RecordedEvent, UnreadableEvent>;
+
+fn decode_row(r: EventRow) -> TailRow {
+    let position = Position {
+        tx_id: u64::try_from(r.tx_id).unwrap_or(0),
+        global_position: r.global_position,
+    };
+    let decoded = upcast(&r.event_type, r.schema_version, r.data.clone()).and_then(|(data, version)| {
+        DomainEvent::decode(&r.event_type, version, data.clone()).map(|event| (data, version, event))
+    });
+    match decoded {
+        Ok((data, schema_version, event)) => Ok(RecordedEvent {
+            position,
             stream_position: u64::try_from(r.stream_position).unwrap_or(0),
             stream_id: r.stream_id,
             event_id: r.event_id,
@@ -68,8 +79,27 @@ impl TryFrom<EventRow> for RecordedEvent {
             metadata: r.metadata,
             recorded_at: r.recorded_at,
             event,
-        })
+        }),
+        Err(e) => Err(UnreadableEvent {
+            position,
+            stream_position: u64::try_from(r.stream_position).unwrap_or(0),
+            stream_id: r.stream_id,
+            event_type: r.event_type,
+            schema_version: r.schema_version,
+            data: r.data,
+            recorded_at: r.recorded_at,
+            error: e.to_string(),
+        }),
     }
+}
+
+fn decode_strict(r: EventRow) -> Result<RecordedEvent, StoreError> {
+    let global_position = r.global_position;
+    decode_row(r).map_err(|u| StoreError::Decode {
+        global_position,
+        stream_id: u.stream_id,
+        message: u.error,
+    })
 }
 
 const EVENT_COLUMNS: &str = "global_position, tx_id::text::int8 as tx_id, stream_id, stream_position, \
@@ -118,7 +148,7 @@ impl EventStore {
             .bind(max_time)
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter().map(RecordedEvent::try_from).collect()
+        rows.into_iter().map(decode_strict).collect()
     }
 
     /// Current state: the latest snapshot of the current state schema plus the events after it.
@@ -189,11 +219,7 @@ impl EventStore {
     /// running xid is final, so a reader that advances past it never skips a late commit.
     /// One statement, so the snapshot bound and the rows come from the same snapshot.
     #[tracing::instrument(skip_all, err)]
-    pub async fn read_committed_after(
-        &self,
-        after: Position,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    pub async fn read_committed_after(&self, after: Position, limit: i64) -> Result<Vec<TailRow>, StoreError> {
         let sql = format!(
             "select {EVENT_COLUMNS} from events
              where (tx_id, global_position) > ($1::text::xid8, $2)
@@ -207,6 +233,57 @@ impl EventStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter().map(RecordedEvent::try_from).collect()
+        Ok(rows.into_iter().map(decode_row).collect())
+    }
+
+    /// For each `(stream, before)`, the stream's events with `stream_position < before`, in
+    /// stream order: the history a projector needs to interpret a batch's events.
+    #[tracing::instrument(skip_all, err)]
+    pub async fn read_stream_prefixes(&self, prefixes: &[(String, u64)]) -> Result<Vec<TailRow>, StoreError> {
+        let (streams, bounds): (Vec<String>, Vec<i64>) = prefixes
+            .iter()
+            .map(|(s, b)| (s.clone(), i64::try_from(*b).unwrap_or(i64::MAX)))
+            .unzip();
+        let sql = format!(
+            "select {EVENT_COLUMNS} from events e
+             join unnest($1::text[], $2::int8[]) as p(stream_id, before) using (stream_id)
+             where e.stream_position < p.before
+             order by stream_id, stream_position"
+        );
+        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(streams)
+            .bind(bounds)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(decode_row).collect())
+    }
+
+    /// Committed events after `after` (how far a reader at `after` lags) and the time the
+    /// oldest of them was recorded.
+    pub async fn lag_after(&self, after: Position) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        Ok(sqlx::query_as(
+            "select count(*), min(recorded_at) from events
+             where (tx_id, global_position) > ($1::text::xid8, $2)
+               and tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .bind(after.tx_id.to_string())
+        .bind(after.global_position)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The last committed event in read order, if any.
+    pub async fn head(&self) -> Result<Option<Position>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "select tx_id::text::int8, global_position from events
+             where tx_id < pg_snapshot_xmin(pg_current_snapshot())
+             order by tx_id desc, global_position desc limit 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(tx, gp)| Position {
+            tx_id: u64::try_from(tx).unwrap_or(0),
+            global_position: gp,
+        }))
     }
 }
