@@ -337,10 +337,13 @@ async fn a_version_1_order_created_is_upcast_on_every_read_path(pool: PgPool) {
     );
     assert_eq!(events[0].data["currency"], "USD");
 
-    let tail = store
+    let tail: Vec<_> = store
         .read_committed_after(Position::ZERO, 10)
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(tail.len(), 1);
     assert!(
         matches!(&tail[0].event, DomainEvent::Order(OrderEvent::OrderCreated(e)) if e.currency == Currency::USD)
@@ -490,4 +493,41 @@ async fn the_tail_delivers_a_late_commit_with_a_lower_position(pool: PgPool) {
         delivered.push(e.stream_id);
     }
     assert_eq!(delivered, vec![b.stream_id(), a.stream_id()]);
+}
+
+/// An event the code cannot read comes back as an unreadable row, in its place, not as an
+/// error that hides the rest of the batch.
+#[sqlx::test(migrations = "../migrations")]
+async fn unreadable_events_keep_their_place_in_the_tail(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    execute(&store, id, create(id)).await.unwrap();
+    sqlx::query("update streams set version = 2 where stream_id = $1")
+        .bind(id.stream_id())
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into events (stream_id, stream_position, event_id, event_type, schema_version, data)
+         values ($1, 2, $2, 'OrderTeleported', 1, '{}')",
+    )
+    .bind(id.stream_id())
+    .bind(Uuid::new_v4())
+    .execute(&pool)
+    .await
+    .unwrap();
+    execute(&store, id, OrderCommand::Confirm).await.unwrap_err();
+    let rows = store.read_committed_after(Position::ZERO, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0].is_ok());
+    let bad = rows[1].as_ref().unwrap_err();
+    assert_eq!((bad.event_type.as_str(), bad.stream_position), ("OrderTeleported", 2));
+    assert!(bad.error.contains("unknown event type"), "{}", bad.error);
+
+    let prefix = store.read_stream_prefixes(&[(id.stream_id(), 3)]).await.unwrap();
+    assert_eq!(prefix.len(), 2);
+    let (count, oldest) = store.lag_after(Position::ZERO).await.unwrap();
+    assert_eq!(count, 2);
+    assert!(oldest.is_some());
+    assert_eq!(store.head().await.unwrap(), Some(bad.position));
 }
