@@ -22,6 +22,7 @@ lint:
 
 down:
 	scripts/pg.sh stop
+	scripts/mongo.sh stop
 
 clean: down
 	rm -rf .local

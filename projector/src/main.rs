@@ -1,6 +1,86 @@
-//! Tails the event log into the MongoDB views. Not built yet: see issue 3.
+use clap::{Parser, Subcommand};
+use projector::views::ALL;
+use projector::{Application, Projector, Settings, for_view, rebuild, status};
+use shared::shutdown::shutdown_signal;
+use shared::telemetry;
+use tokio_util::sync::CancellationToken;
 
-fn main() {
-    eprintln!("projector is not implemented yet (tracked in issue 3)");
-    std::process::exit(2);
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Tails the event log into the MongoDB views; rebuilds them without downtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Keep every projection current (the default).
+    Run,
+    /// Build new generations from position zero, then switch readers to them.
+    Rebuild {
+        /// Projection to rebuild (repeatable); all when omitted.
+        #[arg(long = "projection", value_parser = clap::builder::PossibleValuesParser::new(ALL))]
+        projections: Vec<String>,
+        /// Drop the previous generation once the new one serves.
+        #[arg(long)]
+        drop_old: bool,
+    },
+    /// Print each projection's checkpoint, the head, and the lag.
+    Status,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_tracing();
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            tracing::info!(settings = ?cli.settings, "starting");
+            let app = Application::build(cli.settings).await?;
+            tracing::info!(port = app.port(), "projector health and metrics listening");
+            app.run_until(cancel).await?;
+        }
+        Command::Rebuild {
+            projections,
+            drop_old,
+        } => {
+            let projector = Projector::connect(&cli.settings).await?;
+            let names: Vec<String> = if projections.is_empty() {
+                ALL.iter().map(|s| s.to_string()).collect()
+            } else {
+                projections
+            };
+            for name in names {
+                let report = for_view!(
+                    name.as_str(),
+                    rebuild::rebuild(&projector, drop_old, &cancel)
+                )
+                .ok_or_else(|| anyhow::anyhow!("unknown projection {name}"))??;
+                println!(
+                    "{}: generation {} -> {} ({} events in {:.1}s)",
+                    report.projection,
+                    report.previous,
+                    report.generation,
+                    report.events,
+                    report.elapsed.as_secs_f64()
+                );
+            }
+        }
+        Command::Status => {
+            let projector = Projector::connect(&cli.settings).await?;
+            status::print(&status::standings(&projector).await?);
+        }
+    }
+    Ok(())
 }

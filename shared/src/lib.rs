@@ -8,8 +8,12 @@ pub mod ids;
 pub mod order;
 pub mod position;
 pub mod product;
+#[cfg(feature = "service")]
+pub mod shutdown;
 #[cfg(feature = "store")]
 pub mod store;
+#[cfg(feature = "service")]
+pub mod telemetry;
 
 pub use ids::{Currency, OrderId, ProductId, Quantity, StockQuantity, UnitPriceCents, UserId};
 pub use position::Position;

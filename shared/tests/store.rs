@@ -427,7 +427,13 @@ async fn the_tail_does_not_skip_events_when_writers_commit_out_of_order(pool: Pg
 
     writer_a.commit().await.unwrap();
     loop {
-        let batch: Vec<_> = store.read_committed_after(checkpoint, 1).await.unwrap().into_iter().map(Result::unwrap).collect();
+        let batch: Vec<_> = store
+            .read_committed_after(checkpoint, 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         let Some(e) = batch.last() else { break };
         checkpoint = e.position;
         delivered.push((e.stream_id.clone(), e.position.global_position));
@@ -483,13 +489,25 @@ async fn the_tail_delivers_a_late_commit_with_a_lower_position(pool: PgPool) {
 
     let mut checkpoint = Position::ZERO;
     let mut delivered = vec![];
-    for e in store.read_committed_after(checkpoint, 100).await.unwrap().into_iter().map(Result::unwrap) {
+    for e in store
+        .read_committed_after(checkpoint, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+    {
         checkpoint = e.position;
         delivered.push(e.stream_id);
     }
     assert_eq!(delivered, vec![b.stream_id()]);
     writer_a.commit().await.unwrap();
-    for e in store.read_committed_after(checkpoint, 100).await.unwrap().into_iter().map(Result::unwrap) {
+    for e in store
+        .read_committed_after(checkpoint, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+    {
         delivered.push(e.stream_id);
     }
     assert_eq!(delivered, vec![b.stream_id(), a.stream_id()]);
@@ -516,15 +534,26 @@ async fn unreadable_events_keep_their_place_in_the_tail(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    execute(&store, id, OrderCommand::Confirm).await.unwrap_err();
-    let rows = store.read_committed_after(Position::ZERO, 10).await.unwrap();
+    execute(&store, id, OrderCommand::Confirm)
+        .await
+        .unwrap_err();
+    let rows = store
+        .read_committed_after(Position::ZERO, 10)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows[0].is_ok());
     let bad = rows[1].as_ref().unwrap_err();
-    assert_eq!((bad.event_type.as_str(), bad.stream_position), ("OrderTeleported", 2));
+    assert_eq!(
+        (bad.event_type.as_str(), bad.stream_position),
+        ("OrderTeleported", 2)
+    );
     assert!(bad.error.contains("unknown event type"), "{}", bad.error);
 
-    let prefix = store.read_stream_prefixes(&[(id.stream_id(), 3)]).await.unwrap();
+    let prefix = store
+        .read_stream_prefixes(&[(id.stream_id(), 3)])
+        .await
+        .unwrap();
     assert_eq!(prefix.len(), 2);
     let (count, oldest) = store.lag_after(Position::ZERO).await.unwrap();
     assert_eq!(count, 2);

@@ -5,7 +5,6 @@ pub mod error;
 pub mod extract;
 pub mod routes;
 pub mod settings;
-pub mod telemetry;
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use shared::store::{EventStore, MIGRATOR};
+use shared::telemetry;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -145,27 +145,4 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
 }

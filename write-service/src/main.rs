@@ -1,5 +1,7 @@
 use clap::{Parser, Subcommand};
-use write_service::{Application, Settings, migrate, shutdown_signal, telemetry};
+use shared::shutdown::shutdown_signal;
+use shared::telemetry;
+use write_service::{Application, Settings, migrate};
 
 #[derive(Parser)]
 #[command(

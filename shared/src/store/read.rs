@@ -58,14 +58,18 @@ pub struct UnreadableEvent {
 /// One row of the tail: decoded, or kept as it was stored.
 pub type TailRow = Result<RecordedEvent, UnreadableEvent>;
 
+// Both variants are about the same size; boxing the error would buy nothing.
+#[allow(clippy::result_large_err)]
 fn decode_row(r: EventRow) -> TailRow {
     let position = Position {
         tx_id: u64::try_from(r.tx_id).unwrap_or(0),
         global_position: r.global_position,
     };
-    let decoded = upcast(&r.event_type, r.schema_version, r.data.clone()).and_then(|(data, version)| {
-        DomainEvent::decode(&r.event_type, version, data.clone()).map(|event| (data, version, event))
-    });
+    let decoded =
+        upcast(&r.event_type, r.schema_version, r.data.clone()).and_then(|(data, version)| {
+            DomainEvent::decode(&r.event_type, version, data.clone())
+                .map(|event| (data, version, event))
+        });
     match decoded {
         Ok((data, schema_version, event)) => Ok(RecordedEvent {
             position,
@@ -219,7 +223,11 @@ impl EventStore {
     /// running xid is final, so a reader that advances past it never skips a late commit.
     /// One statement, so the snapshot bound and the rows come from the same snapshot.
     #[tracing::instrument(skip_all, err)]
-    pub async fn read_committed_after(&self, after: Position, limit: i64) -> Result<Vec<TailRow>, StoreError> {
+    pub async fn read_committed_after(
+        &self,
+        after: Position,
+        limit: i64,
+    ) -> Result<Vec<TailRow>, StoreError> {
         let sql = format!(
             "select {EVENT_COLUMNS} from events
              where (tx_id, global_position) > ($1::text::xid8, $2)
@@ -239,7 +247,10 @@ impl EventStore {
     /// For each `(stream, before)`, the stream's events with `stream_position < before`, in
     /// stream order: the history a projector needs to interpret a batch's events.
     #[tracing::instrument(skip_all, err)]
-    pub async fn read_stream_prefixes(&self, prefixes: &[(String, u64)]) -> Result<Vec<TailRow>, StoreError> {
+    pub async fn read_stream_prefixes(
+        &self,
+        prefixes: &[(String, u64)],
+    ) -> Result<Vec<TailRow>, StoreError> {
         let (streams, bounds): (Vec<String>, Vec<i64>) = prefixes
             .iter()
             .map(|(s, b)| (s.clone(), i64::try_from(*b).unwrap_or(i64::MAX)))
@@ -260,7 +271,10 @@ impl EventStore {
 
     /// Committed events after `after` (how far a reader at `after` lags) and the time the
     /// oldest of them was recorded.
-    pub async fn lag_after(&self, after: Position) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+    pub async fn lag_after(
+        &self,
+        after: Position,
+    ) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
         Ok(sqlx::query_as(
             "select count(*), min(recorded_at) from events
              where (tx_id, global_position) > ($1::text::xid8, $2)

@@ -1,0 +1,179 @@
+//! What a view needs to know beside the event itself: the order as it was before and after
+//! it, with the times of its lifecycle steps, folded from the order's own stream.
+//!
+//! `OrderConfirmed` carries no total, user or items; the projector reads the order's earlier
+//! events from PostgreSQL (one statement per batch) instead of keeping a copy in each view.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use shared::events::{DomainEvent, OrderEvent};
+use shared::order::{Order, OrderState};
+use shared::store::{EventStore, RecordedEvent, StoreError, TailRow, UnreadableEvent};
+
+/// An order with the event times the views show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderFacts {
+    pub order: Order,
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub shipped_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl OrderFacts {
+    /// Folds one event in; `None` when the event does not fit (e.g. no `OrderCreated` first).
+    fn apply(facts: Option<OrderFacts>, e: &RecordedEvent) -> Option<OrderFacts> {
+        let DomainEvent::Order(event) = &e.event else {
+            return facts;
+        };
+        let at = e.recorded_at;
+        let state = match &facts {
+            Some(f) => OrderState::Placed(f.order.clone()),
+            None => OrderState::New,
+        };
+        let OrderState::Placed(order) = state.apply(event) else {
+            return None;
+        };
+        let mut f = facts.unwrap_or(OrderFacts {
+            order: order.clone(),
+            version: 0,
+            created_at: at,
+            updated_at: at,
+            confirmed_at: None,
+            cancelled_at: None,
+            shipped_at: None,
+            delivered_at: None,
+        });
+        f.order = order;
+        f.version = e.stream_position;
+        f.updated_at = at;
+        match event {
+            OrderEvent::OrderConfirmed => f.confirmed_at = Some(at),
+            OrderEvent::OrderCancelled(_) => f.cancelled_at = Some(at),
+            OrderEvent::OrderShipped(_) => f.shipped_at = Some(at),
+            OrderEvent::OrderDelivered => f.delivered_at = Some(at),
+            _ => {}
+        }
+        Some(f)
+    }
+}
+
+/// An event with its order context.
+#[derive(Debug, Clone)]
+pub struct Enriched {
+    pub event: RecordedEvent,
+    pub before: Option<OrderFacts>,
+    pub after: Option<OrderFacts>,
+}
+
+/// An event the projector cannot apply, and why.
+#[derive(Debug, Clone)]
+pub struct Poison {
+    pub event: UnreadableEvent,
+}
+
+fn poison_from(e: &RecordedEvent, error: String) -> Poison {
+    Poison {
+        event: UnreadableEvent {
+            position: e.position,
+            stream_id: e.stream_id.clone(),
+            stream_position: e.stream_position,
+            event_type: e.event_type.clone(),
+            schema_version: e.stored_schema_version,
+            data: e.data.clone(),
+            recorded_at: e.recorded_at,
+            error,
+        },
+    }
+}
+
+/// Decorates a batch with order context. The result keeps the batch's order; events that
+/// cannot be applied (unreadable, or in a stream whose history is unreadable) are `Err`.
+pub async fn enrich(
+    store: &EventStore,
+    rows: Vec<TailRow>,
+) -> Result<Vec<Result<Enriched, Poison>>, StoreError> {
+    // The first position of each order stream in this batch: its history is what comes before.
+    let mut first: HashMap<String, u64> = HashMap::new();
+    for row in &rows {
+        let (stream, pos) = match row {
+            Ok(e) => (&e.stream_id, e.stream_position),
+            Err(u) => (&u.stream_id, u.stream_position),
+        };
+        if stream.starts_with("order-") {
+            first.entry(stream.clone()).or_insert(pos);
+        }
+    }
+    let prefixes: Vec<(String, u64)> = first.into_iter().collect();
+    let mut facts: HashMap<String, Result<Option<OrderFacts>, String>> = HashMap::new();
+    if !prefixes.is_empty() {
+        for row in store.read_stream_prefixes(&prefixes).await? {
+            match row {
+                Ok(e) => {
+                    let entry = facts.entry(e.stream_id.clone()).or_insert(Ok(None));
+                    if let Ok(f) = entry {
+                        *entry = Ok(OrderFacts::apply(f.take(), &e));
+                    }
+                }
+                Err(u) => {
+                    let reason =
+                        format!("earlier event {} of this stream is unreadable", u.position);
+                    facts.insert(u.stream_id.clone(), Err(reason));
+                }
+            }
+        }
+    }
+
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let e = match row {
+            Ok(e) => e,
+            Err(u) => {
+                if u.stream_id.starts_with("order-") {
+                    let reason =
+                        format!("earlier event {} of this stream is unreadable", u.position);
+                    facts.insert(u.stream_id.clone(), Err(reason));
+                }
+                out.push(Err(Poison { event: u }));
+                continue;
+            }
+        };
+        if !matches!(e.event, DomainEvent::Order(_)) {
+            out.push(Ok(Enriched {
+                event: e,
+                before: None,
+                after: None,
+            }));
+            continue;
+        }
+        let entry = facts.entry(e.stream_id.clone()).or_insert(Ok(None));
+        let before = match entry {
+            Err(reason) => {
+                let reason = reason.clone();
+                out.push(Err(poison_from(&e, reason)));
+                continue;
+            }
+            Ok(f) => f.clone(),
+        };
+        match OrderFacts::apply(before.clone(), &e) {
+            Some(after) => {
+                *entry = Ok(Some(after.clone()));
+                out.push(Ok(Enriched {
+                    event: e,
+                    before,
+                    after: Some(after),
+                }));
+            }
+            None => {
+                let reason = format!("`{}` does not apply to this order's history", e.event_type);
+                *entry = Err(reason.clone());
+                out.push(Err(poison_from(&e, reason)));
+            }
+        }
+    }
+    Ok(out)
+}

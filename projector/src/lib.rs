@@ -1,0 +1,156 @@
+//! The projector: tails the PostgreSQL event log into exactly-once MongoDB views.
+//!
+//! `run` keeps every projection current; `rebuild` builds a new generation from scratch and
+//! switches to it without downtime; `status` shows how far each one lags.
+
+pub mod context;
+pub mod engine;
+pub mod http;
+pub mod lease;
+pub mod mongo;
+pub mod rebuild;
+pub mod runner;
+pub mod settings;
+pub mod status;
+pub mod views;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use shared::store::EventStore;
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::mongo::ViewStore;
+use crate::runner::{Runner, StatusBoard};
+pub use crate::settings::Settings;
+use crate::views::View;
+use crate::views::daily_sales::DailySalesView;
+use crate::views::inventory::InventoryView;
+use crate::views::orders::OrdersView;
+use crate::views::users::UsersView;
+
+/// Calls `$f::<ViewType>($args)` for the view named `$name`.
+#[macro_export]
+macro_rules! for_view {
+    ($name:expr, $($f:ident)::+ ( $($arg:expr),* )) => {
+        match $name {
+            $crate::views::orders::NAME => Some($($f)::+::<$crate::views::orders::OrdersView>($($arg),*).await),
+            $crate::views::users::NAME => Some($($f)::+::<$crate::views::users::UsersView>($($arg),*).await),
+            $crate::views::daily_sales::NAME => Some($($f)::+::<$crate::views::daily_sales::DailySalesView>($($arg),*).await),
+            $crate::views::inventory::NAME => Some($($f)::+::<$crate::views::inventory::InventoryView>($($arg),*).await),
+            _ => None,
+        }
+    };
+}
+
+/// Connections to both stores and the settings every command shares.
+#[derive(Clone)]
+pub struct Projector {
+    pub engine: Engine,
+    pub pg_options: PgConnectOptions,
+    pub batch_size: i64,
+    pub settings: Settings,
+}
+
+impl Projector {
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let views = ViewStore::connect(
+            &settings.mongodb_uri,
+            &settings.mongodb_database,
+            settings.transactions,
+        )
+        .await?;
+        tracing::info!(
+            transactions = views.uses_transactions(),
+            "MongoDB write mode: {}",
+            if views.uses_transactions() {
+                "transactions plus per-document guards"
+            } else {
+                "per-document guards (server has no transactions)"
+            }
+        );
+        Ok(Self {
+            engine: Engine {
+                store: EventStore::new(settings.pool()?, 100),
+                views,
+                on_poison: settings.on_poison,
+            },
+            pg_options: settings.pg_options()?,
+            batch_size: settings.batch_size,
+            settings: settings.clone(),
+        })
+    }
+}
+
+/// `projector run`: every projection, plus health and metrics over HTTP.
+pub struct Application {
+    projector: Projector,
+    listener: TcpListener,
+    board: StatusBoard,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let projector = Projector::connect(&settings).await?;
+        let listener = TcpListener::bind(settings.addr).await?;
+        Ok(Self {
+            projector,
+            listener,
+            board: Arc::new(Mutex::new(BTreeMap::new())),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn status_board(&self) -> StatusBoard {
+        self.board.clone()
+    }
+
+    pub async fn run_until(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let p = &self.projector;
+        let (wake_tx, wake_rx) = watch::channel(0u64);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(runner::listen_for_appends(
+            p.pg_options.clone(),
+            wake_tx,
+            cancel.clone(),
+        ));
+        let runner = Runner {
+            engine: p.engine.clone(),
+            pg_options: p.pg_options.clone(),
+            batch_size: p.batch_size,
+            poll_interval: p.settings.poll_interval(),
+            wake: wake_rx,
+            board: self.board.clone(),
+        };
+        fn spawn<V: View>(
+            tasks: &mut tokio::task::JoinSet<()>,
+            runner: &Runner,
+            cancel: &CancellationToken,
+        ) {
+            tasks.spawn(runner.clone().run::<V>(cancel.clone()));
+        }
+        spawn::<OrdersView>(&mut tasks, &runner, &cancel);
+        spawn::<UsersView>(&mut tasks, &runner, &cancel);
+        spawn::<DailySalesView>(&mut tasks, &runner, &cancel);
+        spawn::<InventoryView>(&mut tasks, &runner, &cancel);
+
+        let app = http::router(http::HttpState {
+            engine: p.engine.clone(),
+            board: self.board.clone(),
+            metrics: shared::telemetry::metrics_handle(),
+        });
+        let shutdown = cancel.clone();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await?;
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}

@@ -1,0 +1,340 @@
+//! The MongoDB side: generations, checkpoints, guarded batch writes, dead letters.
+//!
+//! Every write is an `update` command carrying many statements (one round trip), because
+//! round trips, not CPU, bound the projector. Only operations pinned by the store-contract
+//! test are used (see `tests/store_contract.rs` and `docs/nx-27017-probe.md`).
+
+use std::collections::HashMap;
+
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Client, ClientSession, Database, IndexModel};
+use shared::Position;
+
+use crate::settings::Transactions;
+
+/// Names the active generation of each view: `{_id: view, active, latest}`.
+pub const POINTERS: &str = "projections";
+pub const CHECKPOINTS: &str = "projection_checkpoints";
+pub const DEAD_LETTERS: &str = "projection_dead_letters";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    #[error("mongodb: {0}")]
+    Driver(#[from] mongodb::error::Error),
+    #[error("mongodb document: {0}")]
+    Shape(String),
+    #[error("{0} documents changed under this batch (another writer?)")]
+    Conflict(usize),
+}
+
+/// Reads an integer however the server stored it (some return small Int64 as Int32).
+pub fn get_int(doc: &Document, key: &str) -> Option<i64> {
+    match doc.get(key)? {
+        Bson::Int32(v) => Some(i64::from(*v)),
+        Bson::Int64(v) => Some(*v),
+        Bson::Double(v) if v.fract() == 0.0 => Some(*v as i64),
+        _ => None,
+    }
+}
+
+pub fn collection_name(view: &str, generation: i64) -> String {
+    format!("{view}_g{generation}")
+}
+
+fn checkpoint_id(view: &str, generation: i64) -> String {
+    format!("{view}_g{generation}")
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pointer {
+    pub active: i64,
+    pub latest: i64,
+}
+
+/// One guarded write: replace (or insert) `_id` only if it is still at `expected`.
+pub struct GuardedWrite {
+    pub id: String,
+    pub expected: Option<String>,
+    pub document: Document,
+}
+
+#[derive(Clone)]
+pub struct ViewStore {
+    client: Client,
+    db: Database,
+    transactions: bool,
+}
+
+impl ViewStore {
+    pub async fn connect(
+        uri: &str,
+        database: &str,
+        transactions: Transactions,
+    ) -> Result<Self, MongoError> {
+        let client = Client::with_uri_str(uri).await?;
+        let db = client.database(database);
+        let transactions = match transactions {
+            Transactions::On => true,
+            Transactions::Off => false,
+            Transactions::Auto => {
+                // A standalone mongod rejects transactions; a replica set names itself in
+                // `hello`, a mongos says `isdbgrid`.
+                let hello = db.run_command(doc! {"hello": 1}).await?;
+                hello.contains_key("setName") || hello.get_str("msg").ok() == Some("isdbgrid")
+            }
+        };
+        Ok(Self {
+            client,
+            db,
+            transactions,
+        })
+    }
+
+    pub fn uses_transactions(&self) -> bool {
+        self.transactions
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub async fn ping(&self) -> Result<(), MongoError> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+
+    pub async fn start_session(&self) -> Result<Option<ClientSession>, MongoError> {
+        if !self.transactions {
+            return Ok(None);
+        }
+        let mut session = self.client.start_session().await?;
+        session.start_transaction().await?;
+        Ok(Some(session))
+    }
+
+    async fn command(
+        &self,
+        command: Document,
+        session: Option<&mut ClientSession>,
+    ) -> Result<Document, MongoError> {
+        Ok(match session {
+            Some(s) => self.db.run_command(command).session(s).await?,
+            None => self.db.run_command(command).await?,
+        })
+    }
+
+    pub async fn pointer(&self, view: &str) -> Result<Option<Pointer>, MongoError> {
+        let found = self
+            .db
+            .collection::<Document>(POINTERS)
+            .find_one(doc! {"_id": view})
+            .await?;
+        Ok(found.map(|d| Pointer {
+            active: get_int(&d, "active").unwrap_or(0),
+            latest: get_int(&d, "latest").unwrap_or(0),
+        }))
+    }
+
+    /// The active generation, creating generation 1 on first use.
+    pub async fn active_generation(&self, view: &str) -> Result<i64, MongoError> {
+        if let Some(p) = self.pointer(view).await?
+            && p.active > 0
+        {
+            return Ok(p.active);
+        }
+        let pointers = self.db.collection::<Document>(POINTERS);
+        // Insert-if-absent; a concurrent first start may win, then we read theirs.
+        let _ = pointers
+            .update_one(
+                doc! {"_id": view},
+                doc! {"$setOnInsert": {"active": 1_i64, "latest": 1_i64}},
+            )
+            .upsert(true)
+            .await;
+        Ok(self.pointer(view).await?.map_or(1, |p| p.active.max(1)))
+    }
+
+    /// Reserves the next generation number for a rebuild.
+    pub async fn reserve_generation(&self, view: &str) -> Result<i64, MongoError> {
+        let current = self.active_generation(view).await?;
+        let pointer = self.pointer(view).await?.unwrap_or(Pointer {
+            active: current,
+            latest: current,
+        });
+        let next = pointer.latest.max(pointer.active) + 1;
+        self.db
+            .collection::<Document>(POINTERS)
+            .update_one(doc! {"_id": view}, doc! {"$set": {"latest": next}})
+            .await?;
+        Ok(next)
+    }
+
+    /// Makes `generation` the one readers see: one single-document write, atomic.
+    pub async fn activate(&self, view: &str, generation: i64) -> Result<(), MongoError> {
+        self.db
+            .collection::<Document>(POINTERS)
+            .update_one(doc! {"_id": view}, doc! {"$set": {"active": generation}})
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn checkpoint(&self, view: &str, generation: i64) -> Result<Position, MongoError> {
+        let found = self
+            .db
+            .collection::<Document>(CHECKPOINTS)
+            .find_one(doc! {"_id": checkpoint_id(view, generation)})
+            .await?;
+        match found.as_ref().and_then(|d| d.get_str("position").ok()) {
+            None => Ok(Position::ZERO),
+            Some(token) => token
+                .parse()
+                .map_err(|_| MongoError::Shape(format!("bad checkpoint `{token}` for {view}"))),
+        }
+    }
+
+    /// Finds the documents with these ids.
+    pub async fn find_by_ids(
+        &self,
+        collection: &str,
+        ids: Vec<String>,
+        session: Option<&mut ClientSession>,
+    ) -> Result<HashMap<String, Document>, MongoError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let coll = self.db.collection::<Document>(collection);
+        let filter = doc! {"_id": {"$in": ids}};
+        let mut cursor = match session {
+            Some(s) => {
+                let mut cursor = coll.find(filter).session(&mut *s).await?;
+                let mut docs = vec![];
+                while let Some(d) = cursor.next(&mut *s).await {
+                    docs.push(d?);
+                }
+                for d in docs {
+                    if let Ok(id) = d.get_str("_id") {
+                        found.insert(id.to_owned(), d.clone());
+                    }
+                }
+                return Ok(found);
+            }
+            None => coll.find(filter).await?,
+        };
+        while cursor.advance().await? {
+            let d = Document::try_from(cursor.current())
+                .map_err(|e| MongoError::Shape(e.to_string()))?;
+            if let Ok(id) = d.get_str("_id") {
+                found.insert(id.to_owned(), d);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes all documents in one `update` command. A document that moved since it was read
+    /// makes its guarded upsert collide on `_id` (E11000): reported as a conflict.
+    pub async fn write_guarded(
+        &self,
+        collection: &str,
+        writes: Vec<GuardedWrite>,
+        session: Option<&mut ClientSession>,
+    ) -> Result<(), MongoError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let updates: Vec<Document> = writes
+            .into_iter()
+            .map(|w| {
+                let guard = match w.expected {
+                    Some(p) => Bson::String(p),
+                    None => Bson::Document(doc! {"$exists": false}),
+                };
+                doc! {"q": {"_id": w.id, "appliedPosition": guard}, "u": w.document, "upsert": true}
+            })
+            .collect();
+        let reply = self
+            .command(
+                doc! {"update": collection, "updates": updates, "ordered": false},
+                session,
+            )
+            .await?;
+        let errors = reply
+            .get_array("writeErrors")
+            .map(|a| a.as_slice())
+            .unwrap_or(&[]);
+        let conflicts = errors
+            .iter()
+            .filter(|e| e.as_document().and_then(|d| get_int(d, "code")) == Some(11000))
+            .count();
+        if conflicts < errors.len() {
+            return Err(MongoError::Shape(format!("update failed: {:?}", errors)));
+        }
+        if conflicts > 0 {
+            return Err(MongoError::Conflict(conflicts));
+        }
+        Ok(())
+    }
+
+    pub async fn save_checkpoint(
+        &self,
+        view: &str,
+        generation: i64,
+        position: Position,
+        session: Option<&mut ClientSession>,
+    ) -> Result<(), MongoError> {
+        let id = checkpoint_id(view, generation);
+        let update = doc! {
+            "q": {"_id": &id},
+            "u": {"_id": &id, "projection": view, "generation": generation, "position": position.to_string()},
+            "upsert": true,
+        };
+        self.command(doc! {"update": CHECKPOINTS, "updates": [update]}, session)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn park(
+        &self,
+        letter: Document,
+        session: Option<&mut ClientSession>,
+    ) -> Result<(), MongoError> {
+        let id = letter.get_str("_id").unwrap_or_default().to_owned();
+        let update = doc! {"q": {"_id": id}, "u": letter, "upsert": true};
+        self.command(doc! {"update": DEAD_LETTERS, "updates": [update]}, session)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ensure_indexes(
+        &self,
+        collection: &str,
+        indexes: Vec<Document>,
+    ) -> Result<(), MongoError> {
+        let coll = self.db.collection::<Document>(collection);
+        for keys in indexes {
+            coll.create_index(
+                IndexModel::builder()
+                    .keys(keys)
+                    .options(IndexOptions::default())
+                    .build(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a generation's collection and checkpoint.
+    pub async fn drop_generation(&self, view: &str, generation: i64) -> Result<(), MongoError> {
+        self.db
+            .collection::<Document>(&collection_name(view, generation))
+            .drop()
+            .await?;
+        self.db
+            .collection::<Document>(CHECKPOINTS)
+            .delete_one(doc! {"_id": checkpoint_id(view, generation)})
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! `projector rebuild`: fill a new generation from position zero while the active one keeps
+//! serving, catch up to the head, then switch the pointer. Ctrl-C leaves the active
+//! generation untouched.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use shared::Position;
+use tokio_util::sync::CancellationToken;
+
+use crate::Projector;
+use crate::engine::{BatchOutcome, Engine, ProjectorError};
+use crate::lease::Lease;
+use crate::mongo::collection_name;
+use crate::views::View;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error(transparent)]
+    Projector(#[from] ProjectorError),
+    #[error("stopped at position {position} of stream {stream} ({event_type}): {error}")]
+    Poisoned {
+        position: Position,
+        stream: String,
+        event_type: String,
+        error: String,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Applies batches into `generation` from `from` until the log has nothing newer.
+/// `progress` is called with the number of events of each batch.
+pub async fn catch_up<V: View>(
+    engine: &Engine,
+    generation: i64,
+    from: Position,
+    batch_size: i64,
+    cancel: &CancellationToken,
+    mut progress: impl FnMut(usize),
+) -> Result<Position, CatchUpError> {
+    let mut checkpoint = from;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(CatchUpError::Cancelled);
+        }
+        let rows = engine
+            .store
+            .read_committed_after(checkpoint, batch_size)
+            .await
+            .map_err(ProjectorError::from)?;
+        if rows.is_empty() {
+            return Ok(checkpoint);
+        }
+        match engine.apply_batch::<V>(generation, rows).await? {
+            BatchOutcome::Applied {
+                checkpoint: c,
+                events,
+                ..
+            } => {
+                checkpoint = c;
+                progress(events);
+            }
+            BatchOutcome::Stopped { poison, .. } => {
+                let e = poison.event;
+                return Err(CatchUpError::Poisoned {
+                    position: e.position,
+                    stream: e.stream_id,
+                    event_type: e.event_type,
+                    error: e.error,
+                });
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RebuildReport {
+    pub projection: &'static str,
+    pub previous: i64,
+    pub generation: i64,
+    pub events: u64,
+    pub elapsed: Duration,
+}
+
+fn progress_bar(name: &str, total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template(
+        "{prefix:>18} [{bar:30}] {pos}/{len} events  {per_sec}  ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(name.to_owned());
+    bar
+}
+
+pub async fn rebuild<V: View>(
+    projector: &Projector,
+    drop_old: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<RebuildReport> {
+    let engine = &projector.engine;
+    let views = &engine.views;
+    let started = Instant::now();
+    let previous = views.active_generation(V::NAME).await?;
+    let generation = views.reserve_generation(V::NAME).await?;
+    let Some(lease) =
+        Lease::try_acquire(&projector.pg_options, &Lease::name_for(V::NAME, generation)).await?
+    else {
+        anyhow::bail!(
+            "{} generation {generation} is being written by another process",
+            V::NAME
+        );
+    };
+    // Leftovers of an interrupted rebuild to this generation number.
+    views.drop_generation(V::NAME, generation).await?;
+    views
+        .ensure_indexes(&collection_name(V::NAME, generation), V::indexes())
+        .await?;
+    let (total, _) = engine.store.lag_after(Position::ZERO).await?;
+    tracing::info!(
+        projection = V::NAME,
+        previous,
+        generation,
+        total,
+        "rebuilding"
+    );
+
+    let bar = progress_bar(V::NAME, u64::try_from(total).unwrap_or(0));
+    let mut done = 0u64;
+    let mut last_log = Instant::now();
+    let result = catch_up::<V>(
+        engine,
+        generation,
+        Position::ZERO,
+        projector.batch_size,
+        cancel,
+        |n| {
+            done += n as u64;
+            bar.inc(n as u64);
+            if bar.is_hidden() && last_log.elapsed() > Duration::from_secs(2) {
+                last_log = Instant::now();
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                tracing::info!(
+                    projection = V::NAME,
+                    done,
+                    total,
+                    events_per_second = rate as u64,
+                    "rebuild progress"
+                );
+            }
+        },
+    )
+    .await;
+    bar.finish_and_clear();
+    if let Err(e) = result {
+        // The active generation was never touched; remove the partial one.
+        let _ = views.drop_generation(V::NAME, generation).await;
+        lease.release().await;
+        anyhow::bail!(
+            "{} rebuild abandoned ({e}); generation {previous} still serves",
+            V::NAME
+        );
+    }
+
+    views.activate(V::NAME, generation).await?;
+    lease.release().await;
+    tracing::info!(
+        projection = V::NAME,
+        from = previous,
+        to = generation,
+        events = done,
+        "switched"
+    );
+
+    if drop_old && previous != generation {
+        // Wait until no runner writes the old generation (it follows the pointer within a
+        // second), so nothing recreates what we drop.
+        let old_lease = Lease::name_for(V::NAME, previous);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(l) = Lease::try_acquire(&projector.pg_options, &old_lease).await? {
+                views.drop_generation(V::NAME, previous).await?;
+                l.release().await;
+                tracing::info!(
+                    projection = V::NAME,
+                    generation = previous,
+                    "dropped the previous generation"
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(
+                    projection = V::NAME,
+                    generation = previous,
+                    "previous generation still in use; not dropped"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(RebuildReport {
+        projection: V::NAME,
+        previous,
+        generation,
+        events: done,
+        elapsed: started.elapsed(),
+    })
+}

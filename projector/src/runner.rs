@@ -1,0 +1,338 @@
+//! `projector run`: one task per projection tails the log into the active generation,
+//! holding that generation's lease; it follows the pointer when a rebuild switches it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use shared::Position;
+use shared::store::EVENTS_CHANNEL;
+use sqlx::postgres::{PgConnectOptions, PgListener};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{BatchOutcome, Engine};
+use crate::lease::Lease;
+use crate::mongo::collection_name;
+use crate::views::View;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Starting,
+    Standby,
+    Running,
+    Retrying,
+    /// Halted on an event it cannot apply (PROJECTOR_ON_POISON=stop).
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionStatus {
+    pub state: State,
+    pub generation: i64,
+    pub checkpoint: Position,
+    pub detail: Option<String>,
+}
+
+pub type StatusBoard = Arc<Mutex<BTreeMap<&'static str, ProjectionStatus>>>;
+
+#[derive(Clone)]
+pub struct Runner {
+    pub engine: Engine,
+    pub pg_options: PgConnectOptions,
+    pub batch_size: i64,
+    pub poll_interval: Duration,
+    pub wake: watch::Receiver<u64>,
+    pub board: StatusBoard,
+}
+
+/// Turns NOTIFYs from the write-service into wake-ups. Only a hint: runners poll anyway.
+pub async fn listen_for_appends(
+    options: PgConnectOptions,
+    wake: watch::Sender<u64>,
+    cancel: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(200);
+    while !cancel.is_cancelled() {
+        let listener = async {
+            let mut l =
+                PgListener::connect_with(&sqlx::PgPool::connect_lazy_with(options.clone())).await?;
+            l.listen(EVENTS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        match listener.await {
+            Ok(mut l) => loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    n = l.recv() => match n {
+                        Ok(_) => { wake.send_modify(|v| *v = v.wrapping_add(1)); delay = Duration::from_millis(200); }
+                        Err(e) => { tracing::warn!(error = %e, "notification listener lost"); break; }
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot listen for notifications; polling only"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+impl Runner {
+    fn report(
+        &self,
+        name: &'static str,
+        state: State,
+        generation: i64,
+        checkpoint: Position,
+        detail: Option<String>,
+    ) {
+        if let Ok(mut board) = self.board.lock() {
+            board.insert(
+                name,
+                ProjectionStatus {
+                    state,
+                    generation,
+                    checkpoint,
+                    detail,
+                },
+            );
+        }
+    }
+
+    /// Runs one projection until `cancel`. Never returns early on errors: it reports,
+    /// backs off and resumes from its checkpoint, so nothing is lost.
+    pub async fn run<V: View>(self, cancel: CancellationToken) {
+        let views = &self.engine.views;
+        let mut backoff = Backoff::new();
+        self.report(V::NAME, State::Starting, 0, Position::ZERO, None);
+        'generation: while !cancel.is_cancelled() {
+            let generation = match views.active_generation(V::NAME).await {
+                Ok(g) => g,
+                Err(e) => {
+                    self.report(
+                        V::NAME,
+                        State::Retrying,
+                        0,
+                        Position::ZERO,
+                        Some(e.to_string()),
+                    );
+                    backoff.wait(&cancel, V::NAME, &e).await;
+                    continue;
+                }
+            };
+            self.report(V::NAME, State::Standby, generation, Position::ZERO, None);
+            let Some(mut lease) = Lease::acquire(
+                &self.pg_options,
+                &Lease::name_for(V::NAME, generation),
+                &cancel,
+            )
+            .await
+            else {
+                return;
+            };
+            let setup = async {
+                views
+                    .ensure_indexes(&collection_name(V::NAME, generation), V::indexes())
+                    .await?;
+                views.checkpoint(V::NAME, generation).await
+            };
+            let mut checkpoint = match setup.await {
+                Ok(c) => c,
+                Err(e) => {
+                    lease.release().await;
+                    self.report(
+                        V::NAME,
+                        State::Retrying,
+                        generation,
+                        Position::ZERO,
+                        Some(e.to_string()),
+                    );
+                    backoff.wait(&cancel, V::NAME, &e).await;
+                    continue;
+                }
+            };
+            tracing::info!(projection = V::NAME, generation, %checkpoint, "projecting");
+            self.report(V::NAME, State::Running, generation, checkpoint, None);
+            let mut wake = self.wake.clone();
+            let mut idle = Duration::from_millis(10);
+            let mut last_check = Instant::now();
+            loop {
+                if cancel.is_cancelled() {
+                    lease.release().await;
+                    return;
+                }
+                if last_check.elapsed() > Duration::from_secs(1) {
+                    last_check = Instant::now();
+                    if !lease.is_held().await {
+                        tracing::warn!(
+                            projection = V::NAME,
+                            "lost the lease connection; re-acquiring"
+                        );
+                        continue 'generation;
+                    }
+                    match views.active_generation(V::NAME).await {
+                        Ok(g) if g != generation => {
+                            tracing::info!(
+                                projection = V::NAME,
+                                from = generation,
+                                to = g,
+                                "active generation switched"
+                            );
+                            lease.release().await;
+                            continue 'generation;
+                        }
+                        _ => {}
+                    }
+                    self.record_lag(V::NAME, checkpoint).await;
+                }
+                let rows = match self
+                    .engine
+                    .store
+                    .read_committed_after(checkpoint, self.batch_size)
+                    .await
+                {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        self.report(
+                            V::NAME,
+                            State::Retrying,
+                            generation,
+                            checkpoint,
+                            Some(e.to_string()),
+                        );
+                        backoff.wait(&cancel, V::NAME, &e).await;
+                        continue;
+                    }
+                };
+                if rows.is_empty() {
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        _ = wake.changed() => {}
+                        () = tokio::time::sleep(idle) => {}
+                    }
+                    idle = (idle * 2).min(self.poll_interval);
+                    continue;
+                }
+                idle = Duration::from_millis(10);
+                let started = Instant::now();
+                match self.engine.apply_batch::<V>(generation, rows).await {
+                    Ok(BatchOutcome::Applied {
+                        checkpoint: c,
+                        events,
+                        round_trips,
+                        ..
+                    }) => {
+                        checkpoint = c;
+                        backoff.reset();
+                        self.report(V::NAME, State::Running, generation, checkpoint, None);
+                        metrics::counter!("projector_events_total", "projection" => V::NAME)
+                            .increment(events as u64);
+                        metrics::histogram!("projector_batch_duration_seconds", "projection" => V::NAME)
+                            .record(started.elapsed().as_secs_f64());
+                        metrics::histogram!("projector_mongo_ops_per_batch", "projection" => V::NAME)
+                            .record(round_trips as f64);
+                        metrics::gauge!("projector_checkpoint_global_position", "projection" => V::NAME)
+                            .set(checkpoint.global_position as f64);
+                    }
+                    Ok(BatchOutcome::Stopped {
+                        checkpoint: c,
+                        poison,
+                    }) => {
+                        if let Some(c) = c {
+                            checkpoint = c;
+                        }
+                        let e = &poison.event;
+                        tracing::error!(
+                            projection = V::NAME,
+                            position = %e.position,
+                            stream = %e.stream_id,
+                            event_type = %e.event_type,
+                            error = %e.error,
+                            "projection stopped at an event it cannot apply; fix the event or set PROJECTOR_ON_POISON=park"
+                        );
+                        let detail = format!(
+                            "stopped at position {} of stream {} ({}): {}",
+                            e.position, e.stream_id, e.event_type, e.error
+                        );
+                        self.report(
+                            V::NAME,
+                            State::Stopped,
+                            generation,
+                            checkpoint,
+                            Some(detail),
+                        );
+                        // Keep the lease so a standby does not stop on the same event too.
+                        cancel.cancelled().await;
+                        lease.release().await;
+                        return;
+                    }
+                    Err(e) => {
+                        self.report(
+                            V::NAME,
+                            State::Retrying,
+                            generation,
+                            checkpoint,
+                            Some(e.to_string()),
+                        );
+                        backoff.wait(&cancel, V::NAME, &e).await;
+                        // Resume from what is durably recorded; guards make any replay harmless.
+                        match views.checkpoint(V::NAME, generation).await {
+                            Ok(c) => checkpoint = c,
+                            Err(_) => continue 'generation,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn record_lag(&self, name: &'static str, checkpoint: Position) {
+        if let Ok((events, oldest)) = self.engine.store.lag_after(checkpoint).await {
+            metrics::gauge!("projector_lag_events", "projection" => name).set(events as f64);
+            let seconds = oldest.map_or(0.0, |t| {
+                (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            metrics::gauge!("projector_lag_seconds", "projection" => name).set(seconds);
+        }
+    }
+}
+
+/// Exponential back-off with jitter, 100 ms to 30 s.
+pub struct Backoff(Duration);
+
+impl Backoff {
+    pub fn new() -> Self {
+        Backoff(Duration::from_millis(100))
+    }
+
+    pub fn reset(&mut self) {
+        self.0 = Duration::from_millis(100);
+    }
+
+    pub async fn wait(
+        &mut self,
+        cancel: &CancellationToken,
+        projection: &str,
+        error: &(dyn std::fmt::Display + Sync),
+    ) {
+        tracing::warn!(projection, error = %error, retry_in_ms = self.0.as_millis() as u64, "projection paused");
+        let jitter = Duration::from_millis(fastrand::u64(0..=self.0.as_millis() as u64 / 4));
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = tokio::time::sleep(self.0 + jitter) => {}
+        }
+        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}

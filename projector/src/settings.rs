@@ -1,0 +1,101 @@
+//! Typed settings, from the environment (or flags), checked at start-up.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnPoison {
+    /// Stop the projection at the event and say why (the default: nothing is skipped).
+    Stop,
+    /// Record the event in `projection_dead_letters` and go on.
+    Park,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transactions {
+    /// Use MongoDB transactions when the server is a replica set or mongos.
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, clap::Args)]
+pub struct Settings {
+    /// PostgreSQL connection URL (the event store).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// MongoDB connection URI (the views).
+    #[arg(
+        long,
+        env = "MONGODB_URI",
+        hide_env_values = true,
+        default_value = "mongodb://127.0.0.1:27017"
+    )]
+    pub mongodb_uri: String,
+
+    /// MongoDB database holding the views.
+    #[arg(long, env = "MONGODB_DATABASE", default_value = "shop")]
+    pub mongodb_database: String,
+
+    /// Events read and applied per batch.
+    #[arg(long, env = "PROJECTOR_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub batch_size: i64,
+
+    /// What to do with an event that cannot be applied.
+    #[arg(long, env = "PROJECTOR_ON_POISON", value_enum, default_value = "stop")]
+    pub on_poison: OnPoison,
+
+    /// Address of the health and metrics endpoints of `projector run`.
+    #[arg(long, env = "PROJECTOR_ADDR", default_value = "127.0.0.1:8083")]
+    pub addr: SocketAddr,
+
+    /// Longest wait between polls when no notification arrives, in milliseconds.
+    #[arg(long, env = "PROJECTOR_POLL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub poll_interval_ms: u64,
+
+    /// Whether to wrap each batch in a MongoDB transaction.
+    #[arg(
+        long,
+        env = "PROJECTOR_MONGO_TRANSACTIONS",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub transactions: Transactions,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &"***")
+            .field("mongodb_uri", &"***")
+            .field("mongodb_database", &self.mongodb_database)
+            .field("batch_size", &self.batch_size)
+            .field("on_poison", &self.on_poison)
+            .field("addr", &self.addr)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("transactions", &self.transactions)
+            .finish()
+    }
+}
+
+impl Settings {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    pub fn pg_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
+        Ok(PgConnectOptions::from_str(&self.database_url)?.application_name("projector"))
+    }
+
+    pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
+        Ok(PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(self.pg_options()?))
+    }
+}

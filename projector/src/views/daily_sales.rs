@@ -1,0 +1,84 @@
+//! `daily_sales`: one document per UTC day. Revenue counts on the day an order is
+//! confirmed; a confirmed order cancelled later is a refund on the day it is cancelled.
+
+use mongodb::bson::{self, Document};
+use serde::{Deserialize, Serialize};
+use shared::events::{DomainEvent, OrderEvent};
+use shared::order::OrderStatus;
+
+use super::{View, date};
+use crate::context::Enriched;
+
+pub const NAME: &str = "daily_sales";
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DayDoc {
+    /// `YYYY-MM-DD`, UTC.
+    pub date: String,
+    pub orders_placed: i64,
+    pub orders_confirmed: i64,
+    pub orders_cancelled: i64,
+    pub revenue_cents: i64,
+    pub refunded_cents: i64,
+    pub net_revenue_cents: i64,
+    /// Units on orders confirmed that day (not reduced by later cancellations).
+    pub units_sold: i64,
+    pub updated_at: Option<bson::DateTime>,
+}
+
+pub struct DailySalesView;
+
+impl View for DailySalesView {
+    const NAME: &'static str = NAME;
+    type Doc = DayDoc;
+
+    fn keys(e: &Enriched) -> Vec<String> {
+        match &e.event.event {
+            DomainEvent::Order(
+                OrderEvent::OrderCreated(_)
+                | OrderEvent::OrderConfirmed
+                | OrderEvent::OrderCancelled(_),
+            ) if e.after.is_some() => vec![e.event.recorded_at.format("%Y-%m-%d").to_string()],
+            _ => vec![],
+        }
+    }
+
+    fn apply(doc: &mut DayDoc, key: &str, e: &Enriched) {
+        let (Some(after), DomainEvent::Order(event)) = (&e.after, &e.event.event) else {
+            return;
+        };
+        doc.date = key.to_owned();
+        doc.updated_at = Some(date(e.event.recorded_at));
+        let total = after.order.total_cents;
+        match event {
+            OrderEvent::OrderCreated(_) => doc.orders_placed += 1,
+            OrderEvent::OrderConfirmed => {
+                doc.orders_confirmed += 1;
+                doc.revenue_cents += total;
+                doc.units_sold += after
+                    .order
+                    .items
+                    .iter()
+                    .map(|l| i64::from(l.quantity))
+                    .sum::<i64>();
+            }
+            OrderEvent::OrderCancelled(_) => {
+                doc.orders_cancelled += 1;
+                if e.before
+                    .as_ref()
+                    .is_some_and(|b| b.order.status == OrderStatus::Confirmed)
+                {
+                    doc.refunded_cents += total;
+                }
+            }
+            _ => {}
+        }
+        doc.net_revenue_cents = doc.revenue_cents - doc.refunded_cents;
+    }
+
+    fn indexes() -> Vec<Document> {
+        // `_id` is the date: range queries by day use the primary index.
+        vec![]
+    }
+}
