@@ -30,12 +30,14 @@ pub enum CatchUpError {
     Cancelled,
 }
 
-/// Applies batches into `generation` from `from` until the log has nothing newer.
-/// `progress` is called with the number of events of each batch.
+/// Applies batches into `generation` from `from` until it has applied `until` (the head
+/// when it started, say). Events committed but held back by an older open transaction are
+/// waited for, not skipped. `progress` is called with the number of events of each batch.
 pub async fn catch_up<V: View>(
     engine: &Engine,
     generation: i64,
     from: Position,
+    until: Position,
     batch_size: i64,
     cancel: &CancellationToken,
     mut progress: impl FnMut(usize),
@@ -51,7 +53,11 @@ pub async fn catch_up<V: View>(
             .await
             .map_err(ProjectorError::from)?;
         if rows.is_empty() {
-            return Ok(checkpoint);
+            if checkpoint >= until {
+                return Ok(checkpoint);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
         }
         match engine.apply_batch::<V>(generation, rows).await? {
             BatchOutcome::Applied {
@@ -122,6 +128,7 @@ pub async fn rebuild<V: View>(
     views
         .ensure_indexes(&collection_name(V::NAME, generation), V::indexes())
         .await?;
+    let head = engine.store.head().await?.unwrap_or(Position::ZERO);
     let (total, _) = engine.store.lag_after(Position::ZERO).await?;
     tracing::info!(
         projection = V::NAME,
@@ -138,6 +145,7 @@ pub async fn rebuild<V: View>(
         engine,
         generation,
         Position::ZERO,
+        head,
         projector.batch_size,
         cancel,
         |n| {

@@ -155,3 +155,52 @@ impl EventStore {
         Ok(())
     }
 }
+
+impl EventStore {
+    /// Load, decide, append at the loaded version; a lost race reloads and decides again.
+    /// The simple command path for tools, tests and benchmarks (the write-service adds
+    /// `If-Match` and idempotency on top of the same steps).
+    pub async fn decide_and_append<A: Aggregate, E>(
+        &self,
+        stream_id: &str,
+        metadata: serde_json::Value,
+        decide: impl Fn(&A::State) -> Result<Vec<DomainEvent>, E>,
+    ) -> Result<Result<AppendOutcome, E>, StoreError> {
+        let mut attempts = 0;
+        loop {
+            let loaded = self.load::<A>(stream_id).await?;
+            let events = match decide(&loaded.state) {
+                Ok(events) => events,
+                Err(e) => return Ok(Err(e)),
+            };
+            let new_version = loaded.version + events.len() as u64;
+            let snapshot = if self.snapshot_due(loaded.version, new_version) {
+                let state = events.iter().fold(loaded.state, |s, e| A::apply(s, e));
+                serde_json::to_value(&state).ok().map(|state| Snapshot {
+                    state_schema: A::STATE_SCHEMA_VERSION,
+                    state,
+                })
+            } else {
+                None
+            };
+            let append = StreamAppend {
+                stream_id: stream_id.to_owned(),
+                stream_type: A::STREAM_TYPE,
+                expected_version: loaded.version,
+                events: events
+                    .iter()
+                    .map(|e| NewEvent {
+                        event_id: uuid::Uuid::new_v4(),
+                        event: e.encode(),
+                        metadata: metadata.clone(),
+                    })
+                    .collect(),
+                snapshot,
+            };
+            match self.append(std::slice::from_ref(&append), None).await {
+                Err(StoreError::WrongExpectedVersion { .. }) if attempts < 50 => attempts += 1,
+                other => return other.map(Ok),
+            }
+        }
+    }
+}

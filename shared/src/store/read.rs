@@ -269,16 +269,15 @@ impl EventStore {
         Ok(rows.into_iter().map(decode_row).collect())
     }
 
-    /// Committed events after `after` (how far a reader at `after` lags) and the time the
-    /// oldest of them was recorded.
+    /// Committed events after `after` (how far a reader at `after` lags, counting events
+    /// still held back by an older open transaction) and when the oldest was recorded.
     pub async fn lag_after(
         &self,
         after: Position,
     ) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
         Ok(sqlx::query_as(
             "select count(*), min(recorded_at) from events
-             where (tx_id, global_position) > ($1::text::xid8, $2)
-               and tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+             where (tx_id, global_position) > ($1::text::xid8, $2)",
         )
         .bind(after.tx_id.to_string())
         .bind(after.global_position)
@@ -286,11 +285,11 @@ impl EventStore {
         .await?)
     }
 
-    /// The last committed event in read order, if any.
+    /// The last committed event in read order, if any. It may not be readable by the tail
+    /// yet (an older transaction still open); a reader that reaches it is caught up.
     pub async fn head(&self) -> Result<Option<Position>, StoreError> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "select tx_id::text::int8, global_position from events
-             where tx_id < pg_snapshot_xmin(pg_current_snapshot())
              order by tx_id desc, global_position desc limit 1",
         )
         .fetch_optional(&self.pool)
