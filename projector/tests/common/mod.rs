@@ -90,6 +90,18 @@ impl TestEnv {
             .position
     }
 
+    /// Runs a command on an order; false if the domain refuses it.
+    pub async fn try_order(&self, id: OrderId, cmd: OrderCommand) -> bool {
+        self.store
+            .decide_and_append::<OrderAggregate, _>(&id.stream_id(), json!({}), |s| {
+                order::decide(s, cmd.clone())
+                    .map(|es| es.into_iter().map(DomainEvent::Order).collect())
+            })
+            .await
+            .unwrap()
+            .is_ok()
+    }
+
     pub async fn stock(&self, product: &str, quantity: i64) -> Position {
         let product_id: shared::ProductId = product.parse().unwrap();
         let cmd = ProductCommand::ReceiveStock {

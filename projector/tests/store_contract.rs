@@ -1,0 +1,240 @@
+//! Pins every MongoDB operation the views rely on. It must pass on real MongoDB as on the
+//! local nx-27017 server: a server that differs shows up here, not as wrong views.
+
+mod common;
+
+use mongodb::bson::{self, Bson, Document, doc};
+use projector::mongo::{GuardedWrite, MongoError, ViewStore, get_int};
+use projector::settings::Transactions;
+
+async fn store() -> ViewStore {
+    let name = format!("c{}", uuid::Uuid::new_v4().simple());
+    ViewStore::connect(&common::mongodb_uri(), &name, Transactions::Off)
+        .await
+        .unwrap()
+}
+
+fn write(id: &str, expected: Option<&str>, applied: &str, n: i64) -> GuardedWrite {
+    GuardedWrite {
+        id: id.into(),
+        expected: expected.map(str::to_owned),
+        document: doc! {"_id": id, "appliedPosition": applied, "n": n},
+    }
+}
+
+#[tokio::test]
+async fn guarded_upserts_insert_replace_and_detect_a_moved_document() {
+    let s = store().await;
+    s.write_guarded(
+        "c",
+        vec![write("a", None, "01", 1), write("b", None, "01", 1)],
+        None,
+    )
+    .await
+    .unwrap();
+    // Replace when the guard holds.
+    s.write_guarded("c", vec![write("a", Some("01"), "02", 2)], None)
+        .await
+        .unwrap();
+    // A stale guard (document moved on) is a conflict, never a second document or an update;
+    // the other statement of the unordered batch still applies.
+    let err = s
+        .write_guarded(
+            "c",
+            vec![
+                write("a", Some("01"), "03", 99),
+                write("b", Some("01"), "02", 2),
+            ],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MongoError::Conflict(1)), "{err:?}");
+    // Inserting an id that exists is a conflict too.
+    let err = s
+        .write_guarded("c", vec![write("b", None, "09", 9)], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MongoError::Conflict(1)), "{err:?}");
+
+    let found = s
+        .find_by_ids("c", vec!["a".into(), "b".into(), "zz".into()], None)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(get_int(&found["a"], "n"), Some(2));
+    assert_eq!(found["a"].get_str("appliedPosition").unwrap(), "02");
+    assert_eq!(get_int(&found["b"], "n"), Some(2));
+    s.database().drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn pointers_checkpoints_and_generations() {
+    let s = store().await;
+    assert_eq!(
+        s.active_generation("v").await.unwrap(),
+        1,
+        "first use creates generation 1"
+    );
+    assert_eq!(s.active_generation("v").await.unwrap(), 1);
+    assert_eq!(s.reserve_generation("v").await.unwrap(), 2);
+    assert_eq!(
+        s.reserve_generation("v").await.unwrap(),
+        3,
+        "an abandoned reservation is not reused"
+    );
+    s.activate("v", 3).await.unwrap();
+    assert_eq!(s.active_generation("v").await.unwrap(), 3);
+
+    let p: shared::Position = "00000000000000aa-0000000000000010".parse().unwrap();
+    assert_eq!(s.checkpoint("v", 3).await.unwrap(), shared::Position::ZERO);
+    s.save_checkpoint("v", 3, p, None).await.unwrap();
+    assert_eq!(s.checkpoint("v", 3).await.unwrap(), p);
+    // Tokens compare as strings on the server the way positions compare (read-your-writes).
+    let coll = s
+        .database()
+        .collection::<Document>(projector::mongo::CHECKPOINTS);
+    let ahead = coll
+        .count_documents(
+            doc! {"_id": "v_g3", "position": {"$gte": "00000000000000a9-00000000000000ff"}},
+        )
+        .await
+        .unwrap();
+    let behind = coll
+        .count_documents(
+            doc! {"_id": "v_g3", "position": {"$gte": "00000000000000ab-0000000000000001"}},
+        )
+        .await
+        .unwrap();
+    assert_eq!((ahead, behind), (1, 0));
+
+    s.write_guarded("v_g3", vec![write("x", None, "01", 1)], None)
+        .await
+        .unwrap();
+    s.ensure_indexes(
+        "v_g3",
+        vec![doc! {"n": 1}, doc! {"userId": 1, "createdAt": -1}],
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.database()
+            .list_collection_names()
+            .await
+            .unwrap()
+            .contains(&"v_g3".to_string())
+    );
+    s.drop_generation("v", 3).await.unwrap();
+    assert!(
+        !s.database()
+            .list_collection_names()
+            .await
+            .unwrap()
+            .contains(&"v_g3".to_string())
+    );
+    assert_eq!(s.checkpoint("v", 3).await.unwrap(), shared::Position::ZERO);
+    s.database().drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn values_round_trip_exactly() {
+    let s = store().await;
+    let when = bson::DateTime::from_millis(1_764_115_200_123);
+    let big = 1_i64 << 40;
+    let doc = doc! {"_id": "t", "appliedPosition": "1", "big": big, "small": 5_i64, "neg": -3_i64, "when": when, "none": Bson::Null};
+    s.write_guarded(
+        "t",
+        vec![GuardedWrite {
+            id: "t".into(),
+            expected: None,
+            document: doc,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    let got = s
+        .find_by_ids("t", vec!["t".into()], None)
+        .await
+        .unwrap()
+        .remove("t")
+        .unwrap();
+    assert_eq!(get_int(&got, "big"), Some(big));
+    // Some servers hand small Int64 back as Int32: readers must accept either.
+    assert_eq!(get_int(&got, "small"), Some(5));
+    assert_eq!(get_int(&got, "neg"), Some(-3));
+    assert_eq!(got.get_datetime("when").unwrap(), &when);
+    assert_eq!(got.get("none"), Some(&Bson::Null));
+    s.database().drop().await.unwrap();
+}
+
+/// The queries the read-service runs on `orders_view`.
+#[tokio::test]
+async fn order_queries_filter_sort_and_page() {
+    let s = store().await;
+    let coll = s.database().collection::<Document>("orders");
+    let mut docs = vec![];
+    for i in 0..30_i64 {
+        docs.push(doc! {
+            "_id": format!("o{i:02}"),
+            "userId": if i % 2 == 0 { "even" } else { "odd" },
+            "status": if i % 3 == 0 { "confirmed" } else { "pending" },
+            "totalCents": i * 100,
+            "createdAt": bson::DateTime::from_millis(1_000_000 + i * 1000),
+            "items": [{"productId": format!("p{}", i % 4), "quantity": 1_i64}],
+        });
+    }
+    coll.insert_many(docs).await.unwrap();
+    let ids = |docs: Vec<Document>| {
+        docs.iter()
+            .map(|d| d.get_str("_id").unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    async fn all(c: mongodb::Cursor<Document>) -> Vec<Document> {
+        let mut c = c;
+        let mut out = vec![];
+        while c.advance().await.unwrap() {
+            out.push(Document::try_from(c.current()).unwrap());
+        }
+        out
+    }
+    // A user's newest first, then the next page after a (createdAt, _id) cursor.
+    let page1 = all(coll
+        .find(doc! {"userId": "even"})
+        .sort(doc! {"createdAt": -1, "_id": -1})
+        .limit(3)
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(ids(page1), ["o28", "o26", "o24"]);
+    let after = bson::DateTime::from_millis(1_000_000 + 24 * 1000);
+    let page2 = all(
+        coll.find(doc! {"userId": "even", "$or": [{"createdAt": {"$lt": after}}, {"createdAt": after, "_id": {"$lt": "o24"}}]})
+            .sort(doc! {"createdAt": -1, "_id": -1})
+            .limit(3)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ids(page2), ["o22", "o20", "o18"]);
+    // Combined criteria: status, product on any line, total range, time range.
+    let hits = all(coll
+        .find(doc! {
+            "status": "confirmed",
+            "items.productId": "p2",
+            "totalCents": {"$gte": 500_i64, "$lte": 2500_i64},
+            "createdAt": {"$gte": bson::DateTime::from_millis(1_000_000)},
+        })
+        .sort(doc! {"totalCents": 1, "_id": 1})
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(ids(hits), ["o06", "o18"]);
+    // A literal that looks like an operator is only a value.
+    let none = coll
+        .count_documents(doc! {"userId": "{\"$ne\": \"\"}"})
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+    s.database().drop().await.unwrap();
+}
