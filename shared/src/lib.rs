@@ -3,6 +3,8 @@
 //! `ids`, `events`, `order` and `product` are pure: no I/O, tested with given/when/then.
 //! `store` (feature `store`) is the PostgreSQL event store client.
 
+#[cfg(feature = "service")]
+pub mod api_error;
 pub mod events;
 pub mod ids;
 pub mod order;

@@ -14,8 +14,8 @@ use shared::store::{
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::error::ApiError;
 use crate::extract::CommandContext;
+use shared::api_error::ApiError;
 
 /// A command's HTTP answer, fresh or replayed from its idempotency record.
 #[derive(Debug)]

@@ -6,12 +6,8 @@ use axum::http::{HeaderMap, Method, header, request::Parts};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
-
-/// Path parameters; a malformed one is a 400 in the API's body.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct AppPath<T>(pub T);
+use shared::api_error::ApiError;
+pub use shared::api_error::AppPath;
 
 /// A JSON body, typed, plus the raw JSON it came from (for idempotency fingerprints).
 ///

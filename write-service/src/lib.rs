@@ -1,7 +1,6 @@
 //! The write-service: order commands over HTTP, appended to the PostgreSQL event store.
 
 pub mod commands;
-pub mod error;
 pub mod extract;
 pub mod routes;
 pub mod settings;
@@ -22,10 +21,7 @@ use tower_http::trace::TraceLayer;
 
 pub use settings::Settings;
 
-use crate::error::ApiError;
-
-/// Largest request body accepted; larger ones get 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+use shared::api_error::{self, MAX_BODY_BYTES};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -67,14 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route_layer(axum::middleware::from_fn(telemetry::track_http))
-        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this endpoint",
-            )
-        })
+        .fallback(api_error::no_route)
+        .method_not_allowed_fallback(api_error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {

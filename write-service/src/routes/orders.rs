@@ -12,8 +12,8 @@ use shared::{Currency, OrderId, ProductId, Quantity, UnitPriceCents, UserId};
 
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
-use crate::error::ApiError;
 use crate::extract::{AppPath, CommandContext, JsonBody};
+use shared::api_error::ApiError;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

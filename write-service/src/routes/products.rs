@@ -10,8 +10,8 @@ use shared::{ProductId, StockQuantity};
 
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
-use crate::error::ApiError;
 use crate::extract::{AppPath, CommandContext, JsonBody};
+use shared::api_error::ApiError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,12 +1,17 @@
-//! The one error type handlers return, and its stable body:
+//! The one error type the HTTP services return, and its stable body:
 //! `{"error": {"code", "message", "field"?}}`. Server-side details go to the log only.
 
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use shared::order::{DomainError, ErrorKind};
-use shared::store::StoreError;
+
+use crate::order::{DomainError, ErrorKind};
+#[cfg(feature = "store")]
+use crate::store::StoreError;
+
+/// Largest request body the services accept; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -48,11 +53,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
-    pub fn unavailable() -> Self {
+    pub fn unavailable(what: &str) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            "the event store is unavailable; retry shortly",
+            format!("{what} is unavailable; retry shortly"),
         )
     }
 
@@ -95,11 +100,12 @@ impl From<DomainError> for ApiError {
     }
 }
 
+#[cfg(feature = "store")]
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         if e.is_unavailable() {
             tracing::warn!(error = %e, "event store unavailable");
-            return ApiError::unavailable();
+            return ApiError::unavailable("the event store");
         }
         ApiError::internal("event store error", &e)
     }
@@ -127,12 +133,32 @@ impl From<BytesRejection> for ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!(
-                    "request bodies are limited to {} bytes",
-                    crate::MAX_BODY_BYTES
-                ),
+                format!("request bodies are limited to {} bytes", MAX_BODY_BYTES),
             ),
             status => ApiError::new(status, "bad_body", r.body_text()),
         }
     }
+}
+
+/// Path parameters; a malformed one is a 400 in the API's body.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct AppPath<T>(pub T);
+
+/// Query parameters; a malformed one is a 422 naming it, in the API's body.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct AppQuery<T>(pub T);
+
+/// The answer for routes that do not exist, in the API's body.
+pub async fn no_route() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
 }
