@@ -5,9 +5,10 @@
 //! test are used (see `tests/store_contract.rs` and `docs/nx-27017-probe.md`).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::options::IndexOptions;
+use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, ClientSession, Database, IndexModel};
 use shared::Position;
 
@@ -72,7 +73,16 @@ impl ViewStore {
         database: &str,
         transactions: Transactions,
     ) -> Result<Self, MongoError> {
-        let client = Client::with_uri_str(uri).await?;
+        let mut options = ClientOptions::parse(uri).await?;
+        options
+            .app_name
+            .get_or_insert_with(|| "projector".to_owned());
+        // Fail an operation after a few seconds without a server, so the projector reports
+        // and backs off instead of hanging for the driver's default 30 s.
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(5));
+        let client = Client::with_options(options)?;
         let db = client.database(database);
         let transactions = match transactions {
             Transactions::On => true,

@@ -295,6 +295,9 @@ impl Runner {
     async fn record_lag(&self, name: &'static str, checkpoint: Position) {
         if let Ok((events, oldest)) = self.engine.store.lag_after(checkpoint).await {
             metrics::gauge!("projector_lag_events", "projection" => name).set(events as f64);
+            if let Ok(Some(head)) = self.engine.store.head().await {
+                metrics::gauge!("projector_head_global_position").set(head.global_position as f64);
+            }
             let seconds = oldest.map_or(0.0, |t| {
                 (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
             });

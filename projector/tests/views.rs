@@ -226,7 +226,7 @@ async fn replays_after_a_crash_count_nothing_twice(pool: PgPool) {
     let env = TestEnv::new(pool).await;
     scripted_history(&env).await;
     env.catch_up_all().await;
-    let before: Vec<_> = futures_of_all(&env, 1).await;
+    let before: Vec<_> = all_docs(&env, 1).await;
 
     let views = &env.projector.engine.views;
     for batch_size in [1, 3, 7, 500] {
@@ -245,11 +245,7 @@ async fn replays_after_a_crash_count_nothing_twice(pool: PgPool) {
             ..clone_env(&env)
         };
         env.catch_up_all().await;
-        assert_eq!(
-            futures_of_all(&env, 1).await,
-            before,
-            "batch size {batch_size}"
-        );
+        assert_eq!(all_docs(&env, 1).await, before, "batch size {batch_size}");
     }
     env.cleanup().await;
 }
@@ -264,7 +260,7 @@ fn clone_env(env: &TestEnv) -> TestEnv {
     }
 }
 
-async fn futures_of_all(env: &TestEnv, generation: i64) -> Vec<Vec<mongodb::bson::Document>> {
+async fn all_docs(env: &TestEnv, generation: i64) -> Vec<Vec<mongodb::bson::Document>> {
     let mut all = vec![];
     for name in ALL {
         all.push(env.docs(name, generation).await);
@@ -298,7 +294,7 @@ async fn a_rebuild_reproduces_the_views_and_switches_generation(pool: PgPool) {
         env.order(o, OrderCommand::Confirm).await;
         small.catch_up_all().await;
     }
-    let incremental = futures_of_all(&env, 1).await;
+    let incremental = all_docs(&env, 1).await;
 
     let cancel = CancellationToken::new();
     for name in ALL {
@@ -310,7 +306,7 @@ async fn a_rebuild_reproduces_the_views_and_switches_generation(pool: PgPool) {
         .unwrap();
         assert_eq!((report.previous, report.generation), (1, 2));
     }
-    let rebuilt = futures_of_all(&env, 2).await;
+    let rebuilt = all_docs(&env, 2).await;
     assert_eq!(rebuilt, incremental);
     let views = &env.projector.engine.views;
     for name in ALL {

@@ -16,6 +16,8 @@ pub mod shutdown;
 pub mod store;
 #[cfg(feature = "service")]
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use ids::{Currency, OrderId, ProductId, Quantity, StockQuantity, UnitPriceCents, UserId};
 pub use position::Position;

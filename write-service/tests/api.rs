@@ -1,8 +1,6 @@
 //! HTTP tests of the write-service against a real PostgreSQL (a fresh database per test).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
@@ -10,6 +8,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shared::Position;
+use shared::testing::TcpSwitch;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tower::ServiceExt;
@@ -936,53 +935,10 @@ async fn health_and_metrics(pool: PgPool) {
     assert!(text.contains("write_events_appended_total"), "{text}");
 }
 
-/// A TCP proxy in front of PostgreSQL that the test can cut and restore.
-struct Switch {
-    port: u16,
-    up: Arc<AtomicBool>,
-    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Switch {
-    async fn start(target: (String, u16)) -> Switch {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (up2, conns2) = (up.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees a reset
-                }
-                let target = target.clone();
-                let handle = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                conns2.lock().unwrap().push(handle);
-            }
-        });
-        Switch { port, up, conns }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn postgres_going_away_is_503_and_the_service_recovers(pool: PgPool) {
     let options = pool.connect_options();
-    let switch = Switch::start((options.get_host().to_owned(), options.get_port())).await;
+    let switch = TcpSwitch::start((options.get_host().to_owned(), options.get_port())).await;
     let proxied = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(std::time::Duration::from_secs(2))
