@@ -28,8 +28,8 @@ fn spawn_projector(env: &TestEnv, batch_size: u32) -> Child {
         .env("PROJECTOR_BATCH_SIZE", batch_size.to_string())
         .env("PROJECTOR_POLL_INTERVAL_MS", "50")
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start the projector binary")
@@ -37,8 +37,8 @@ fn spawn_projector(env: &TestEnv, batch_size: u32) -> Child {
 
 /// Reads the child's log until it says which port it serves health on.
 async fn health_port(child: &mut Child) -> u16 {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
     let port = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(l) = lines.next_line().await.unwrap() {
             if l.contains("listening")

@@ -1,6 +1,25 @@
-//! Query side: serves the MongoDB views over REST. Not built yet: see issue 4.
+use clap::Parser;
+use read_service::{Application, Settings};
+use shared::shutdown::shutdown_signal;
+use shared::telemetry;
 
-fn main() {
-    eprintln!("read-service is not implemented yet (tracked in issue 4)");
-    std::process::exit(2);
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Order query service: answers reads from the MongoDB views"
+)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_tracing();
+    tracing::info!(settings = ?cli.settings, "starting");
+    let app = Application::build(cli.settings).await?;
+    tracing::info!(port = app.port(), "read-service listening");
+    app.run_until(shutdown_signal()).await?;
+    Ok(())
 }

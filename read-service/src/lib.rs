@@ -1,0 +1,114 @@
+//! The read-service: answers queries from the MongoDB views the projector maintains.
+//!
+//! It never touches PostgreSQL. It follows the active generation of each view per request,
+//! so a rebuild switches it over without a restart, and it can wait for a consistency token
+//! so a client reads its own writes.
+
+pub mod cursor;
+pub mod model;
+pub mod openapi;
+pub mod query;
+pub mod records;
+pub mod reply;
+pub mod routes;
+pub mod settings;
+pub mod store;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use shared::api_error;
+use shared::telemetry;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use settings::Settings;
+pub use store::Views;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub views: Views,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// A lazily connecting client: nothing here waits for MongoDB.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let client = settings.client().await?;
+        Ok(Self {
+            views: Views::new(
+                client.database(&settings.mongodb_database),
+                settings.consistency_timeout(),
+            ),
+            metrics: telemetry::metrics_handle(),
+        })
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    use routes::{dashboard, inventory, ops, orders, sales, users};
+    Router::new()
+        .route("/orders", get(orders::search))
+        .route("/orders/{orderId}", get(orders::get_order))
+        .route("/users/{userId}/orders", get(users::orders))
+        .route("/sales/daily", get(sales::range))
+        .route("/sales/daily/{date}", get(sales::day))
+        .route("/inventory", get(inventory::low_stock))
+        .route("/inventory/{productId}", get(inventory::product))
+        .route("/dashboard/summary", get(dashboard::summary))
+        .route("/health/live", get(ops::live))
+        .route("/health/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route_layer(axum::middleware::from_fn(telemetry::track_http))
+        .fallback(api_error::no_route)
+        .method_not_allowed_fallback(api_error::method_not_allowed)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str);
+            let request_id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok());
+            tracing::info_span!("request", method = %req.method(), route, request_id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Creates the MongoDB client and binds; MongoDB may still be down (reads answer 503).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let state = AppState::connect(&settings).await?;
+        let listener = TcpListener::bind(settings.addr).await?;
+        Ok(Self {
+            listener,
+            router: router(state),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

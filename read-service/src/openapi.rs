@@ -1,0 +1,43 @@
+//! The OpenAPI document, generated from the handlers' annotations and the response types.
+
+use utoipa::OpenApi;
+
+use crate::query::OrderSort;
+use crate::routes::{dashboard, inventory, ops, orders, sales, users};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "read-service",
+        description = "Queries over the MongoDB views the projector maintains. Every view \
+            response carries `X-Projection-Position`, the checkpoint of the views it was read \
+            from (the lowest, if several). Send `X-Consistency-Token: <position>` (from a \
+            write-service command) to wait until those views have applied that write. Errors \
+            are `{\"error\": {\"code\", \"message\", \"field\"?}}` with an `x-request-id` header."
+    ),
+    paths(
+        orders::get_order,
+        orders::search,
+        users::orders,
+        sales::range,
+        sales::day,
+        inventory::product,
+        inventory::low_stock,
+        dashboard::summary,
+        ops::live,
+        ops::ready,
+        ops::metrics,
+        ops::openapi,
+    ),
+    // Named only by a parameter's `value_type`, which does not register it.
+    components(schemas(OrderSort)),
+    tags(
+        (name = "orders", description = "Orders from orders_view"),
+        (name = "users", description = "A user's counters and order history"),
+        (name = "sales", description = "Daily sales from daily_sales"),
+        (name = "inventory", description = "Stock from inventory_view"),
+        (name = "dashboard", description = "A summary across all views"),
+        (name = "ops", description = "Health, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,753 @@
+//! Query parameters: whitelisted per endpoint and each parsed to a type, so client input
+//! only ever reaches MongoDB as a typed value inside a filter we build, never as an operator
+//! (`userId[$ne]=x` is an unknown parameter, `userId={"$gt":""}` an invalid id: both 422).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use mongodb::bson::{self, Bson, Document, doc};
+use serde::Serialize;
+use shared::api_error::ApiError;
+use shared::{OrderId, ProductId, UserId};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::cursor::{self, Cursor};
+use crate::model::OrderStatus;
+use crate::records::OrderRecord;
+
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+/// Longest `/sales/daily` range, in days.
+pub const MAX_DAYS: i64 = 366;
+
+/// The raw parameters of one request, checked against the endpoint's list.
+#[derive(Debug)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+/// A parameter name as the client sent it, cut short for error bodies.
+fn shown(name: &str) -> String {
+    name.chars().take(64).collect()
+}
+
+impl Params {
+    /// Refuses unknown and repeated parameters (422 naming them).
+    pub fn new(pairs: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, ApiError> {
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !allowed.contains(&name.as_str()) {
+                let accepted = if allowed.is_empty() {
+                    "this endpoint takes no query parameters".to_owned()
+                } else {
+                    format!("this endpoint accepts {}", allowed.join(", "))
+                };
+                return Err(ApiError::invalid(
+                    &shown(name),
+                    format!("unknown query parameter `{}`: {accepted}", shown(name)),
+                ));
+            }
+            if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("`{name}` is given more than once"),
+                ));
+            }
+        }
+        Ok(Self { pairs })
+    }
+
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The parameter parsed by `parse`; a refusal is a 422 naming it.
+    pub fn get<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ApiError> {
+        self.raw(name)
+            .map(|v| parse(v).map_err(|why| ApiError::invalid(name, format!("{name}: {why}"))))
+            .transpose()
+    }
+
+    pub fn required<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ApiError> {
+        self.get(name, parse)?
+            .ok_or_else(|| ApiError::invalid(name, format!("{name} is required")))
+    }
+
+    /// `limit`: 1..=100, default 20.
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        Ok(self
+            .get("limit", |v| match v.parse::<i64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+                _ => Err(format!("must be an integer from 1 to {MAX_LIMIT}")),
+            })?
+            .unwrap_or(DEFAULT_LIMIT))
+    }
+
+    /// `cursor`, issued for `scope`; a malformed or foreign one is a 400.
+    pub fn cursor(
+        &self,
+        scope: &str,
+        valid_id: impl Fn(&str) -> bool,
+    ) -> Result<Option<Cursor>, ApiError> {
+        self.raw("cursor")
+            .map(|c| cursor::decode(c, scope, valid_id))
+            .transpose()
+    }
+}
+
+pub fn user_id(v: &str) -> Result<UserId, String> {
+    v.parse()
+        .map_err(|e: shared::ids::InvalidValue| e.to_string())
+}
+
+pub fn product_id(v: &str) -> Result<ProductId, String> {
+    v.parse()
+        .map_err(|e: shared::ids::InvalidValue| e.to_string())
+}
+
+pub fn is_order_id(v: &str) -> bool {
+    v.parse::<OrderId>().is_ok()
+}
+
+pub fn is_product_id(v: &str) -> bool {
+    v.parse::<ProductId>().is_ok()
+}
+
+/// A UTC day, exactly `YYYY-MM-DD`.
+pub fn date(v: &str) -> Result<NaiveDate, String> {
+    let well_formed = v.len() == 10
+        && v.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    well_formed
+        .then(|| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| "must be a date as YYYY-MM-DD".into())
+}
+
+/// An RFC 3339 time with an offset (encode `+` as `%2B` in a URL).
+pub fn time(v: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| "must be an RFC 3339 time, e.g. 2026-11-26T00:00:00Z".into())
+}
+
+pub fn cents(v: &str) -> Result<i64, String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n),
+        _ => Err("must be a non-negative integer (cents)".into()),
+    }
+}
+
+pub fn integer(v: &str) -> Result<i64, String> {
+    v.parse().map_err(|_| "must be an integer".into())
+}
+
+/// The page after `(key, id)` in the order of `sort {field: dir, _id: dir}`: a keyset on
+/// the sort field with the id as tie-breaker, so pages stay stable while data changes.
+pub fn after(field: &str, descending: bool, key: Bson, id: &str) -> Bson {
+    let op = if descending { "$lt" } else { "$gt" };
+    Bson::Array(vec![
+        Bson::Document(doc! {field: {op: key.clone()}}),
+        Bson::Document(doc! {field: key, "_id": {op: id}}),
+    ])
+}
+
+/// How search results are ordered; always with the order id as tie-breaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub enum OrderSort {
+    #[serde(rename = "createdAt")]
+    CreatedAt,
+    #[default]
+    #[serde(rename = "-createdAt")]
+    CreatedAtDesc,
+    #[serde(rename = "totalCents")]
+    TotalCents,
+    #[serde(rename = "-totalCents")]
+    TotalCentsDesc,
+}
+
+impl OrderSort {
+    const ALL: [OrderSort; 4] = [
+        OrderSort::CreatedAt,
+        OrderSort::CreatedAtDesc,
+        OrderSort::TotalCents,
+        OrderSort::TotalCentsDesc,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderSort::CreatedAt => "createdAt",
+            OrderSort::CreatedAtDesc => "-createdAt",
+            OrderSort::TotalCents => "totalCents",
+            OrderSort::TotalCentsDesc => "-totalCents",
+        }
+    }
+
+    fn parse(v: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == v)
+            .ok_or_else(|| "must be one of createdAt, -createdAt, totalCents, -totalCents".into())
+    }
+
+    fn field(self) -> &'static str {
+        match self {
+            OrderSort::CreatedAt | OrderSort::CreatedAtDesc => "createdAt",
+            OrderSort::TotalCents | OrderSort::TotalCentsDesc => "totalCents",
+        }
+    }
+
+    fn descending(self) -> bool {
+        matches!(self, OrderSort::CreatedAtDesc | OrderSort::TotalCentsDesc)
+    }
+
+    /// What a search cursor is bound to: a cursor of one sort means nothing in another.
+    pub fn scope(self) -> String {
+        format!("orders:{}", self.as_str())
+    }
+
+    pub fn sort(self) -> Document {
+        let dir = if self.descending() { -1 } else { 1 };
+        doc! {self.field(): dir, "_id": dir}
+    }
+
+    /// The cursor key of an order: creation time in milliseconds, or its total.
+    pub fn key_of(self, o: &OrderRecord) -> i64 {
+        match self.field() {
+            "createdAt" => o.created_at.map_or(0, |t| t.timestamp_millis()),
+            _ => o.total_cents,
+        }
+    }
+
+    fn on_time(self) -> bool {
+        self.field() == "createdAt"
+    }
+}
+
+/// Milliseconds of a time, as the views store it.
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The whole second at or before `ms`.
+fn second_floor(ms: i64) -> i64 {
+    ms.div_euclid(1000) * 1000
+}
+
+/// The whole second at or after `t`.
+fn second_ceil(t: DateTime<Utc>) -> i64 {
+    let floor = second_floor(millis(t));
+    if t.timestamp_subsec_nanos() == 0 {
+        floor
+    } else {
+        floor + 1000
+    }
+}
+
+/// One page's worth of orders to draw from `orders_view`, in `sort` order after `cursor`.
+///
+/// nx-27017 compares dates in filters at whole seconds (`$lt`/`$gte` against a whole second
+/// are exact, anything finer is not; its sorts are exact). So time bounds (`createdFrom`,
+/// `createdTo`, a `createdAt` cursor) go to the server widened to whole seconds, which is
+/// exact on it and on MongoDB, and `keeps` applies them exactly to what comes back. The
+/// extra documents are those of the boundary seconds only.
+#[derive(Debug)]
+pub struct OrderListing<'a> {
+    /// Equalities and integer ranges: exact on every server.
+    pub criteria: Document,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+    pub sort: OrderSort,
+    pub cursor: Option<&'a Cursor>,
+}
+
+impl OrderListing<'_> {
+    /// What the server is asked for: a superset of the listing, never missing an order.
+    pub fn server_filter(&self) -> Document {
+        let mut f = self.criteria.clone();
+        // Whole-second bounds on createdAt: `$gte` below, `$lt` above.
+        let mut low = self.created_from.map(|t| second_floor(millis(t)));
+        let mut high = self.created_to.map(second_ceil);
+        if let Some(c) = self.cursor {
+            if !self.sort.on_time() {
+                // Integer keys and string ids compare exactly: a plain keyset.
+                let (field, descending) = (self.sort.field(), self.sort.descending());
+                f.insert("$or", after(field, descending, Bson::Int64(c.key), &c.id));
+            } else if self.sort.descending() {
+                let end = second_floor(c.key) + 1000;
+                high = Some(high.map_or(end, |h| h.min(end)));
+            } else {
+                let start = second_floor(c.key);
+                low = Some(low.map_or(start, |l| l.max(start)));
+            }
+        }
+        let mut created = Document::new();
+        if let Some(l) = low {
+            created.insert("$gte", bson::DateTime::from_millis(l));
+        }
+        if let Some(h) = high {
+            created.insert("$lt", bson::DateTime::from_millis(h));
+        }
+        if !created.is_empty() {
+            f.insert("createdAt", created);
+        }
+        f
+    }
+
+    /// Whether an order the server returned belongs to the listing, exactly.
+    pub fn keeps(&self, o: &OrderRecord) -> bool {
+        let created = o.created_at.map_or(i64::MIN, |t| t.timestamp_millis());
+        let created = DateTime::from_timestamp_millis(created);
+        if let Some(from) = self.created_from
+            && created.is_none_or(|c| c < from)
+        {
+            return false;
+        }
+        if let Some(to) = self.created_to
+            && created.is_none_or(|c| c >= to)
+        {
+            return false;
+        }
+        match self.cursor {
+            None => true,
+            Some(c) => {
+                let at = (self.sort.key_of(o), o.order_id.as_str());
+                let after = (c.key, c.id.as_str());
+                if self.sort.descending() {
+                    at < after
+                } else {
+                    at > after
+                }
+            }
+        }
+    }
+}
+
+/// `GET /orders` criteria. Every one is optional; together they narrow the result.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct OrderSearch {
+    /// Orders of this user (1 to 64 characters of `A-Z a-z 0-9 _ . : -`).
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+    pub user_id: Option<UserId>,
+    /// Orders in this status.
+    #[param(value_type = Option<OrderStatus>)]
+    pub status: Option<OrderStatus>,
+    /// Orders with a line of this product.
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+    pub product_id: Option<ProductId>,
+    /// Total at least this many cents.
+    #[param(minimum = 0)]
+    pub min_total_cents: Option<i64>,
+    /// Total at most this many cents.
+    #[param(minimum = 0)]
+    pub max_total_cents: Option<i64>,
+    /// Created at or after this RFC 3339 time.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created before this RFC 3339 time (exclusive).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub created_to: Option<DateTime<Utc>>,
+    /// Order of the results (default `-createdAt`, newest first).
+    #[param(value_type = Option<OrderSort>)]
+    pub sort: OrderSort,
+    /// Page size, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub limit: i64,
+    /// `nextCursor` of the previous page, issued for the same sort.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<Cursor>,
+}
+
+impl OrderSearch {
+    pub const PARAMS: [&str; 10] = [
+        "userId",
+        "status",
+        "productId",
+        "minTotalCents",
+        "maxTotalCents",
+        "createdFrom",
+        "createdTo",
+        "sort",
+        "limit",
+        "cursor",
+    ];
+
+    pub fn parse(p: &Params) -> Result<Self, ApiError> {
+        let sort = p.get("sort", OrderSort::parse)?.unwrap_or_default();
+        let search = Self {
+            user_id: p.get("userId", user_id)?,
+            status: p.get("status", |v| v.parse())?,
+            product_id: p.get("productId", product_id)?,
+            min_total_cents: p.get("minTotalCents", cents)?,
+            max_total_cents: p.get("maxTotalCents", cents)?,
+            created_from: p.get("createdFrom", time)?,
+            created_to: p.get("createdTo", time)?,
+            sort,
+            limit: p.limit()?,
+            cursor: p.cursor(&sort.scope(), is_order_id)?,
+        };
+        if let (Some(min), Some(max)) = (search.min_total_cents, search.max_total_cents)
+            && max < min
+        {
+            return Err(ApiError::invalid(
+                "maxTotalCents",
+                "maxTotalCents is below minTotalCents",
+            ));
+        }
+        if let (Some(from), Some(to)) = (search.created_from, search.created_to)
+            && to < from
+        {
+            return Err(ApiError::invalid(
+                "createdTo",
+                "createdTo is before createdFrom",
+            ));
+        }
+        Ok(search)
+    }
+
+    /// The criteria as a listing: equalities and ranges of typed values only.
+    pub fn listing(&self) -> OrderListing<'_> {
+        let mut f = Document::new();
+        if let Some(u) = &self.user_id {
+            f.insert("userId", u.as_str());
+        }
+        if let Some(s) = self.status {
+            f.insert("status", s.as_str());
+        }
+        if let Some(p) = &self.product_id {
+            f.insert("items.productId", p.as_str());
+        }
+        let mut total = Document::new();
+        if let Some(min) = self.min_total_cents {
+            total.insert("$gte", min);
+        }
+        if let Some(max) = self.max_total_cents {
+            total.insert("$lte", max);
+        }
+        if !total.is_empty() {
+            f.insert("totalCents", total);
+        }
+        OrderListing {
+            criteria: f,
+            created_from: self.created_from,
+            created_to: self.created_to,
+            sort: self.sort,
+            cursor: self.cursor.as_ref(),
+        }
+    }
+}
+
+/// `limit` and `cursor` of a paged listing.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Paging {
+    /// Page size, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub limit: i64,
+    /// `nextCursor` of the previous page.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<Cursor>,
+}
+
+impl Paging {
+    pub const PARAMS: [&str; 2] = ["limit", "cursor"];
+
+    pub fn parse(
+        p: &Params,
+        scope: &str,
+        valid_id: impl Fn(&str) -> bool,
+    ) -> Result<Self, ApiError> {
+        Ok(Self {
+            limit: p.limit()?,
+            cursor: p.cursor(scope, valid_id)?,
+        })
+    }
+}
+
+/// `GET /sales/daily` range, both ends included, at most 366 days.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SalesRangeQuery {
+    /// First UTC day, `YYYY-MM-DD`.
+    #[param(value_type = String, format = Date)]
+    pub from: NaiveDate,
+    /// Last UTC day, `YYYY-MM-DD`, at most 365 days after `from`.
+    #[param(value_type = String, format = Date)]
+    pub to: NaiveDate,
+}
+
+impl SalesRangeQuery {
+    pub const PARAMS: [&str; 2] = ["from", "to"];
+
+    pub fn parse(p: &Params) -> Result<Self, ApiError> {
+        let from = p.required("from", date)?;
+        let to = p.required("to", date)?;
+        if to < from {
+            return Err(ApiError::invalid("from", "from is after to"));
+        }
+        if (to - from).num_days() + 1 > MAX_DAYS {
+            return Err(ApiError::invalid(
+                "to",
+                format!("the range covers more than {MAX_DAYS} days"),
+            ));
+        }
+        Ok(Self { from, to })
+    }
+}
+
+/// `GET /inventory`: products by ascending available units.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct LowStockQuery {
+    /// Only products with at most this many units available (may be negative).
+    pub max_available: Option<i64>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub limit: i64,
+    /// `nextCursor` of the previous page.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<Cursor>,
+}
+
+impl LowStockQuery {
+    pub const PARAMS: [&str; 3] = ["maxAvailable", "limit", "cursor"];
+    pub const SCOPE: &str = "inventory:availableUnits";
+
+    pub fn parse(p: &Params) -> Result<Self, ApiError> {
+        Ok(Self {
+            max_available: p.get("maxAvailable", integer)?,
+            limit: p.limit()?,
+            cursor: p.cursor(Self::SCOPE, is_product_id)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &[(&str, &str)], allowed: &[&str]) -> Result<Params, ApiError> {
+        Params::new(
+            q.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            allowed,
+        )
+    }
+
+    fn search(q: &[(&str, &str)]) -> Result<OrderSearch, ApiError> {
+        OrderSearch::parse(&params(q, &OrderSearch::PARAMS)?)
+    }
+
+    fn refused_field(r: Result<impl std::fmt::Debug, ApiError>) -> (u16, String) {
+        let e = r.unwrap_err();
+        (e.status.as_u16(), e.field.unwrap_or_default())
+    }
+
+    #[test]
+    fn operators_never_pass_as_values_or_names() {
+        assert_eq!(
+            refused_field(search(&[("userId[$ne]", "x")])),
+            (422, "userId[$ne]".into())
+        );
+        assert_eq!(
+            refused_field(search(&[("userId", "{\"$gt\":\"\"}")])),
+            (422, "userId".into())
+        );
+        assert_eq!(
+            refused_field(search(&[("productId", "$where")])),
+            (422, "productId".into())
+        );
+        let ok = search(&[("userId", "a.b:c-d_e")]).unwrap();
+        assert_eq!(ok.listing().server_filter(), doc! {"userId": "a.b:c-d_e"});
+    }
+
+    #[test]
+    fn each_criterion_is_typed_and_named_when_wrong() {
+        for (name, bad) in [
+            ("status", "open"),
+            ("minTotalCents", "-1"),
+            ("maxTotalCents", "1.5"),
+            ("createdFrom", "yesterday"),
+            ("createdTo", "2026-11-26"),
+            ("sort", "userId"),
+            ("limit", "0"),
+            ("limit", "101"),
+            ("limit", "ten"),
+        ] {
+            assert_eq!(
+                refused_field(search(&[(name, bad)])),
+                (422, name.into()),
+                "{name}={bad}"
+            );
+        }
+        assert_eq!(
+            refused_field(search(&[("limit", "1"), ("limit", "2")])),
+            (422, "limit".into())
+        );
+        assert_eq!(
+            refused_field(search(&[("minTotalCents", "5"), ("maxTotalCents", "4")])),
+            (422, "maxTotalCents".into())
+        );
+    }
+
+    #[test]
+    fn the_filter_holds_every_criterion() {
+        let s = search(&[
+            ("userId", "u1"),
+            ("status", "confirmed"),
+            ("productId", "sku-1"),
+            ("minTotalCents", "100"),
+            ("maxTotalCents", "900"),
+            ("createdFrom", "2026-11-01T00:00:00Z"),
+            ("createdTo", "2026-11-02T00:00:00+01:00"),
+            ("sort", "totalCents"),
+            ("limit", "5"),
+        ])
+        .unwrap();
+        assert_eq!((s.sort, s.limit), (OrderSort::TotalCents, 5));
+        let from = bson::DateTime::from_millis(1_793_491_200_000);
+        let to = bson::DateTime::from_millis(1_793_574_000_000);
+        assert_eq!(
+            s.listing().server_filter(),
+            doc! {
+                "userId": "u1", "status": "confirmed", "items.productId": "sku-1",
+                "totalCents": {"$gte": 100_i64, "$lte": 900_i64},
+                "createdAt": {"$gte": from, "$lt": to},
+            }
+        );
+        assert_eq!(s.sort.sort(), doc! {"totalCents": 1, "_id": 1});
+    }
+
+    fn order(id: &str, created_ms: i64, total: i64) -> OrderRecord {
+        OrderRecord {
+            order_id: id.into(),
+            user_id: "u".into(),
+            currency: "USD".into(),
+            items: vec![],
+            item_count: 0,
+            total_cents: total,
+            status: OrderStatus::Pending,
+            created_at: Some(bson::DateTime::from_millis(created_ms)),
+            updated_at: None,
+            confirmed_at: None,
+            cancelled_at: None,
+            cancel_reason: None,
+            shipped_at: None,
+            carrier: None,
+            tracking_number: None,
+            delivered_at: None,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn time_bounds_reach_the_server_as_whole_seconds_and_apply_exactly_here() {
+        let t = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
+        let cursor = Cursor {
+            key: 10_500,
+            id: "m".into(),
+        };
+        let listing = OrderListing {
+            criteria: doc! {"userId": "u"},
+            created_from: Some(t(2_250)),
+            created_to: Some(t(20_000)),
+            sort: OrderSort::CreatedAtDesc,
+            cursor: Some(&cursor),
+        };
+        let s = |ms: i64| bson::DateTime::from_millis(ms);
+        assert_eq!(
+            listing.server_filter(),
+            doc! {"userId": "u", "createdAt": {"$gte": s(2_000), "$lt": s(11_000)}}
+        );
+        // After the cursor in newest-first order: older, or as old with a smaller id.
+        assert!(listing.keeps(&order("a", 10_499, 0)));
+        assert!(listing.keeps(&order("a", 10_500, 0)));
+        assert!(!listing.keeps(&order("m", 10_500, 0)));
+        assert!(!listing.keeps(&order("n", 10_500, 0)));
+        assert!(!listing.keeps(&order("a", 10_501, 0)));
+        // createdFrom is inclusive, to the millisecond.
+        assert!(listing.keeps(&order("a", 2_250, 0)));
+        assert!(!listing.keeps(&order("a", 2_249, 0)));
+
+        let ascending = OrderListing {
+            sort: OrderSort::CreatedAt,
+            created_from: None,
+            ..listing
+        };
+        assert_eq!(
+            ascending.server_filter(),
+            doc! {"userId": "u", "createdAt": {"$gte": s(10_000), "$lt": s(20_000)}}
+        );
+        assert!(ascending.keeps(&order("n", 10_500, 0)));
+        assert!(!ascending.keeps(&order("a", 10_500, 0)));
+        assert!(
+            !ascending.keeps(&order("z", 20_000, 0)),
+            "createdTo is exclusive"
+        );
+
+        // Totals compare exactly on every server: a plain keyset.
+        let by_total = OrderListing {
+            sort: OrderSort::TotalCentsDesc,
+            created_to: None,
+            ..ascending
+        };
+        assert_eq!(
+            by_total.server_filter(),
+            doc! {"userId": "u", "$or": [{"totalCents": {"$lt": 10_500_i64}}, {"totalCents": 10_500_i64, "_id": {"$lt": "m"}}]}
+        );
+        assert!(by_total.keeps(&order("z", 0, 10_499)));
+        assert!(!by_total.keeps(&order("z", 0, 10_500)));
+    }
+
+    #[test]
+    fn dates_are_strict_and_ranges_bounded() {
+        assert!(date("2026-11-26").is_ok());
+        for bad in [
+            "2026-1-26",
+            "2026-02-30",
+            "26-11-2026",
+            "2026-11-26T00:00:00Z",
+            "",
+        ] {
+            assert!(date(bad).is_err(), "{bad}");
+        }
+        let range = |from: &str, to: &str| {
+            SalesRangeQuery::parse(&params(
+                &[("from", from), ("to", to)],
+                &SalesRangeQuery::PARAMS,
+            )?)
+        };
+        assert!(
+            range("2024-01-01", "2024-12-31").is_ok(),
+            "366 days of a leap year"
+        );
+        assert!(range("2025-01-01", "2026-01-01").is_ok(), "366 days");
+        assert_eq!(
+            refused_field(range("2025-01-01", "2026-01-02")),
+            (422, "to".into())
+        );
+        assert_eq!(
+            refused_field(range("2026-01-02", "2026-01-01")),
+            (422, "from".into())
+        );
+        let missing = SalesRangeQuery::parse(
+            &params(&[("from", "2026-01-01")], &SalesRangeQuery::PARAMS).unwrap(),
+        );
+        assert_eq!(refused_field(missing), (422, "to".into()));
+    }
+}

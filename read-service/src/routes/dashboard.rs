@@ -1,0 +1,129 @@
+//! One call for an operations dashboard: reads all four views concurrently.
+
+use axum::extract::State;
+use chrono::{Days, Utc};
+use mongodb::bson::doc;
+use shared::Position;
+use shared::api_error::AppQuery;
+
+use super::Consistency;
+use super::sales::days;
+use crate::AppState;
+use crate::model::{
+    DashboardSummary, DaySales, ErrorBody, OrderStatus, OrdersByStatus, PeriodSales,
+    ProjectionProgress, SalesFigures, TopProduct, ViewProgress,
+};
+use crate::query::Params;
+use crate::records::ProductRecord;
+use crate::reply::{Reply, Viewed};
+use crate::store::{Snapshot, View};
+
+/// Today's sales, the last seven days, orders by status, the top ten products by units
+/// sold and how far each view has applied the event log.
+#[utoipa::path(
+    get,
+    path = "/dashboard/summary",
+    tag = "dashboard",
+    params(Consistency),
+    responses(
+        (status = 200, description = "The summary", body = DashboardSummary,
+            headers(("X-Projection-Position" = String, description = "Lowest checkpoint of the four views"))),
+        (status = 400, description = "Malformed consistency token", body = ErrorBody),
+        (status = 422, description = "A query parameter was given", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn summary(
+    State(app): State<AppState>,
+    consistency: Consistency,
+    AppQuery(query): AppQuery<Vec<(String, String)>>,
+) -> Reply<DashboardSummary> {
+    Params::new(query, &[])?;
+    let snapshot = app.views.at_least(&View::ALL, consistency.token).await?;
+    let views = &app.views;
+    let today = Utc::now().date_naive();
+    let week_start = today.checked_sub_days(Days::new(6)).unwrap_or(today);
+
+    let orders = snapshot.collection(View::Orders);
+    let count = |status: OrderStatus| views.count(&orders, doc! {"status": status.as_str()});
+    let inventory = snapshot.collection(View::Inventory);
+    let top = views.find_many::<ProductRecord>(
+        &inventory,
+        doc! {"soldUnits": {"$gt": 0_i64}},
+        doc! {"soldUnits": -1, "_id": 1},
+        10,
+    );
+    let (week, pending, confirmed, cancelled, shipped, delivered, top) = tokio::try_join!(
+        days(views, &snapshot, week_start, today),
+        count(OrderStatus::Pending),
+        count(OrderStatus::Confirmed),
+        count(OrderStatus::Cancelled),
+        count(OrderStatus::Shipped),
+        count(OrderStatus::Delivered),
+        top,
+    )?;
+
+    let mut last_7_days = SalesFigures::default();
+    for d in &week {
+        last_7_days += d.figures;
+    }
+    // The week ends today, so its last day is today.
+    let today_sales = week.last().cloned().unwrap_or(DaySales {
+        date: today,
+        figures: SalesFigures::default(),
+    });
+    Ok(Viewed {
+        position: snapshot.position(),
+        body: DashboardSummary {
+            today: today_sales,
+            last_7_days: PeriodSales {
+                from: week_start,
+                to: today,
+                orders_confirmed: last_7_days.orders_confirmed,
+                net_revenue_cents: last_7_days.net_revenue_cents,
+            },
+            orders_by_status: OrdersByStatus {
+                pending,
+                confirmed,
+                cancelled,
+                shipped,
+                delivered,
+            },
+            top_products: top
+                .into_iter()
+                .map(|p| TopProduct {
+                    product_id: p.product_id,
+                    sold_units: p.sold_units,
+                })
+                .collect(),
+            projection: progress(&snapshot),
+        },
+    })
+}
+
+fn progress(snapshot: &Snapshot) -> ProjectionProgress {
+    let newest = snapshot
+        .views
+        .iter()
+        .map(|v| v.position)
+        .max()
+        .unwrap_or(Position::ZERO);
+    ProjectionProgress {
+        position: snapshot.position().to_string(),
+        newest_position: newest.to_string(),
+        views: snapshot
+            .views
+            .iter()
+            .map(|v| ViewProgress {
+                view: v.view.name().to_owned(),
+                generation: v.generation,
+                position: v.position.to_string(),
+                caught_up_with_newest: v.position == newest,
+                lag_global_positions: newest
+                    .global_position
+                    .saturating_sub(v.position.global_position)
+                    .max(0),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,96 @@
+//! One order, and the order search. Both read `orders_view` only.
+
+use axum::extract::State;
+use shared::OrderId;
+use shared::api_error::{ApiError, AppPath, AppQuery};
+
+use super::{Consistency, order_page};
+use crate::AppState;
+use crate::model::{ErrorBody, Order, OrderPage};
+use crate::query::{OrderSearch, Params};
+use crate::records::OrderRecord;
+use crate::reply::{ReadError, Reply, Viewed};
+use crate::store::View;
+
+const VIEWS: [View; 1] = [View::Orders];
+
+/// The order document.
+#[utoipa::path(
+    get,
+    path = "/orders/{orderId}",
+    tag = "orders",
+    params(("orderId" = String, Path, description = "The order's id, a UUID"), Consistency),
+    responses(
+        (status = 200, description = "The order", body = Order,
+            headers(("X-Projection-Position" = String, description = "Checkpoint of orders_view"))),
+        (status = 400, description = "Malformed order id or consistency token", body = ErrorBody),
+        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 422, description = "A query parameter was given", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn get_order(
+    State(app): State<AppState>,
+    AppPath(order_id): AppPath<OrderId>,
+    consistency: Consistency,
+    AppQuery(query): AppQuery<Vec<(String, String)>>,
+) -> Reply<Order> {
+    Params::new(query, &[])?;
+    let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
+    let position = snapshot.position();
+    let found: Option<OrderRecord> = app
+        .views
+        .find_one(&snapshot.collection(View::Orders), &order_id.to_string())
+        .await?;
+    match found {
+        Some(order) => Ok(Viewed {
+            position,
+            body: order.into(),
+        }),
+        None => Err(ReadError::at(
+            position,
+            ApiError::not_found("order_not_found", format!("no order {order_id}")),
+        )),
+    }
+}
+
+/// Orders matching every criterion given, one page at a time.
+///
+/// Paging is a keyset on the sort field and the order id: a page never repeats an order of
+/// an earlier page nor skips one that existed when paging began, while orders keep arriving.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "orders",
+    params(OrderSearch, Consistency),
+    responses(
+        (status = 200, description = "A page of orders", body = OrderPage,
+            headers(("X-Projection-Position" = String, description = "Checkpoint of orders_view"))),
+        (status = 400, description = "Malformed cursor (or one from another sort) or consistency token", body = ErrorBody),
+        (status = 422, description = "Invalid or unknown parameter, named in `field`", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn search(
+    State(app): State<AppState>,
+    consistency: Consistency,
+    AppQuery(query): AppQuery<Vec<(String, String)>>,
+) -> Reply<OrderPage> {
+    let search = OrderSearch::parse(&Params::new(query, &OrderSearch::PARAMS)?)?;
+    let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
+    let (orders, next_cursor) = order_page(
+        &app.views,
+        &snapshot.collection(View::Orders),
+        &search.listing(),
+        search.limit,
+        &search.sort.scope(),
+    )
+    .await?;
+    Ok(Viewed {
+        position: snapshot.position(),
+        body: OrderPage {
+            orders,
+            next_cursor,
+        },
+    })
+}

@@ -1,0 +1,123 @@
+//! Daily sales from `daily_sales`; days without sales are zeros, not gaps.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use chrono::NaiveDate;
+use mongodb::bson::doc;
+use shared::api_error::{ApiError, AppPath, AppQuery};
+
+use super::Consistency;
+use crate::AppState;
+use crate::model::{DaySales, ErrorBody, SalesFigures, SalesRange};
+use crate::query::{MAX_DAYS, Params, SalesRangeQuery, date};
+use crate::records::DayRecord;
+use crate::reply::{Reply, Viewed};
+use crate::store::{Snapshot, StoreError, View, Views};
+
+const VIEWS: [View; 1] = [View::DailySales];
+
+/// Every day of `from..=to`, zeros where `daily_sales` has no document.
+pub async fn days(
+    views: &Views,
+    snapshot: &Snapshot,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<DaySales>, StoreError> {
+    let key = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
+    // `_id` is the day as `YYYY-MM-DD`: a string range on the primary index.
+    let found: Vec<DayRecord> = views
+        .find_many(
+            &snapshot.collection(View::DailySales),
+            doc! {"_id": {"$gte": key(from), "$lte": key(to)}},
+            doc! {"_id": 1},
+            MAX_DAYS + 1,
+        )
+        .await?;
+    let by_day: HashMap<&str, &DayRecord> = found.iter().map(|d| (d.date.as_str(), d)).collect();
+    Ok(from
+        .iter_days()
+        .take_while(|d| *d <= to)
+        .map(|d| DaySales {
+            date: d,
+            figures: by_day
+                .get(key(d).as_str())
+                .map(|r| SalesFigures::from(*r))
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Sales per UTC day over a range of at most 366 days, and their totals.
+#[utoipa::path(
+    get,
+    path = "/sales/daily",
+    tag = "sales",
+    params(SalesRangeQuery, Consistency),
+    responses(
+        (status = 200, description = "Every day of the range, in order", body = SalesRange,
+            headers(("X-Projection-Position" = String, description = "Checkpoint of daily_sales"))),
+        (status = 400, description = "Malformed consistency token", body = ErrorBody),
+        (status = 422, description = "Missing or bad `from`/`to`, `from` after `to`, or more than 366 days", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn range(
+    State(app): State<AppState>,
+    consistency: Consistency,
+    AppQuery(query): AppQuery<Vec<(String, String)>>,
+) -> Reply<SalesRange> {
+    let SalesRangeQuery { from, to } =
+        SalesRangeQuery::parse(&Params::new(query, &SalesRangeQuery::PARAMS)?)?;
+    let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
+    let days = days(&app.views, &snapshot, from, to).await?;
+    let mut totals = SalesFigures::default();
+    for d in &days {
+        totals += d.figures;
+    }
+    Ok(Viewed {
+        position: snapshot.position(),
+        body: SalesRange {
+            from,
+            to,
+            days,
+            totals,
+        },
+    })
+}
+
+/// Sales of one UTC day (zeros for a day without sales).
+#[utoipa::path(
+    get,
+    path = "/sales/daily/{date}",
+    tag = "sales",
+    params(("date" = String, Path, format = Date, description = "The UTC day, `YYYY-MM-DD`"), Consistency),
+    responses(
+        (status = 200, description = "The day's figures", body = DaySales,
+            headers(("X-Projection-Position" = String, description = "Checkpoint of daily_sales"))),
+        (status = 400, description = "Malformed date or consistency token", body = ErrorBody),
+        (status = 422, description = "A query parameter was given", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn day(
+    State(app): State<AppState>,
+    AppPath(day): AppPath<String>,
+    consistency: Consistency,
+    AppQuery(query): AppQuery<Vec<(String, String)>>,
+) -> Reply<DaySales> {
+    let day = date(&day).map_err(|why| {
+        ApiError::bad_request("invalid_path", format!("date: {why}")).with_field("date")
+    })?;
+    Params::new(query, &[])?;
+    let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
+    let mut days = days(&app.views, &snapshot, day, day).await?;
+    let body = days.pop().unwrap_or(DaySales {
+        date: day,
+        figures: SalesFigures::default(),
+    });
+    Ok(Viewed {
+        position: snapshot.position(),
+        body,
+    })
+}

@@ -1,0 +1,90 @@
+//! Typed settings, read from the environment (or flags) once at start-up.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mongodb::Client;
+use mongodb::options::ClientOptions;
+
+#[derive(Clone, clap::Args)]
+pub struct Settings {
+    /// Address the HTTP server listens on (port 0 picks a free port).
+    #[arg(long, env = "READ_SERVICE_ADDR", default_value = "127.0.0.1:8082")]
+    pub addr: SocketAddr,
+
+    /// MongoDB connection URI (the views); may carry credentials.
+    #[arg(
+        long,
+        env = "MONGODB_URI",
+        hide_env_values = true,
+        default_value = "mongodb://127.0.0.1:27017"
+    )]
+    pub mongodb_uri: String,
+
+    /// MongoDB database holding the views.
+    #[arg(long, env = "MONGODB_DATABASE", default_value = "shop")]
+    pub mongodb_database: String,
+
+    /// Longest a request with `X-Consistency-Token` waits for the views, in milliseconds.
+    #[arg(long, env = "READ_CONSISTENCY_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub consistency_timeout_ms: u64,
+
+    /// How long a request waits for a reachable MongoDB before answering 503, in milliseconds.
+    #[arg(long, env = "MONGODB_SERVER_SELECTION_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub mongodb_timeout_ms: u64,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("addr", &self.addr)
+            .field("mongodb_uri", &"***")
+            .field("mongodb_database", &self.mongodb_database)
+            .field("consistency_timeout_ms", &self.consistency_timeout_ms)
+            .field("mongodb_timeout_ms", &self.mongodb_timeout_ms)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Settings for tests and embedding: defaults, this server and database, port 0.
+    pub fn new(mongodb_uri: impl Into<String>, mongodb_database: impl Into<String>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mongodb_uri: mongodb_uri.into(),
+            mongodb_database: mongodb_database.into(),
+            consistency_timeout_ms: 2000,
+            mongodb_timeout_ms: 2000,
+        }
+    }
+
+    pub fn consistency_timeout(&self) -> Duration {
+        Duration::from_millis(self.consistency_timeout_ms)
+    }
+
+    /// A client that connects lazily: the service starts, answers 503 while MongoDB is away
+    /// and recovers by itself. The short server selection timeout makes a request fail in
+    /// about two seconds instead of the driver's default thirty.
+    pub async fn client(&self) -> Result<Client, mongodb::error::Error> {
+        let mut options = ClientOptions::parse(&self.mongodb_uri).await?;
+        let timeout = Duration::from_millis(self.mongodb_timeout_ms);
+        options.app_name = Some("read-service".into());
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        Client::with_options(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uri_never_reaches_debug_output() {
+        let s = Settings::new("mongodb://u:secret@h:27017", "shop");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("shop"));
+    }
+}
