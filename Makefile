@@ -2,27 +2,32 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help build test lint fmt down clean
+.PHONY: help run test build lint down clean
 
 help:
+	@echo "make run    build, start PostgreSQL, MongoDB and the three services with demo data (Ctrl-C stops all)"
 	@echo "make test   run the whole test suite (starts and stops the servers it needs)"
 	@echo "make lint   cargo fmt --check and clippy with warnings as errors"
-	@echo "make down   stop servers left running by the project's scripts"
+	@echo "make down   stop anything the project's scripts left running"
 	@echo "make clean  remove local data (.local) and build output"
 
-build:
-	cargo build --workspace --all-targets
+run:
+	scripts/run.sh
 
 test:
 	scripts/with-services.sh cargo test --workspace --all-targets
+
+build:
+	cargo build --workspace --all-targets
 
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 down:
-	scripts/pg.sh stop
+	scripts/run.sh stop
 	scripts/mongo.sh stop
+	scripts/pg.sh stop
 
 clean: down
 	rm -rf .local

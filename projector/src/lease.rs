@@ -16,8 +16,10 @@ pub struct Lease {
 const KEY: &str = "hashtextextended($1, 0)";
 
 impl Lease {
-    pub fn name_for(view: &str, generation: i64) -> String {
-        format!("projector:{view}:g{generation}")
+    /// Named by view database too: two view databases fed from one event store must not
+    /// share leases.
+    pub fn name_for(database: &str, view: &str, generation: i64) -> String {
+        format!("projector:{database}:{view}:g{generation}")
     }
 
     pub async fn try_acquire(

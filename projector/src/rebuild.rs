@@ -115,8 +115,11 @@ pub async fn rebuild<V: View>(
     let started = Instant::now();
     let previous = views.active_generation(V::NAME).await?;
     let generation = views.reserve_generation(V::NAME).await?;
-    let Some(lease) =
-        Lease::try_acquire(&projector.pg_options, &Lease::name_for(V::NAME, generation)).await?
+    let Some(lease) = Lease::try_acquire(
+        &projector.pg_options,
+        &Lease::name_for(views.database().name(), V::NAME, generation),
+    )
+    .await?
     else {
         anyhow::bail!(
             "{} generation {generation} is being written by another process",
@@ -189,7 +192,7 @@ pub async fn rebuild<V: View>(
     if drop_old && previous != generation {
         // Wait until no runner writes the old generation (it follows the pointer within a
         // second), so nothing recreates what we drop.
-        let old_lease = Lease::name_for(V::NAME, previous);
+        let old_lease = Lease::name_for(views.database().name(), V::NAME, previous);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(l) = Lease::try_acquire(&projector.pg_options, &old_lease).await? {

@@ -129,7 +129,7 @@ impl Runner {
             self.report(V::NAME, State::Standby, generation, Position::ZERO, None);
             let Some(mut lease) = Lease::acquire(
                 &self.pg_options,
-                &Lease::name_for(V::NAME, generation),
+                &Lease::name_for(self.engine.views.database().name(), V::NAME, generation),
                 &cancel,
             )
             .await

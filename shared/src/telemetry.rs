@@ -19,6 +19,9 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // By default a failed log write is reported with `eprintln!`, which panics when
+        // stderr is a closed pipe: the logging task would die (found with `| head`).
+        .log_internal_errors(false)
         .with_ansi(ansi)
         .try_init();
 }

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# `make run`: the whole system on this machine, in the foreground.
+#
+# Builds the workspace, brings up PostgreSQL and a MongoDB-compatible server (or uses
+# DATABASE_URL / MONGODB_URI when they are set and reachable), applies migrations, starts
+# write-service, projector and read-service, seeds demo data into an empty store, prints
+# the URLs and a few curl examples, then streams the logs. Ctrl-C stops everything it
+# started. `scripts/run.sh stop` (make down) stops services left by a run that crashed.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+run_dir=$root/.local/run
+log_dir=$root/.local/logs
+mkdir -p "$run_dir" "$log_dir"
+
+write_addr=${WRITE_SERVICE_ADDR:-127.0.0.1:8081}
+read_addr=${READ_SERVICE_ADDR:-127.0.0.1:8082}
+projector_addr=${PROJECTOR_ADDR:-127.0.0.1:8083}
+services=(write-service projector read-service)
+
+log() { echo "run: $*" >&2; }
+
+# A pid file names a process of ours only if that process runs our binary from this checkout.
+ours() {
+  local pid=$1 name=$2
+  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$root/target/[a-z]*/$name"
+}
+
+stop_services() {
+  local name pid
+  for name in "${services[@]}"; do
+    [ -f "$run_dir/$name.pid" ] || continue
+    pid=$(cat "$run_dir/$name.pid")
+    if ours "$pid" "$name"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+      log "stopped $name (pid $pid)"
+    fi
+    rm -f "$run_dir/$name.pid"
+  done
+}
+
+if [ "${1:-}" = stop ]; then
+  stop_services
+  exit 0
+fi
+
+port_of() { echo "${1##*:}"; }
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+reachable() {
+  local hostport
+  hostport=$(echo "$1" | sed -E 's#^[a-z+]+://([^@/?]*@)?([^/?,]*).*#\2#')
+  timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "${hostport%:*}" "${hostport##*:}" 2>/dev/null
+}
+
+# A crashed earlier run may still hold our ports: stop what is ours, refuse what is not.
+stop_services
+for addr in "$write_addr" "$read_addr" "$projector_addr"; do
+  if port_busy "$(port_of "$addr")"; then
+    log "port $(port_of "$addr") is in use by another program; free it or set WRITE_SERVICE_ADDR / READ_SERVICE_ADDR / PROJECTOR_ADDR"
+    exit 1
+  fi
+done
+
+log "building the workspace"
+cargo build --workspace --bins
+
+started_pg=0 started_mongo=0 pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  [ -n "${tail_pid:-}" ] && kill "$tail_pid" 2>/dev/null || true
+  stop_services
+  [ "$started_mongo" = 1 ] && scripts/mongo.sh stop || true
+  [ "$started_pg" = 1 ] && scripts/pg.sh stop || true
+  log "everything this run started is stopped"
+}
+trap cleanup EXIT INT TERM
+
+if [ -n "${DATABASE_URL:-}" ] && reachable "$DATABASE_URL"; then
+  log "using DATABASE_URL"
+else
+  scripts/pg.sh status || started_pg=1
+  DATABASE_URL=$(scripts/pg.sh start)
+fi
+if [ -n "${MONGODB_URI:-}" ] && reachable "$MONGODB_URI"; then
+  log "using MONGODB_URI"
+else
+  scripts/mongo.sh status || started_mongo=1
+  MONGODB_URI=$(scripts/mongo.sh start)
+fi
+export DATABASE_URL MONGODB_URI
+export WRITE_SERVICE_ADDR=$write_addr READ_SERVICE_ADDR=$read_addr PROJECTOR_ADDR=$projector_addr
+
+target/debug/write-service migrate
+
+start() {
+  local name=$1
+  shift
+  : >"$log_dir/$name.log"
+  "target/debug/$name" "$@" >>"$log_dir/$name.log" 2>&1 &
+  echo $! >"$run_dir/$name.pid"
+}
+start write-service serve
+start projector run
+start read-service
+
+wait_ready() {
+  local name=$1 addr=$2
+  for _ in $(seq 150); do
+    curl -fsS "http://$addr/health/ready" >/dev/null 2>&1 && return 0
+    kill -0 "$(cat "$run_dir/$name.pid")" 2>/dev/null || { log "$name exited; its log:"; tail -n 20 "$log_dir/$name.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  log "$name did not become ready; see $log_dir/$name.log"
+  exit 1
+}
+wait_ready write-service "$write_addr"
+wait_ready projector "$projector_addr"
+wait_ready read-service "$read_addr"
+
+w="http://$write_addr"
+r="http://$read_addr"
+post() { curl -fsS -X POST "$w$1" -H 'content-type: application/json' -d "${2:-}"; }
+# Demo orders have fixed ids, so a second run sees them and does not seed twice.
+demo_id() { printf '00000000-0000-4000-8000-%012d' "$1"; }
+if ! curl -fsS "$w/orders/$(demo_id 1)/state" >/dev/null 2>&1; then
+  log "seeding demo data"
+  post /products/keyboard/stock '{"quantity": 40}' >/dev/null
+  post /products/mouse/stock '{"quantity": 120}' >/dev/null
+  post /products/monitor/stock '{"quantity": 10}' >/dev/null
+  order() { # number, user, items JSON, then lifecycle steps
+    local id=$(demo_id "$1") user=$2 items=$3
+    shift 3
+    post /orders "{\"orderId\": \"$id\", \"userId\": \"$user\", \"items\": $items}" >/dev/null
+    for step in "$@"; do
+      case $step in
+        ship) post "/orders/$id/ship" '{"carrier": "DHL", "trackingNumber": "JD014600003SE"}' >/dev/null ;;
+        cancel) post "/orders/$id/cancel" '{"reason": "changed my mind"}' >/dev/null ;;
+        *) post "/orders/$id/$step" >/dev/null ;;
+      esac
+    done
+  }
+  order 1 alice '[{"productId": "keyboard", "quantity": 1, "unitPriceCents": 8999}, {"productId": "mouse", "quantity": 2, "unitPriceCents": 2499}]' confirm ship deliver
+  order 2 alice '[{"productId": "monitor", "quantity": 1, "unitPriceCents": 24900}]' confirm
+  order 3 bob '[{"productId": "mouse", "quantity": 1, "unitPriceCents": 2499}]' confirm cancel
+  order 4 bob '[{"productId": "keyboard", "quantity": 2, "unitPriceCents": 8999}]'
+  order 5 carol '[{"productId": "monitor", "quantity": 2, "unitPriceCents": 24900}, {"productId": "mouse", "quantity": 1, "unitPriceCents": 2499}]' confirm ship
+  order 6 carol '[{"productId": "keyboard", "quantity": 1, "unitPriceCents": 8999}]' cancel
+else
+  log "the event store has data; not seeding"
+fi
+
+cat <<TXT
+
+  The order backend is running.
+    write-service  $w      (OpenAPI: $w/openapi.json)
+    read-service   $r      (OpenAPI: $r/openapi.json, dashboard: $r/dashboard/summary)
+    projector      http://$projector_addr/health/ready   (metrics: /metrics; status: target/debug/projector status)
+    logs           $log_dir/
+
+  Try it (copy and paste):
+
+    # 1. place an order
+    curl -s -X POST $w/orders -H 'content-type: application/json' \\
+      -d '{"userId": "dave", "items": [{"productId": "mouse", "quantity": 1, "unitPriceCents": 2499}]}'
+
+    # 2. confirm it (use the orderId from step 1)
+    curl -s -X POST $w/orders/ORDER_ID/confirm
+
+    # 3. read it back, waiting for the views to apply your write (use the position from step 2)
+    curl -s $r/orders/ORDER_ID -H 'X-Consistency-Token: POSITION'
+
+  Ctrl-C stops everything this run started.
+
+TXT
+
+tail -n 0 -F "$log_dir/write-service.log" "$log_dir/projector.log" "$log_dir/read-service.log" &
+tail_pid=$!
+# Stay up while the services do; if one dies, say so and stop the rest.
+while :; do
+  for name in "${services[@]}"; do
+    if ! kill -0 "$(cat "$run_dir/$name.pid" 2>/dev/null || echo 0)" 2>/dev/null; then
+      log "$name exited; stopping"
+      exit 1
+    fi
+  done
+  sleep 1
+done
