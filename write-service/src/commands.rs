@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
+use shared::Position;
 use shared::events::DomainEvent;
 use shared::store::{
     Aggregate, AppendOutcome, IdempotencyRecord, NewEvent, Snapshot, StoreError, StoredResponse,
@@ -56,14 +58,15 @@ impl IntoResponse for CommandOutcome {
 }
 
 /// One command against one aggregate's stream.
-pub struct Command<'a, F> {
+pub struct Command<'a, F, R> {
     pub stream_id: String,
-    /// The success body's id field, e.g. `("orderId", "…")`.
-    pub id: (&'static str, String),
     pub success: StatusCode,
     pub ctx: &'a CommandContext,
     pub body: &'a Value,
     pub decide: F,
+    /// The success body (a type of [`crate::model`]), from the stream's new version and the
+    /// position of the last event written.
+    pub accepted: R,
 }
 
 fn replay_or_reject(
@@ -85,10 +88,15 @@ fn replay_or_reject(
     })
 }
 
-pub async fn execute<A, F>(app: &AppState, cmd: Command<'_, F>) -> Result<CommandOutcome, ApiError>
+pub async fn execute<A, F, R, B>(
+    app: &AppState,
+    cmd: Command<'_, F, R>,
+) -> Result<CommandOutcome, ApiError>
 where
     A: Aggregate,
     F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError>,
+    R: Fn(u64, Position) -> B + Sync,
+    B: Serialize,
 {
     let store = &app.store;
     let ctx = cmd.ctx;
@@ -103,14 +111,12 @@ where
         "idempotencyKey": ctx.idempotency_key,
         "causationId": ctx.causation_id,
     });
-    let (id_field, id) = (cmd.id.0, cmd.id.1.as_str());
     let success = cmd.success;
+    let accepted = &cmd.accepted;
     let respond = |o: &AppendOutcome| {
         let version = o.versions.first().copied().unwrap_or(0);
-        (
-            success.as_u16(),
-            json!({ id_field: id, "version": version, "position": o.position }),
-        )
+        // The answer types hold only ids, numbers and positions: serialising cannot fail.
+        (success.as_u16(), json!(accepted(version, o.position)))
     };
 
     let mut attempt = 0;

@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::{HeaderMap, Method, header, request::Parts};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use shared::api_error::ApiError;
 pub use shared::api_error::AppPath;
@@ -83,15 +84,36 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 /// What every command carries besides its body: who asked, how to retry, what it expects.
-#[derive(Debug, Clone)]
+///
+/// Its fields are the request headers the OpenAPI document lists for every command.
+#[derive(Debug, Clone, IntoParams)]
+#[into_params(parameter_in = Header)]
 pub struct CommandContext {
+    /// Your id for this request (visible ASCII), kept in the events' metadata and echoed in
+    /// the `x-request-id` response header; one is generated when absent.
+    #[param(rename = "x-request-id", nullable = false)]
     pub request_id: Option<String>,
-    /// `X-Causation-Id`: the message that caused this command, for callers that are processes.
+    /// `X-Causation-Id`: the id of the message that caused this command, for callers that
+    /// are processes (visible ASCII); kept in the events' metadata.
+    #[param(rename = "X-Causation-Id", nullable = false)]
     pub causation_id: Option<String>,
+    /// Makes a retry safe: a request repeating an earlier one's key gets the earlier answer
+    /// (with `Idempotent-Replayed: true`) and writes nothing; the key with another method,
+    /// path or body is 422 `idempotency_key_reused`.
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 255
+    )]
     pub idempotency_key: Option<String>,
-    /// `If-Match: "<version>"`: the stream must be at exactly this version.
+    /// `If-Match: "<version>"`: the stream must be at exactly this version (the `ETag` or
+    /// `version` of an earlier answer), else 412 `precondition_failed`.
+    #[param(rename = "If-Match", value_type = Option<String>, nullable = false, pattern = "^(W/)?(\"[0-9]+\"|[0-9]+)$", example = "\"3\"")]
     pub if_match: Option<u64>,
+    #[param(ignore)]
     pub method: Method,
+    #[param(ignore)]
     pub path: String,
 }
 

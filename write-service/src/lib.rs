@@ -2,6 +2,8 @@
 
 pub mod commands;
 pub mod extract;
+pub mod model;
+pub mod openapi;
 pub mod routes;
 pub mod settings;
 
@@ -62,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(ops::live))
         .route("/health/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
         .route_layer(axum::middleware::from_fn(telemetry::track_http))
         .fallback(api_error::no_route)
         .method_not_allowed_fallback(api_error::method_not_allowed)

@@ -7,12 +7,14 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use shared::Position;
+use shared::order::MAX_TEXT_LEN;
 use shared::testing::TcpSwitch;
+use shared::{Position, Quantity, StockQuantity, UnitPriceCents};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tower::ServiceExt;
 use uuid::Uuid;
+use write_service::extract::MAX_IDEMPOTENCY_KEY_LEN;
 use write_service::{AppState, Settings, router};
 
 fn settings() -> Settings {
@@ -972,4 +974,319 @@ async fn postgres_going_away_is_503_and_the_service_recovers(pool: PgPool) {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(app.get("/health/ready").await.status, StatusCode::OK);
+}
+
+/// The documented methods of each path of the OpenAPI document.
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            ops.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    ops
+}
+
+fn keys(v: &Value) -> BTreeSet<&str> {
+    v.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
+    let app = App::new(pool);
+    let r = app.get("/openapi.json").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+
+    // Every route of the router, with its methods, and nothing else.
+    let documented = operations(&doc);
+    let expected: BTreeSet<(String, String)> = [
+        ("POST", "/orders"),
+        ("POST", "/orders/{order_id}/items"),
+        ("DELETE", "/orders/{order_id}/items/{product_id}"),
+        ("POST", "/orders/{order_id}/confirm"),
+        ("POST", "/orders/{order_id}/cancel"),
+        ("POST", "/orders/{order_id}/ship"),
+        ("POST", "/orders/{order_id}/deliver"),
+        ("GET", "/orders/{order_id}/events"),
+        ("GET", "/orders/{order_id}/state"),
+        ("POST", "/products/{product_id}/stock"),
+        ("GET", "/health/live"),
+        ("GET", "/health/ready"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.to_owned(), p.to_owned()))
+    .collect();
+    assert_eq!(documented, expected);
+    // The router serves exactly the documented methods of each documented path (these
+    // requests are refused before anything is written).
+    let paths: BTreeSet<&str> = documented.iter().map(|(_, p)| p.as_str()).collect();
+    for path in &paths {
+        let uri = path
+            .replace("{order_id}", &Uuid::new_v4().to_string())
+            .replace("{product_id}", "sku-1");
+        for method in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            let r = app.send(method.clone(), &uri, &[], None).await;
+            if documented.contains(&(method.to_string(), path.to_string())) {
+                assert_ne!(r.code(), "not_found", "{method} {path}");
+                assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            } else {
+                assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            }
+        }
+    }
+    assert_eq!(app.event_count().await, 0);
+
+    // Every error status where it applies, each with the error body and its headers.
+    let commands = [
+        "/orders",
+        "/orders/{order_id}/items",
+        "/orders/{order_id}/items/{product_id}",
+        "/orders/{order_id}/confirm",
+        "/orders/{order_id}/cancel",
+        "/orders/{order_id}/ship",
+        "/orders/{order_id}/deliver",
+        "/products/{product_id}/stock",
+    ];
+    for (method, path) in &documented {
+        let op = &doc["paths"][path][method.to_lowercase()];
+        let is_command = commands.contains(&path.as_str());
+        let mut codes: BTreeSet<&str> = match path.as_str() {
+            "/orders" => ["201"].into(),
+            "/health/ready" => ["200", "503"].into(),
+            "/orders/{order_id}/events" => ["200", "400", "404", "503"].into(),
+            "/orders/{order_id}/state" => ["200", "400", "404", "422", "503"].into(),
+            _ => ["200"].into(),
+        };
+        if is_command {
+            codes.extend(["400", "409", "412", "413", "415", "422", "503"]);
+            if path.contains("{order_id}") {
+                codes.insert("404");
+            }
+        }
+        assert_eq!(keys(&op["responses"]), codes, "{method} {path}");
+        for (code, response) in op["responses"].as_object().unwrap() {
+            assert!(
+                response["headers"]["x-request-id"].is_object(),
+                "{method} {path} {code}"
+            );
+            if code.starts_with('2') || path == "/health/ready" {
+                continue;
+            }
+            assert_eq!(
+                response["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ErrorBody",
+                "{method} {path} {code}"
+            );
+            if code == "503" {
+                assert!(
+                    response["headers"]["Retry-After"].is_object(),
+                    "{method} {path}"
+                );
+            }
+        }
+        // Path parameters as the router names them.
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        let named = |place: &str| -> BTreeSet<String> {
+            params
+                .iter()
+                .filter(|p| p["in"] == place)
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let in_path: BTreeSet<String> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(named("path"), in_path, "{method} {path}");
+        if !is_command {
+            continue;
+        }
+        // The headers a command reads, and those its success sets.
+        assert_eq!(
+            named("header"),
+            [
+                "If-Match",
+                "Idempotency-Key",
+                "X-Causation-Id",
+                "x-request-id"
+            ]
+            .map(str::to_owned)
+            .into(),
+            "{method} {path}"
+        );
+        let success = if path == "/orders" { "201" } else { "200" };
+        let mut headers = BTreeSet::from(["ETag", "Idempotent-Replayed", "x-request-id"]);
+        if path == "/orders" {
+            headers.insert("Location");
+        }
+        assert_eq!(
+            keys(&op["responses"][success]["headers"]),
+            headers,
+            "{method} {path}"
+        );
+        let accepted = if path.starts_with("/products") {
+            "StockAccepted"
+        } else {
+            "OrderAccepted"
+        };
+        assert_eq!(
+            op["responses"][success]["content"]["application/json"]["schema"]["$ref"],
+            format!("#/components/schemas/{accepted}"),
+            "{method} {path}"
+        );
+        let (body, required) = match path.rsplit('/').next().unwrap() {
+            "orders" => ("CreateOrder", true),
+            "items" => ("Item", true),
+            "ship" => ("Ship", true),
+            "stock" => ("ReceiveStock", true),
+            "cancel" => ("Cancel", false),
+            _ => ("NoFields", false),
+        };
+        let request = &op["requestBody"];
+        assert_eq!(
+            request["content"]["application/json"]["schema"]["$ref"],
+            format!("#/components/schemas/{body}"),
+            "{method} {path}"
+        );
+        assert_eq!(
+            request["required"].as_bool().unwrap_or(false),
+            required,
+            "{method} {path}"
+        );
+    }
+    let state_query: BTreeSet<&str> = doc["paths"]["/orders/{order_id}/state"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(state_query, BTreeSet::from(["at", "version"]));
+
+    // Every reference resolves.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = vec![];
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap();
+        assert!(schemas.contains_key(name), "dangling {r}");
+    }
+
+    // The bounds the document states are the ones the service enforces.
+    let prop = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+    for (schema, field, min, max) in [
+        (
+            "Item",
+            "quantity",
+            Quantity::MIN as i64,
+            Quantity::MAX as i64,
+        ),
+        (
+            "Item",
+            "unitPriceCents",
+            UnitPriceCents::MIN,
+            UnitPriceCents::MAX,
+        ),
+        (
+            "ReceiveStock",
+            "quantity",
+            StockQuantity::MIN as i64,
+            StockQuantity::MAX as i64,
+        ),
+    ] {
+        let p = prop(schema, field);
+        assert_eq!(
+            (p["minimum"].as_i64(), p["maximum"].as_i64()),
+            (Some(min), Some(max)),
+            "{schema}.{field}"
+        );
+    }
+    for (schema, field) in [
+        ("Cancel", "reason"),
+        ("Ship", "carrier"),
+        ("Ship", "trackingNumber"),
+    ] {
+        assert_eq!(
+            prop(schema, field)["maxLength"].as_u64(),
+            Some(MAX_TEXT_LEN as u64),
+            "{schema}.{field}"
+        );
+    }
+    let key = doc["paths"]["/orders"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap();
+    assert_eq!(
+        key["schema"]["maxLength"].as_u64(),
+        Some(MAX_IDEMPOTENCY_KEY_LEN as u64)
+    );
+    assert_eq!(
+        schemas["OrderStatus"]["enum"],
+        json!(["pending", "confirmed", "cancelled", "shipped", "delivered"])
+    );
+    for schema in [
+        "CreateOrder",
+        "Item",
+        "NoFields",
+        "Cancel",
+        "Ship",
+        "ReceiveStock",
+    ] {
+        assert_eq!(
+            schemas[schema]["additionalProperties"], false,
+            "{schema} refuses unknown fields"
+        );
+    }
+
+    // What the service answers has the documented fields, no more, no fewer.
+    let fields = |schema: &str| keys(&schemas[schema]["properties"]);
+    let created = app
+        .post(
+            "/orders",
+            json!({"userId": "alice", "items": [{"productId": "sku-1", "quantity": 2, "unitPriceCents": 1250}]}),
+        )
+        .await;
+    assert_eq!(keys(&created.body), fields("OrderAccepted"));
+    let id = created.body["orderId"].as_str().unwrap();
+    let state = app.get(&format!("/orders/{id}/state")).await;
+    assert_eq!(keys(&state.body), fields("OrderSnapshot"));
+    assert_eq!(keys(&state.body["items"][0]), fields("Item"));
+    let events = app.get(&format!("/orders/{id}/events")).await;
+    assert_eq!(keys(&events.body), fields("AuditTrail"));
+    assert_eq!(keys(&events.body["events"][0]), fields("AuditEvent"));
+    let stock = app
+        .post("/products/sku-1/stock", json!({"quantity": 1}))
+        .await;
+    assert_eq!(keys(&stock.body), fields("StockAccepted"));
+    let error = app.post("/orders", json!({"userId": "alice"})).await;
+    assert_eq!(keys(&error.body), fields("ErrorBody"));
+    assert!(keys(&error.body["error"]).is_subset(&fields("ErrorDetail")));
+    let live = app.get("/health/live").await;
+    assert!(keys(&live.body).is_subset(&fields("Health")));
 }

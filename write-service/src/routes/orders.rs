@@ -4,32 +4,51 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use shared::events::{DomainEvent, LineItem};
 use shared::order::{self, OrderCommand, OrderState};
 use shared::store::{Loaded, OrderAggregate, Until};
 use shared::{Currency, OrderId, ProductId, Quantity, UnitPriceCents, UserId};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
 use crate::extract::{AppPath, CommandContext, JsonBody};
+use crate::model::{AuditEvent, AuditTrail, ErrorBody, OrderAccepted, OrderSnapshot};
 use shared::api_error::ApiError;
 
-#[derive(Deserialize)]
+/// A new order. Lines of the same product and price merge into one.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
+    /// The order's id, a UUID; generated when absent. Naming it makes a retried create
+    /// safe without an `Idempotency-Key` (the retry is 409 `order_exists`).
+    #[schema(value_type = Option<String>, format = "uuid", nullable = false)]
     order_id: Option<OrderId>,
+    /// 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`.
+    #[schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     user_id: UserId,
+    /// ISO 4217 code, e.g. `EUR`; `USD` when absent.
+    #[schema(value_type = Option<String>, pattern = "^[A-Z]{3}$", nullable = false)]
     currency: Option<Currency>,
+    /// 1 to 100 lines after merging.
+    #[schema(min_items = 1)]
     items: Vec<Item>,
 }
 
 /// A line as a client sends it; unknown fields (typos) are refused.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Item {
+    /// 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`. A product appears once
+    /// per order: adding it again adds to its quantity, at the same unit price.
+    #[schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     product_id: ProductId,
+    /// Units of the product; a line holds at most 10000.
+    #[schema(value_type = i64, minimum = 1, maximum = 10000)]
     quantity: Quantity,
+    /// Price of one unit in minor units of the order's currency.
+    #[schema(value_type = i64, minimum = 0, maximum = 100000000)]
     unit_price_cents: UnitPriceCents,
 }
 
@@ -43,20 +62,28 @@ impl From<Item> for LineItem {
     }
 }
 
-#[derive(Deserialize, Default)]
+/// The body of a command that takes none: absent, or `{}`.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoFields {}
 
-#[derive(Deserialize, Default)]
+/// The body is optional: no body means no reason.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cancel {
+    /// Why; not blank, at most 200 characters.
+    #[schema(min_length = 1, max_length = 200, nullable = false)]
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ship {
+    /// Not blank, at most 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     carrier: String,
+    /// Not blank, at most 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     tracking_number: String,
 }
 
@@ -68,11 +95,10 @@ async fn run(
     success: StatusCode,
     command: OrderCommand,
 ) -> Result<CommandOutcome, ApiError> {
-    commands::execute::<OrderAggregate, _>(
+    commands::execute::<OrderAggregate, _, _, _>(
         app,
         Command {
             stream_id: order_id.stream_id(),
-            id: ("orderId", order_id.to_string()),
             success,
             ctx,
             body,
@@ -82,11 +108,39 @@ async fn run(
                     .map(DomainEvent::Order)
                     .collect())
             },
+            accepted: |version, position| OrderAccepted {
+                order_id,
+                version,
+                position,
+            },
         },
     )
     .await
 }
 
+/// Places an order (`OrderCreated`), pending confirmation.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    params(CommandContext),
+    request_body = CreateOrder,
+    responses(
+        (status = 201, description = "Created, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
+            headers(
+                ("Location" = String, description = "The order's path, `/orders/{orderId}`"),
+                ("ETag" = String, description = "The order's version in quotes, `\"1\"`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+            )),
+        (status = 400, description = "Malformed JSON (`malformed_json`) or header (`invalid_header`)", body = ErrorBody),
+        (status = 409, description = "The order id is taken (`order_exists`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(app): State<AppState>,
     ctx: CommandContext,
@@ -104,6 +158,29 @@ pub async fn create(
     run(&app, order_id, &ctx, &raw, StatusCode::CREATED, command).await
 }
 
+/// Adds a line to a pending order, or units to the line of the same product.
+#[utoipa::path(
+    post,
+    path = "/orders/{order_id}/items",
+    tag = "orders",
+    params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
+    request_body = Item,
+    responses(
+        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
+            headers(
+                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+            )),
+        (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
+        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 409, description = "The order is not pending (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown or breaks a rule, e.g. another unit price for a product on the order (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn add_item(
     State(app): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
@@ -121,6 +198,29 @@ pub async fn add_item(
     .await
 }
 
+/// Removes a product's line from a pending order.
+#[utoipa::path(
+    delete,
+    path = "/orders/{order_id}/items/{product_id}",
+    tag = "orders",
+    params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), ("product_id" = String, Path, description = "The product whose line to remove"), CommandContext),
+    request_body(content = ref("#/components/schemas/NoFields"), description = "None, or `{}`"),
+    responses(
+        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
+            headers(
+                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+            )),
+        (status = 400, description = "Malformed JSON (`malformed_json`), order or product id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
+        (status = 404, description = "No such order (`order_not_found`), or the product is not on it (`item_not_found`)", body = ErrorBody),
+        (status = 409, description = "The order is not pending (`invalid_state`), the line is its last (`last_item`: cancel instead), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "The body has fields (`validation_failed`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn remove_item(
     State(app): State<AppState>,
     AppPath((order_id, product_id)): AppPath<(OrderId, String)>,
@@ -141,6 +241,29 @@ pub async fn remove_item(
     .await
 }
 
+/// Confirms a pending order.
+#[utoipa::path(
+    post,
+    path = "/orders/{order_id}/confirm",
+    tag = "orders",
+    params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
+    request_body(content = ref("#/components/schemas/NoFields"), description = "None, or `{}`"),
+    responses(
+        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
+            headers(
+                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+            )),
+        (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
+        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 409, description = "The order is not pending (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "The body has fields (`validation_failed`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn confirm(
     State(app): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
@@ -158,6 +281,29 @@ pub async fn confirm(
     .await
 }
 
+/// Cancels a pending or confirmed order.
+#[utoipa::path(
+    post,
+    path = "/orders/{order_id}/cancel",
+    tag = "orders",
+    params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
+    request_body(content = ref("#/components/schemas/Cancel"), description = "Optional: no body means no reason"),
+    responses(
+        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
+            headers(
+                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+            )),
+        (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
+        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 409, description = "The order is neither pending nor confirmed (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "`reason` is blank, too long or not a string, or the body has other fields (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(app): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
@@ -170,6 +316,29 @@ pub async fn cancel(
     run(&app, order_id, &ctx, &raw, StatusCode::OK, command).await
 }
 
+/// Ships a confirmed order.
+#[utoipa::path(
+    post,
+    path = "/orders/{order_id}/ship",
+    tag = "orders",
+    params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
+    request_body = Ship,
+    responses(
+        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
+            headers(
+                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+            )),
+        (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
+        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 409, description = "The order is not confirmed (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown, blank or too long (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn ship(
     State(app): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
@@ -183,6 +352,29 @@ pub async fn ship(
     run(&app, order_id, &ctx, &raw, StatusCode::OK, command).await
 }
 
+/// Marks a shipped order delivered.
+#[utoipa::path(
+    post,
+    path = "/orders/{order_id}/deliver",
+    tag = "orders",
+    params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
+    request_body(content = ref("#/components/schemas/NoFields"), description = "None, or `{}`"),
+    responses(
+        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
+            headers(
+                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+            )),
+        (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
+        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 409, description = "The order is not shipped (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "The body has fields (`validation_failed`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn deliver(
     State(app): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
@@ -205,10 +397,22 @@ fn order_not_found() -> ApiError {
 }
 
 /// The audit trail: every event of the order as stored (upcast to the current schema).
+#[utoipa::path(
+    get,
+    path = "/orders/{order_id}/events",
+    tag = "orders",
+    params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID")),
+    responses(
+        (status = 200, description = "The order's events, oldest first", body = AuditTrail),
+        (status = 400, description = "Malformed order id (`invalid_path`)", body = ErrorBody),
+        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn events(
     State(app): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<AuditTrail>, ApiError> {
     let events = app
         .store
         .read_stream(&order_id.stream_id(), 0, Until::End)
@@ -217,41 +421,45 @@ pub async fn events(
         return Err(order_not_found());
     }
     let version = events.last().map_or(0, |e| e.stream_position);
-    let events: Vec<Value> = events
-        .into_iter()
-        .map(|e| {
-            json!({
-                "position": e.position,
-                "globalPosition": e.position.global_position,
-                "version": e.stream_position,
-                "eventId": e.event_id,
-                "type": e.event_type,
-                "schemaVersion": e.schema_version,
-                "storedSchemaVersion": e.stored_schema_version,
-                "data": e.data,
-                "metadata": e.metadata,
-                "recordedAt": e.recorded_at,
-            })
-        })
-        .collect();
-    Ok(axum::Json(
-        json!({"orderId": order_id, "version": version, "events": events}),
-    ))
+    Ok(axum::Json(AuditTrail {
+        order_id,
+        version,
+        events: events.into_iter().map(AuditEvent::from).collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// At most one of the two; neither means the current state.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StateQuery {
+    /// The state as of this time (RFC 3339, e.g. `2026-01-31T12:00:00Z`).
+    #[param(value_type = Option<String>, format = DateTime)]
     at: Option<String>,
+    /// The state at this version of the order stream.
+    #[param(value_type = Option<u64>, minimum = 0)]
     version: Option<String>,
 }
 
-/// Current state, or the state as of `?at=<RFC3339>` or `?version=<n>`.
+/// Current state, or the state as of `?at=<RFC3339>` or `?version=<n>`, rebuilt from events.
+#[utoipa::path(
+    get,
+    path = "/orders/{order_id}/state",
+    tag = "orders",
+    params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), StateQuery),
+    responses(
+        (status = 200, description = "The order's state", body = OrderSnapshot),
+        (status = 400, description = "Malformed order id (`invalid_path`)", body = ErrorBody),
+        (status = 404, description = "No such order, or none yet at `at`/`version` (`order_not_found`), or no such version (`version_not_found`)", body = ErrorBody),
+        (status = 422, description = "An unknown, malformed or conflicting query parameter (`invalid_parameter`, named in `field` where one is at fault)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn state(
     State(app): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
     Query(query): Query<StateQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<OrderSnapshot>, ApiError> {
     let stream = order_id.stream_id();
     let parameter = |name: &str, message: &str| {
         ApiError::new(
@@ -299,8 +507,5 @@ pub async fn state(
     let Some(order) = loaded.state.order() else {
         return Err(order_not_found());
     };
-    let mut body =
-        serde_json::to_value(order).map_err(|e| ApiError::internal("serialising order", &e))?;
-    body["version"] = loaded.version.into();
-    Ok(axum::Json(body))
+    Ok(axum::Json(OrderSnapshot::new(order, loaded.version)))
 }

@@ -7,18 +7,48 @@ use shared::events::DomainEvent;
 use shared::product::{self, ProductCommand, ProductState};
 use shared::store::ProductAggregate;
 use shared::{ProductId, StockQuantity};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
 use crate::extract::{AppPath, CommandContext, JsonBody};
+use crate::model::{ErrorBody, StockAccepted};
 use shared::api_error::ApiError;
 
-#[derive(Deserialize)]
+/// A delivery of stock.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiveStock {
+    /// Units received.
+    #[schema(value_type = i64, minimum = 1, maximum = 1000000)]
     quantity: StockQuantity,
 }
 
+/// Records stock received for a product (`StockReceived` on `product-<productId>`).
+#[utoipa::path(
+    post,
+    path = "/products/{product_id}/stock",
+    tag = "products",
+    params(
+        ("product_id" = String, Path, description = "1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`"),
+        CommandContext,
+    ),
+    request_body = ReceiveStock,
+    responses(
+        (status = 200, description = "Recorded, or replayed with `Idempotent-Replayed: true`", body = StockAccepted,
+            headers(
+                ("ETag" = String, description = "The product stream's new version in quotes, e.g. `\"1\"`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+            )),
+        (status = 400, description = "Malformed JSON (`malformed_json`), product id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
+        (status = 409, description = "The product's stream kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version than the product stream's (`precondition_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "`quantity` is missing or out of range, the stock would overflow, or the body has other fields (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn receive_stock(
     State(app): State<AppState>,
     AppPath(product_id): AppPath<String>,
@@ -32,11 +62,10 @@ pub async fn receive_stock(
         product_id: product_id.clone(),
         quantity: value.quantity,
     };
-    commands::execute::<ProductAggregate, _>(
+    commands::execute::<ProductAggregate, _, _, _>(
         &app,
         Command {
             stream_id: product_id.stream_id(),
-            id: ("productId", product_id.to_string()),
             success: StatusCode::OK,
             ctx: &ctx,
             body: &raw,
@@ -44,6 +73,11 @@ pub async fn receive_stock(
                 product::decide(state, command.clone())
                     .map(|events| events.into_iter().map(DomainEvent::Product).collect())
                     .map_err(|e| ApiError::invalid("quantity", e.to_string()))
+            },
+            accepted: |version, position| StockAccepted {
+                product_id: product_id.clone(),
+                version,
+                position,
             },
         },
     )

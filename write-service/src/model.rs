@@ -1,0 +1,214 @@
+//! What clients receive, described in the OpenAPI document by the same types.
+//!
+//! The domain types live in `shared` and carry no schema; where a response holds one, the
+//! field keeps the domain type (so it serialises exactly as the domain does) and names its
+//! schema with `value_type`, or the response mirrors it field by field with an exhaustive
+//! conversion, so a change in `shared` fails to compile here instead of drifting.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use shared::events::LineItem;
+use shared::order::{self, Order};
+use shared::store::RecordedEvent;
+use shared::{Currency, OrderId, Position, ProductId, UserId};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::routes::orders::Item;
+
+/// The answer to an order command: the order's new version and its consistency token.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderAccepted {
+    /// The order's id, a UUID (generated unless the create named one).
+    #[schema(value_type = String, format = "uuid")]
+    pub order_id: OrderId,
+    /// The order stream's version after the command (also the `ETag`); send it as
+    /// `If-Match` to make the next command conditional on nothing having changed.
+    pub version: u64,
+    /// Where the command's last event sits in the log: pass it to the read-service as
+    /// `X-Consistency-Token` to read this write.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
+    pub position: Position,
+}
+
+/// The answer to a stock delivery: the product stream's new version and its consistency token.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StockAccepted {
+    #[schema(value_type = String)]
+    pub product_id: ProductId,
+    /// The product stream's version after the command (also the `ETag`).
+    pub version: u64,
+    /// Where the event sits in the log: pass it to the read-service as
+    /// `X-Consistency-Token` to read this write.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
+    pub position: Position,
+}
+
+/// One event of an order as stored, its data upcast to the current schema version.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// The event's place in the global read order (a consistency token).
+    #[schema(value_type = String, pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
+    pub position: Position,
+    /// The event's position in the whole log.
+    pub global_position: i64,
+    /// The order stream's version this event made, from 1.
+    pub version: u64,
+    #[schema(value_type = String, format = "uuid")]
+    pub event_id: Uuid,
+    /// The event type, e.g. `OrderCreated`, `ItemAdded`, `OrderShipped`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The schema version of `data` as returned (after upcasting).
+    pub schema_version: i32,
+    /// The schema version `data` was written with.
+    pub stored_schema_version: i32,
+    /// The event's data; its shape depends on `type` and `schemaVersion`.
+    pub data: Value,
+    /// What the command carried: `requestId`, `idempotencyKey`, `causationId`.
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl From<RecordedEvent> for AuditEvent {
+    fn from(e: RecordedEvent) -> Self {
+        Self {
+            position: e.position,
+            global_position: e.position.global_position,
+            version: e.stream_position,
+            event_id: e.event_id,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            stored_schema_version: e.stored_schema_version,
+            data: e.data,
+            metadata: e.metadata,
+            recorded_at: e.recorded_at,
+        }
+    }
+}
+
+/// The audit trail of an order: every event, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditTrail {
+    #[schema(value_type = String, format = "uuid")]
+    pub order_id: OrderId,
+    /// The order stream's current version (the last event's).
+    pub version: u64,
+    pub events: Vec<AuditEvent>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Cancelled,
+    Shipped,
+    Delivered,
+}
+
+impl From<order::OrderStatus> for OrderStatus {
+    fn from(s: order::OrderStatus) -> Self {
+        match s {
+            order::OrderStatus::Pending => OrderStatus::Pending,
+            order::OrderStatus::Confirmed => OrderStatus::Confirmed,
+            order::OrderStatus::Cancelled => OrderStatus::Cancelled,
+            order::OrderStatus::Shipped => OrderStatus::Shipped,
+            order::OrderStatus::Delivered => OrderStatus::Delivered,
+        }
+    }
+}
+
+/// An order as its events build it, at `version`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderSnapshot {
+    #[schema(value_type = String, format = "uuid")]
+    pub order_id: OrderId,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    /// ISO 4217 code, e.g. `USD`.
+    #[schema(value_type = String, pattern = "^[A-Z]{3}$")]
+    pub currency: Currency,
+    /// One line per product.
+    #[schema(value_type = Vec<Item>)]
+    pub items: Vec<LineItem>,
+    /// Sum of quantity × unit price over the lines, in minor units of `currency`.
+    pub total_cents: i64,
+    pub status: OrderStatus,
+    /// The reason given when it was cancelled, if any.
+    #[schema(required = true)]
+    pub cancel_reason: Option<String>,
+    /// Set when it was shipped.
+    #[schema(required = true)]
+    pub carrier: Option<String>,
+    /// Set when it was shipped.
+    #[schema(required = true)]
+    pub tracking_number: Option<String>,
+    /// The order stream's version this state is at.
+    pub version: u64,
+}
+
+impl OrderSnapshot {
+    pub fn new(order: &Order, version: u64) -> Self {
+        let Order {
+            order_id,
+            user_id,
+            currency,
+            items,
+            total_cents,
+            status,
+            cancel_reason,
+            carrier,
+            tracking_number,
+        } = order.clone();
+        Self {
+            order_id,
+            user_id,
+            currency,
+            items,
+            total_cents,
+            status: status.into(),
+            cancel_reason,
+            carrier,
+            tracking_number,
+            version,
+        }
+    }
+}
+
+/// Every error: `{"error": {"code", "message", "field"?}}`, plus the `x-request-id` header.
+#[derive(Debug, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `validation_failed`, `malformed_json`,
+    /// `invalid_path`, `invalid_header`, `invalid_parameter`, `unsupported_media_type`,
+    /// `payload_too_large`, `order_not_found`, `item_not_found`, `version_not_found`,
+    /// `order_exists`, `invalid_state`, `last_item`, `concurrency_conflict`,
+    /// `precondition_failed`, `idempotency_key_reused`, `unavailable`.
+    pub code: String,
+    pub message: String,
+    /// The body field, parameter or header at fault, when there is one (e.g.
+    /// `items[0].quantity`).
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready` or `unavailable`.
+    pub status: String,
+    /// PostgreSQL's state when it is not reachable (`unreachable`, `timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub postgres: Option<String>,
+}

@@ -1,0 +1,103 @@
+//! The OpenAPI document, generated from the handlers' annotations and the request and
+//! response types.
+
+use utoipa::Modify;
+use utoipa::OpenApi;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::{Object, RefOr, Type};
+
+use crate::routes::{ops, orders, products};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "write-service",
+        description = "Order commands, validated and appended to the PostgreSQL event store. \
+            A command answers the stream's new `version` (also the `ETag`; send it back as \
+            `If-Match` to make the next command conditional) and the `position` of its last \
+            event: pass that to the read-service as `X-Consistency-Token` to read the write. \
+            A command with an `Idempotency-Key` counts once however often it is sent. Bodies \
+            are JSON objects of at most 64 KiB; unknown fields are refused. Errors are \
+            `{\"error\": {\"code\", \"message\", \"field\"?}}`; every response carries an \
+            `x-request-id` header."
+    ),
+    paths(
+        orders::create,
+        orders::add_item,
+        orders::remove_item,
+        orders::confirm,
+        orders::cancel,
+        orders::ship,
+        orders::deliver,
+        orders::events,
+        orders::state,
+        products::receive_stock,
+        ops::live,
+        ops::ready,
+        ops::metrics,
+        ops::openapi,
+    ),
+    // Named only by the `ref(...)` of optional request bodies, which does not register them.
+    components(schemas(orders::NoFields, orders::Cancel)),
+    modifiers(&ResponseHeaders),
+    tags(
+        (name = "orders", description = "Order commands and the event store's view of one order"),
+        (name = "products", description = "Stock received per product"),
+        (name = "ops", description = "Health, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Headers the middleware and the error type add to responses, documented once for all:
+/// `x-request-id` on every response, `Retry-After` on every 503 with the error body.
+struct ResponseHeaders;
+
+impl Modify for ResponseHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let string = || Some(Object::with_type(Type::String));
+        let request_id = HeaderBuilder::new()
+            .schema(string())
+            .description(Some(
+                "The request's id: the client's `x-request-id` if it sent one, else generated",
+            ))
+            .build();
+        let retry_after = HeaderBuilder::new()
+            .schema(Some(Object::with_type(Type::Integer)))
+            .description(Some("Seconds to wait before retrying"))
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    response
+                        .headers
+                        .insert("x-request-id".into(), RefOr::T(request_id.clone()));
+                    if status == "503" && is_error_body(response) {
+                        response
+                            .headers
+                            .insert("Retry-After".into(), RefOr::T(retry_after.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_error_body(response: &utoipa::openapi::Response) -> bool {
+    response.content.values().any(|content| match content {
+        RefOr::T(c) => matches!(
+            &c.schema,
+            Some(RefOr::Ref(r)) if r.ref_location == "#/components/schemas/ErrorBody"
+        ),
+        RefOr::Ref(_) => false,
+    })
+}
