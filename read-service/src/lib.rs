@@ -17,14 +17,10 @@ pub mod store;
 use std::future::Future;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use shared::api_error;
 use shared::telemetry;
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 pub use settings::Settings;
 pub use store::Views;
@@ -51,7 +47,7 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     use routes::{dashboard, inventory, ops, orders, sales, users};
-    Router::new()
+    let routes = Router::new()
         .route("/orders", get(orders::search))
         .route("/orders/{orderId}", get(orders::get_order))
         .route("/users/{userId}/orders", get(users::orders))
@@ -63,24 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(ops::live))
         .route("/health/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
-        .route_layer(axum::middleware::from_fn(telemetry::track_http))
-        .fallback(api_error::no_route)
-        .method_not_allowed_fallback(api_error::method_not_allowed)
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map(MatchedPath::as_str);
-            let request_id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok());
-            tracing::info_span!("request", method = %req.method(), route, request_id)
-        }))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .route("/openapi.json", get(ops::openapi));
+    telemetry::http_layers(routes).with_state(state)
 }
 
 pub struct Application {

@@ -56,3 +56,27 @@ pub async fn track_http(req: Request, next: Next) -> Response {
         .record(start.elapsed().as_secs_f64());
     response
 }
+
+/// The layers both HTTP services share: request ids (set, logged, echoed), a request span
+/// with the matched route, request metrics, and API-shaped 404/405 answers.
+pub fn http_layers<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) -> axum::Router<S> {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    use tower_http::trace::TraceLayer;
+    router
+        .route_layer(axum::middleware::from_fn(track_http))
+        .fallback(crate::api_error::no_route)
+        .method_not_allowed_fallback(crate::api_error::method_not_allowed)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str);
+            let request_id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok());
+            tracing::info_span!("request", method = %req.method(), route, request_id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

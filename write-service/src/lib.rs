@@ -11,19 +11,17 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use shared::store::{EventStore, MIGRATOR};
 use shared::telemetry;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 pub use settings::Settings;
 
-use shared::api_error::{self, MAX_BODY_BYTES};
+use shared::api_error::MAX_BODY_BYTES;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -44,7 +42,7 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     use routes::{ops, orders, products};
-    Router::new()
+    let routes = Router::new()
         .route("/orders", post(orders::create))
         .route("/orders/{order_id}/items", post(orders::add_item))
         .route(
@@ -65,24 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .route_layer(axum::middleware::from_fn(telemetry::track_http))
-        .fallback(api_error::no_route)
-        .method_not_allowed_fallback(api_error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map(MatchedPath::as_str);
-            let request_id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok());
-            tracing::info_span!("request", method = %req.method(), route, request_id)
-        }))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    telemetry::http_layers(routes).with_state(state)
 }
 
 /// Runs migrations, waiting up to `patience` for PostgreSQL to accept connections.
