@@ -6,6 +6,7 @@ mod common;
 use mongodb::bson::{self, Bson, Document, doc};
 use projector::mongo::{GuardedWrite, MongoError, ViewStore, get_int};
 use projector::settings::Transactions;
+use projector::views::View;
 
 async fn store() -> ViewStore {
     let name = format!("c{}", uuid::Uuid::new_v4().simple());
@@ -185,6 +186,11 @@ async fn order_queries_filter_sort_and_page() {
         });
     }
     coll.insert_many(docs).await.unwrap();
+    // The indexes the projector creates on orders_view (some servers query differently
+    // once a path is indexed).
+    s.ensure_indexes("orders", projector::views::orders::OrdersView::indexes())
+        .await
+        .unwrap();
     let ids = |docs: Vec<Document>| {
         docs.iter()
             .map(|d| d.get_str("_id").unwrap().to_owned())
@@ -221,7 +227,7 @@ async fn order_queries_filter_sort_and_page() {
     let hits = all(coll
         .find(doc! {
             "status": "confirmed",
-            "items.productId": "p2",
+            "items": {"$elemMatch": {"productId": "p2"}},
             "totalCents": {"$gte": 500_i64, "$lte": 2500_i64},
             "createdAt": {"$gte": bson::DateTime::from_millis(1_000_000)},
         })

@@ -429,7 +429,9 @@ impl OrderSearch {
             f.insert("status", s.as_str());
         }
         if let Some(p) = &self.product_id {
-            f.insert("items.productId", p.as_str());
+            // `$elemMatch`, not a dotted equality: nx-27017 finds nothing for
+            // `items.productId` once that path is indexed (real MongoDB does; both handle this).
+            f.insert("items", doc! {"$elemMatch": {"productId": p.as_str()}});
         }
         let mut total = Document::new();
         if let Some(min) = self.min_total_cents {
@@ -625,7 +627,7 @@ mod tests {
         assert_eq!(
             s.listing().server_filter(),
             doc! {
-                "userId": "u1", "status": "confirmed", "items.productId": "sku-1",
+                "userId": "u1", "status": "confirmed", "items": {"$elemMatch": {"productId": "sku-1"}},
                 "totalCents": {"$gte": 100_i64, "$lte": 900_i64},
                 "createdAt": {"$gte": from, "$lt": to},
             }
