@@ -2,11 +2,12 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test build lint down clean
+.PHONY: help run test bench build lint down clean
 
 help:
 	@echo "make run    build, start PostgreSQL, MongoDB and the three services with demo data (Ctrl-C stops all)"
 	@echo "make test   run the whole test suite (starts and stops the servers it needs)"
+	@echo "make bench  the quick benchmark suite (FULL=1: the large one); report in target/bench/"
 	@echo "make lint   cargo fmt --check and clippy with warnings as errors"
 	@echo "make down   stop anything the project's scripts left running"
 	@echo "make clean  remove local data (.local) and build output"
@@ -16,6 +17,10 @@ run:
 
 test:
 	scripts/with-services.sh cargo test --workspace --all-targets
+
+bench:
+	cargo build --release -p bench
+	scripts/with-services.sh target/release/bench $(if $(FULL),--full) --out target/bench
 
 build:
 	cargo build --workspace --all-targets

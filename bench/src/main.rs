@@ -1,0 +1,82 @@
+//! `bench [--full] [--tiny] [--out DIR] [--scenario S1]...`: runs the benchmark suite against
+//! `DATABASE_URL` and `MONGODB_URI` and writes `DIR/report.md` and `DIR/report.json`.
+
+use std::path::PathBuf;
+
+use bench::env::Servers;
+use bench::{Config, Mode};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Measures the order backend (issue 6) and writes a Markdown and JSON report",
+    long_about = "Measures the order backend against the PostgreSQL server of DATABASE_URL and \
+                  the MongoDB server of MONGODB_URI (run it under scripts/with-services.sh). \
+                  Each scenario creates its own databases on them and drops them after."
+)]
+struct Cli {
+    /// The large suite (1M-event rebuild, longer runs).
+    #[arg(long, conflicts_with = "tiny")]
+    full: bool,
+    /// Tiny sizes: the same code paths in seconds (for tests; the numbers mean little).
+    #[arg(long)]
+    tiny: bool,
+    /// Directory for report.md and report.json.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Run only these scenarios (S1, S2, S4, S5, S7); the others are marked "not run".
+    #[arg(long = "scenario", value_name = "ID")]
+    scenarios: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mode = if cli.full {
+        Mode::Full
+    } else if cli.tiny {
+        Mode::Tiny
+    } else {
+        Mode::Quick
+    };
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .map(|p| {
+            PathBuf::from(&p)
+                .file_name()
+                .map_or(p.clone(), |f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "bench".to_owned());
+    let command = std::iter::once(program)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let config = Config {
+        mode,
+        out_dir: cli.out.clone(),
+        command,
+        servers: Servers::from_env()?,
+        only: cli.scenarios,
+    };
+    let report = bench::run(&config).await?;
+    let (md, json) = report.write(&config.out_dir)?;
+    println!("{}", report.markdown());
+    eprintln!(
+        "bench: wrote {} and {} in {:.0} s",
+        md.display(),
+        json.display(),
+        report.wall_seconds
+    );
+    let failed: Vec<&str> = report
+        .scenarios
+        .iter()
+        .filter(|s| s.status == bench::report::Status::Failed)
+        .map(|s| s.id.as_str())
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("scenarios failed: {}", failed.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Rebuilding the four views with the real projector engine, counting MongoDB round trips on
+//! the wire, and checking the views' counters against the generator's.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use mongodb::bson::{Document, doc};
+use projector::engine::Engine;
+use projector::mongo::{ViewStore, collection_name, get_int};
+use projector::rebuild::catch_up;
+use projector::settings::{OnPoison, Transactions};
+use projector::views::View;
+use shared::Position;
+use shared::store::EventStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::env::Servers;
+use crate::wire::{
+    CountingProxy, Counts, proxied_uri, total, wait_seconds as wire_wait, work_between,
+};
+use crate::workload::Expected;
+
+/// The projector's default `PROJECTOR_BATCH_SIZE`.
+pub const BATCH: i64 = 500;
+/// `rebuild` fills a new generation; here each run has its own database, so generation 1.
+pub const GENERATION: i64 = 1;
+
+/// MongoDB behind a counting proxy.
+pub struct Counted {
+    pub proxy: CountingProxy,
+    pub uri: String,
+}
+
+impl Counted {
+    pub async fn start(servers: &Servers) -> anyhow::Result<Counted> {
+        // The port is known only once the proxy listens; the target only from the URI.
+        let (_, target) = proxied_uri(&servers.mongodb_uri, 0)?;
+        let proxy = CountingProxy::start(target).await?;
+        let (uri, _) = proxied_uri(&servers.mongodb_uri, proxy.port)?;
+        Ok(Counted { proxy, uri })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ViewRun {
+    pub name: &'static str,
+    pub events: u64,
+    pub seconds: f64,
+    pub round_trips: Counts,
+}
+
+#[derive(Debug, Clone)]
+pub struct RebuildRun {
+    pub views: Vec<ViewRun>,
+    pub seconds: f64,
+    pub transactions: bool,
+}
+
+impl RebuildRun {
+    pub fn round_trips(&self) -> u64 {
+        self.views.iter().map(|v| total(&v.round_trips)).sum()
+    }
+
+    /// Time spent waiting for MongoDB's replies, summed over the views.
+    pub fn mongo_wait_seconds(&self) -> f64 {
+        self.views.iter().map(|v| wire_wait(&v.round_trips)).sum()
+    }
+
+    pub fn events(&self) -> u64 {
+        self.views.first().map_or(0, |v| v.events)
+    }
+}
+
+async fn one<V: View>(
+    engine: &Engine,
+    head: Position,
+    counted: &Counted,
+) -> anyhow::Result<ViewRun> {
+    let collection = collection_name(V::NAME, GENERATION);
+    // As `projector rebuild` does before it starts; not timed, not counted.
+    engine
+        .views
+        .ensure_indexes(&collection, V::indexes())
+        .await?;
+    let before = counted.proxy.counts();
+    let t = Instant::now();
+    let mut events = 0u64;
+    catch_up::<V>(
+        engine,
+        GENERATION,
+        Position::ZERO,
+        head,
+        BATCH,
+        &CancellationToken::new(),
+        |n| events += n as u64,
+    )
+    .await
+    .with_context(|| format!("rebuilding {}", V::NAME))?;
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(ViewRun {
+        name: V::NAME,
+        events,
+        seconds,
+        round_trips: work_between(&before, &counted.proxy.counts()),
+    })
+}
+
+/// Rebuilds every view from position zero into MongoDB database `database`, one view after
+/// the other as `projector rebuild` does, with `projector::rebuild::catch_up`.
+pub async fn rebuild_all(
+    store: &EventStore,
+    counted: &Counted,
+    database: &str,
+) -> anyhow::Result<(RebuildRun, mongodb::Database)> {
+    let views = ViewStore::connect(&counted.uri, database, Transactions::Auto).await?;
+    let engine = Engine {
+        store: store.clone(),
+        views,
+        on_poison: OnPoison::Stop,
+    };
+    let head = store.head().await?.unwrap_or(Position::ZERO);
+    let t = Instant::now();
+    let mut runs = Vec::new();
+    for name in projector::views::ALL {
+        let run = projector::for_view!(name, one(&engine, head, counted))
+            .ok_or_else(|| anyhow::anyhow!("unknown view {name}"))??;
+        runs.push(run);
+    }
+    Ok((
+        RebuildRun {
+            views: runs,
+            seconds: t.elapsed().as_secs_f64(),
+            transactions: engine.views.uses_transactions(),
+        },
+        engine.views.database().clone(),
+    ))
+}
+
+async fn all_docs(db: &mongodb::Database, view: &str) -> anyhow::Result<Vec<Document>> {
+    let mut cursor = db
+        .collection::<Document>(&collection_name(view, GENERATION))
+        .find(doc! {})
+        .await?;
+    let mut out = Vec::new();
+    while cursor.advance().await? {
+        out.push(Document::try_from(cursor.current())?);
+    }
+    Ok(out)
+}
+
+fn sum(docs: &[Document], key: &str) -> i64 {
+    docs.iter().map(|d| get_int(d, key).unwrap_or(0)).sum()
+}
+
+/// Differences between the views and the counters the generator computed from the
+/// commands; empty when every counter is exact.
+pub async fn verify(db: &mongodb::Database, expected: &Expected) -> anyhow::Result<Vec<String>> {
+    let mut wrong = Vec::new();
+    let mut expect = |what: &str, got: i64, want: i64| {
+        if got != want {
+            wrong.push(format!("{what}: view {got}, expected {want}"));
+        }
+    };
+    let days = all_docs(db, projector::views::daily_sales::NAME).await?;
+    expect(
+        "daily ordersPlaced",
+        sum(&days, "ordersPlaced"),
+        expected.orders_placed,
+    );
+    expect(
+        "daily ordersConfirmed",
+        sum(&days, "ordersConfirmed"),
+        expected.orders_confirmed,
+    );
+    expect(
+        "daily ordersCancelled",
+        sum(&days, "ordersCancelled"),
+        expected.orders_cancelled,
+    );
+    expect(
+        "daily revenueCents",
+        sum(&days, "revenueCents"),
+        expected.revenue_cents,
+    );
+    expect(
+        "daily refundedCents",
+        sum(&days, "refundedCents"),
+        expected.refunded_cents,
+    );
+    expect(
+        "daily unitsSold",
+        sum(&days, "unitsSold"),
+        expected.units_confirmed,
+    );
+
+    let users = all_docs(db, projector::views::users::NAME).await?;
+    expect(
+        "users orderCount",
+        sum(&users, "orderCount"),
+        expected.orders_placed,
+    );
+    expect(
+        "users totalSpentCents",
+        sum(&users, "totalSpentCents"),
+        expected.revenue_cents - expected.refunded_cents,
+    );
+
+    let orders = db
+        .collection::<Document>(&collection_name(projector::views::orders::NAME, GENERATION))
+        .count_documents(doc! {})
+        .await?;
+    expect(
+        "orders_view documents",
+        i64::try_from(orders).unwrap_or(i64::MAX),
+        expected.orders_placed,
+    );
+
+    let products = all_docs(db, projector::views::inventory::NAME).await?;
+    let mut seen = 0usize;
+    for d in &products {
+        let id = d.get_str("_id").unwrap_or_default();
+        let (received, sold) = expected.products.get(id).copied().unwrap_or((0, 0));
+        seen += usize::from(expected.products.contains_key(id));
+        expect(
+            &format!("inventory {id} receivedUnits"),
+            get_int(d, "receivedUnits").unwrap_or(0),
+            received,
+        );
+        expect(
+            &format!("inventory {id} soldUnits"),
+            get_int(d, "soldUnits").unwrap_or(0),
+            sold,
+        );
+    }
+    expect(
+        "inventory products",
+        i64::try_from(seen).unwrap_or(0),
+        i64::try_from(expected.products.len()).unwrap_or(0),
+    );
+    Ok(wrong)
+}

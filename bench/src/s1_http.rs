@@ -1,0 +1,292 @@
+//! S1: commands over HTTP. The real write-service runs in this process on port 0 with its
+//! own database; N clients each loop "place an order, confirm it" for a fixed time.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Ctx;
+use crate::env::Scratch;
+use crate::machine::{CpuSample, CpuUse};
+use crate::report::Scenario;
+use crate::stats;
+
+/// The write-service's defaults, spelled out so the report can name them.
+const POOL: u32 = 10;
+const SNAPSHOT_EVERY: u64 = 100;
+const PRODUCTS: u64 = 200;
+
+struct RunResult {
+    commands_per_second: f64,
+    latencies_ms: Vec<f64>,
+    errors: u64,
+    cpu: CpuUse,
+}
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<Scenario> {
+    ctx.in_scratch("s1", async |scratch| measure(ctx, scratch).await)
+        .await
+}
+
+async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
+    let sizes = &ctx.sizes;
+    let mut s = Scenario::new(
+        "S1",
+        "Commands over HTTP",
+        "The real write-service (`write_service::Application::with_pool`) runs in this process \
+         on port 0 against a fresh database; N client tasks (reqwest, keep-alive) each loop \
+         `POST /orders` (2 lines) then `POST /orders/{id}/confirm` for a fixed time after a \
+         warm-up. Each request is one command; commands/s counts 2xx replies completed in the \
+         window. Latency percentiles come from the run with the median throughput.",
+    );
+    s.param("concurrent clients", format!("{:?}", sizes.s1_levels));
+    s.param("runs per level", sizes.runs);
+    s.param(
+        "warm-up per run",
+        format!("{} ms", sizes.s1_warmup.as_millis()),
+    );
+    s.param(
+        "measured window per run",
+        format!("{} ms", sizes.s1_duration.as_millis()),
+    );
+    s.param("DATABASE_MAX_CONNECTIONS (service pool)", POOL);
+    s.param("SNAPSHOT_EVERY", SNAPSHOT_EVERY);
+    s.param(
+        "where",
+        "load generator and write-service in one process; PostgreSQL on the same machine",
+    );
+
+    let settings = write_service::Settings {
+        database_url: scratch.url.clone(),
+        addr: "127.0.0.1:0".parse()?,
+        snapshot_every: SNAPSHOT_EVERY,
+        database_max_connections: POOL,
+        command_max_retries: 10,
+    };
+    let pool = settings.pool()?;
+    let app = write_service::Application::with_pool(&settings, pool.clone()).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let cancel = CancellationToken::new();
+    let server = tokio::spawn(app.run_until(cancel.clone().cancelled_owned()));
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let measured = async {
+        let mut by_level = Vec::new();
+        for &level in &sizes.s1_levels {
+            let mut runs = Vec::new();
+            for _ in 0..sizes.runs {
+                runs.push(drive(&client, &base, level, sizes.s1_warmup, sizes.s1_duration).await?);
+            }
+            by_level.push((level, runs));
+        }
+        anyhow::Ok(by_level)
+    }
+    .await;
+    cancel.cancel();
+    let _ = server.await;
+    pool.close().await;
+    let by_level = measured?;
+
+    let mut medians = Vec::new();
+    for (level, runs) in &by_level {
+        let rates: Vec<f64> = runs.iter().map(|r| r.commands_per_second).collect();
+        let errors: u64 = runs.iter().map(|r| r.errors).sum();
+        let f = s.runs(&format!("{level} clients: commands/s"), "/s", rates.clone());
+        if errors > 0 {
+            f.note(format!("{errors} non-2xx replies or errors, not counted"));
+        }
+        let median = f.median;
+        let m = &runs[stats::median_index(&rates)];
+        let mut lat = m.latencies_ms.clone();
+        let note = "from the median run";
+        s.value(
+            &format!("{level} clients: latency p50"),
+            "ms",
+            stats::percentile(&mut lat, 50.0),
+        )
+        .note(note);
+        s.value(
+            &format!("{level} clients: latency p99"),
+            "ms",
+            stats::percentile(&mut lat, 99.0),
+        )
+        .note(note);
+        s.value(
+            &format!("{level} clients: latency max"),
+            "ms",
+            stats::max(&lat),
+        )
+        .note(note);
+        let busy: Vec<f64> = runs.iter().map(|r| r.cpu.machine_busy_cores).collect();
+        let own: Vec<f64> = runs.iter().map(|r| r.cpu.process_cores).collect();
+        s.runs(&format!("{level} clients: machine CPUs busy"), "CPUs", busy)
+            .note(format!(
+                "of {}; /proc/stat over the measured window",
+                runs[0].cpu.machine_cpus
+            ));
+        s.runs(
+            &format!("{level} clients: CPUs used by this process"),
+            "CPUs",
+            own,
+        )
+        .note("load generator plus write-service; the rest is PostgreSQL and other work");
+        medians.push((*level, median, runs));
+    }
+
+    if let (Some(first), Some(last)) = (medians.first(), medians.last())
+        && first.0 != last.0
+    {
+        let ratio = last.1 / first.1;
+        s.value(
+            &format!("ratio {} vs {} clients", last.0, first.0),
+            "x",
+            ratio,
+        )
+        .note("of the median commands/s");
+        let busy = stats::median(
+            &last
+                .2
+                .iter()
+                .map(|r| r.cpu.machine_busy_cores)
+                .collect::<Vec<_>>(),
+        );
+        let own = stats::median(
+            &last
+                .2
+                .iter()
+                .map(|r| r.cpu.process_cores)
+                .collect::<Vec<_>>(),
+        );
+        let cpus = last.2[0].cpu.machine_cpus;
+        s.check(
+            &format!("{} clients ≥ 10x {} client", last.0, first.0),
+            ratio,
+            "x",
+            ratio >= 10.0,
+            || {
+                let levels = medians
+                    .iter()
+                    .map(|(l, m, _)| format!("{l}: {}", crate::report::num(*m)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "commands/s by clients {levels}; during the {}-client runs {} of {} CPUs were \
+                     busy (median), {} of them this process (load generator and write-service); \
+                     PostgreSQL runs on the same CPUs",
+                    last.0,
+                    crate::report::num(busy),
+                    cpus,
+                    crate::report::num(own)
+                )
+            },
+        );
+    }
+    Ok(s)
+}
+
+fn price(product: u64) -> i64 {
+    100 + (product * 37 % 5_000) as i64
+}
+
+/// One run at `level` clients: warm-up, then a measured window. Returns what completed
+/// inside the window.
+async fn drive(
+    client: &reqwest::Client,
+    base: &str,
+    level: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<RunResult> {
+    let start = Instant::now() + Duration::from_millis(20);
+    let window_start = start + warmup;
+    let window_end = window_start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..level {
+        let client = client.clone();
+        let base = base.to_owned();
+        tasks.spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(task as u64);
+            let mut latencies = Vec::new();
+            let (mut ok, mut errors) = (0u64, 0u64);
+            tokio::time::sleep_until(start).await;
+            let mut i = 0u64;
+            while Instant::now() < window_end {
+                i += 1;
+                let (p1, p2) = (rng.u64(0..PRODUCTS), rng.u64(0..PRODUCTS));
+                let p2 = if p2 == p1 { (p1 + 1) % PRODUCTS } else { p2 };
+                let body = json!({
+                    "userId": format!("u-{task}-{}", i % 50),
+                    "items": [
+                        {"productId": format!("p-{p1}"), "quantity": rng.i64(1..4), "unitPriceCents": price(p1)},
+                        {"productId": format!("p-{p2}"), "quantity": rng.i64(1..4), "unitPriceCents": price(p2)},
+                    ],
+                });
+                let t = Instant::now();
+                let placed = client
+                    .post(format!("{base}/orders"))
+                    .json(&body)
+                    .send()
+                    .await;
+                let order_id = match placed {
+                    Ok(r) if r.status().is_success() => r
+                        .json::<Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["orderId"].as_str().map(str::to_owned)),
+                    _ => None,
+                };
+                let done = Instant::now();
+                let in_window = done >= window_start && done <= window_end;
+                let Some(order_id) = order_id else {
+                    if in_window {
+                        errors += 1;
+                    }
+                    continue;
+                };
+                if in_window {
+                    ok += 1;
+                    latencies.push((done - t).as_secs_f64() * 1000.0);
+                }
+                let t = Instant::now();
+                let confirmed = client
+                    .post(format!("{base}/orders/{order_id}/confirm"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                let done = Instant::now();
+                if done >= window_start && done <= window_end {
+                    if confirmed {
+                        ok += 1;
+                        latencies.push((done - t).as_secs_f64() * 1000.0);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (ok, errors, latencies)
+        });
+    }
+    tokio::time::sleep_until(window_start).await;
+    let cpu_start = CpuSample::now();
+    tokio::time::sleep_until(window_end).await;
+    let cpu = CpuSample::now().since(&cpu_start);
+    let (mut ok, mut errors, mut latencies_ms) = (0u64, 0u64, Vec::new());
+    while let Some(joined) = tasks.join_next().await {
+        let (o, e, l) = joined.context("a client task panicked")?;
+        ok += o;
+        errors += e;
+        latencies_ms.extend(l);
+    }
+    Ok(RunResult {
+        commands_per_second: ok as f64 / duration.as_secs_f64(),
+        latencies_ms,
+        errors,
+        cpu,
+    })
+}
