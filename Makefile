@@ -19,8 +19,7 @@ test:
 	scripts/with-services.sh cargo test --workspace --all-targets
 
 bench:
-	cargo build --release -p bench
-	scripts/with-services.sh target/release/bench $(if $(FULL),--full) --out target/bench
+	scripts/with-services.sh cargo run --release -p bench -- $(if $(FULL),--full) --out target/bench
 
 build:
 	cargo build --workspace --all-targets

@@ -56,14 +56,49 @@ pub fn database_url(url: &str, database: &str) -> String {
     format!("{}/{database}{query}", &url[..end])
 }
 
+/// Scratch databases alive now (server URL, name), so an interrupted run can drop them.
+static LIVE: std::sync::Mutex<Vec<(Servers, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn live(f: impl FnOnce(&mut Vec<(Servers, String)>)) {
+    if let Ok(mut l) = LIVE.lock() {
+        f(&mut l);
+    }
+}
+
+/// Drops every scratch database still alive (PostgreSQL and MongoDB databases named
+/// `<name>` or starting with `<name>_`): for a run interrupted by a signal.
+pub async fn drop_live_scratch() {
+    let mut all = Vec::new();
+    live(|l| all = std::mem::take(l));
+    for (servers, name) in all {
+        if let Ok(client) = servers.mongo_client().await
+            && let Ok(names) = client.list_database_names().await
+        {
+            for n in names {
+                if n == name || n.starts_with(&format!("{name}_")) {
+                    let _ = client.database(&n).drop().await;
+                }
+            }
+        }
+        if let Ok(mut admin) = PgConnection::connect(&servers.database_url).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "drop database if exists \"{name}\" with (force)"
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
+
 /// A fresh PostgreSQL database (migrated) and a fresh MongoDB database, both named
-/// `bench_<scenario>_<random>`, dropped by `drop`.
+/// `bench_<scenario>_<random>`, dropped by `drop`. Scenarios that need more MongoDB
+/// databases name them `<name>_<suffix>`.
 pub struct Scratch {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
     pub mongo: mongodb::Database,
-    admin_url: String,
+    servers: Servers,
 }
 
 impl Scratch {
@@ -81,6 +116,7 @@ impl Scratch {
             .await
             .with_context(|| format!("creating database {name}"))?;
         let _ = admin.close().await;
+        live(|l| l.push((servers.clone(), name.clone())));
         let url = database_url(&servers.database_url, &name);
         let options = PgConnectOptions::from_str(&url)?
             .application_name("bench")
@@ -97,7 +133,7 @@ impl Scratch {
             url,
             pool,
             mongo,
-            admin_url: servers.database_url.clone(),
+            servers: servers.clone(),
         })
     }
 
@@ -105,7 +141,7 @@ impl Scratch {
     pub async fn drop(self) -> anyhow::Result<()> {
         self.pool.close().await;
         let mongo = self.mongo.drop().await;
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        let mut admin = PgConnection::connect(&self.servers.database_url).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "drop database if exists \"{}\" with (force)",
             self.name
@@ -113,6 +149,7 @@ impl Scratch {
         .execute(&mut admin)
         .await?;
         let _ = admin.close().await;
+        live(|l| l.retain(|(_, n)| *n != self.name));
         mongo?;
         Ok(())
     }

@@ -60,7 +60,14 @@ async fn main() -> anyhow::Result<()> {
         servers: Servers::from_env()?,
         only: cli.scenarios,
     };
-    let report = bench::run(&config).await?;
+    let report = tokio::select! {
+        report = bench::run(&config) => report?,
+        () = interrupted() => {
+            eprintln!("bench: interrupted; dropping the scratch databases");
+            bench::env::drop_live_scratch().await;
+            std::process::exit(130);
+        }
+    };
     let (md, json) = report.write(&config.out_dir)?;
     println!("{}", report.markdown());
     eprintln!(
@@ -79,4 +86,26 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("scenarios failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }
