@@ -12,8 +12,10 @@ pub mod projection;
 pub mod report;
 pub mod s1_http;
 pub mod s2_append;
+pub mod s3_lag;
 pub mod s4_rebuild;
 pub mod s5_hot_keys;
+pub mod s6_queries;
 pub mod s7_replay;
 pub mod stats;
 pub mod wire;
@@ -55,11 +57,15 @@ impl Mode {
                 s1_duration: Duration::from_millis(500),
                 s2_single_events: 50,
                 s2_batched_events: 500,
+                s3_duration: Duration::from_secs(2),
                 s4_events: 2_000,
                 s4_window: 50,
                 s4_runs: 1,
                 s4_naive_events: 300,
                 s5_events: 1_000,
+                s6_orders: 1_000,
+                s6_rates: vec![20],
+                s6_duration: Duration::from_millis(500),
                 s7_stream_events: 10_000,
                 s7_repeats: 3,
             },
@@ -70,6 +76,7 @@ impl Mode {
                 s1_duration: Duration::from_secs(3),
                 s2_single_events: 2_000,
                 s2_batched_events: 50_000,
+                s3_duration: Duration::from_secs(10),
                 s4_events: 100_000,
                 s4_window: 1_000,
                 // One 100k-event rebuild takes minutes on nx-27017; its round trips are
@@ -77,6 +84,9 @@ impl Mode {
                 s4_runs: 1,
                 s4_naive_events: 2_000,
                 s5_events: 10_000,
+                s6_orders: 100_000,
+                s6_rates: vec![20, 100],
+                s6_duration: Duration::from_secs(3),
                 s7_stream_events: 10_000,
                 s7_repeats: 20,
             },
@@ -87,11 +97,15 @@ impl Mode {
                 s1_duration: Duration::from_secs(10),
                 s2_single_events: 10_000,
                 s2_batched_events: 500_000,
+                s3_duration: Duration::from_secs(30),
                 s4_events: 1_000_000,
                 s4_window: 5_000,
                 s4_runs: 3,
                 s4_naive_events: 20_000,
                 s5_events: 100_000,
+                s6_orders: 100_000,
+                s6_rates: vec![20, 100, 200],
+                s6_duration: Duration::from_secs(10),
                 s7_stream_events: 10_000,
                 s7_repeats: 50,
             },
@@ -109,6 +123,8 @@ pub struct Sizes {
     pub s1_duration: Duration,
     pub s2_single_events: usize,
     pub s2_batched_events: usize,
+    /// Measured window of the live-lag run (after a warm-up of `s1_warmup`).
+    pub s3_duration: Duration,
     pub s4_events: usize,
     /// Orders in flight at once while the log is generated: how interleaved it is.
     pub s4_window: usize,
@@ -116,6 +132,12 @@ pub struct Sizes {
     pub s4_runs: usize,
     pub s4_naive_events: usize,
     pub s5_events: usize,
+    /// Orders in the views while the read-service is queried.
+    pub s6_orders: usize,
+    /// Fixed request rates (requests/s) each endpoint is driven at.
+    pub s6_rates: Vec<u32>,
+    /// Measured window per endpoint and rate.
+    pub s6_duration: Duration,
     pub s7_stream_events: usize,
     pub s7_repeats: usize,
 }
@@ -136,9 +158,21 @@ pub struct Ctx {
     pub sizes: Sizes,
     pub servers: Servers,
     pub machine: Machine,
+    /// S1's best median commands/s in this run, for S3's load.
+    pub s1_peak: std::sync::Mutex<Option<f64>>,
 }
 
 impl Ctx {
+    pub fn s1_peak(&self) -> Option<f64> {
+        self.s1_peak.lock().ok().and_then(|p| *p)
+    }
+
+    pub fn set_s1_peak(&self, peak: f64) {
+        if let Ok(mut p) = self.s1_peak.lock() {
+            *p = Some(peak);
+        }
+    }
+
     /// Runs `f` on a fresh pair of databases for scenario `id`, dropping them after.
     pub async fn in_scratch(
         &self,
@@ -167,23 +201,6 @@ pub const SCENARIOS: [(&str, &str); 7] = [
     ("S7", "Replaying a 10,000-event stream"),
 ];
 
-fn not_yet(id: &str) -> Scenario {
-    match id {
-        "S3" => Scenario::not_yet(
-            "S3",
-            "Live projection lag",
-            "To measure: commit-to-view delay p50/p99 of the running projector while S1's load runs \
-             at half its peak rate (target p99 < 250 ms).",
-        ),
-        _ => Scenario::not_yet(
-            "S6",
-            "Queries",
-            "To measure: each read-service endpoint at fixed request rates with 100k orders in the \
-             views, latency p50/p99.",
-        ),
-    }
-}
-
 /// Runs the suite and returns the report (not yet written).
 pub async fn run(config: &Config) -> anyhow::Result<Report> {
     let started = Instant::now();
@@ -194,15 +211,12 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         sizes: config.mode.sizes(),
         servers: config.servers.clone(),
         machine: machine.clone(),
+        s1_peak: std::sync::Mutex::new(None),
     };
     let mut scenarios = Vec::new();
     for (id, title) in SCENARIOS {
         let wanted =
             config.only.is_empty() || config.only.iter().any(|o| o.eq_ignore_ascii_case(id));
-        if matches!(id, "S3" | "S6") {
-            scenarios.push(not_yet(id));
-            continue;
-        }
         if !wanted {
             let mut s = Scenario::new(id, title, "");
             s.status = Status::NotRun;
@@ -214,8 +228,10 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         let result = match id {
             "S1" => s1_http::run(&ctx).await,
             "S2" => s2_append::run(&ctx).await,
+            "S3" => s3_lag::run(&ctx).await,
             "S4" => s4_rebuild::run(&ctx).await,
             "S5" => s5_hot_keys::run(&ctx).await,
+            "S6" => s6_queries::run(&ctx).await,
             _ => s7_replay::run(&ctx).await,
         };
         let mut s = result.unwrap_or_else(|e| {

@@ -413,17 +413,16 @@ impl Report {
             );
             for f in &s.figures {
                 let single = f.runs.len() <= 1;
-                let mut note = f.note.clone().unwrap_or_default();
-                if f.mongo_bound {
-                    if !note.is_empty() {
-                        note.push_str("; ");
-                    }
-                    note.push_str(self.mongo_caveat());
-                }
+                let note = f.note.clone().unwrap_or_default();
+                let name = if f.mongo_bound {
+                    format!("{} †", f.name)
+                } else {
+                    f.name.clone()
+                };
                 let _ = writeln!(
                     md,
                     "| {} | {} | {} | {} | {} | {} |",
-                    cell(&f.name),
+                    cell(&name),
                     with_unit(f.median, &f.unit),
                     if single {
                         "".into()
@@ -438,6 +437,9 @@ impl Report {
                     f.runs.len(),
                     cell(&note)
                 );
+            }
+            if s.figures.iter().any(|f| f.mongo_bound) {
+                let _ = writeln!(md, "\n† {}.", self.mongo_caveat());
             }
             md.push('\n');
         }

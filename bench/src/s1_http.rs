@@ -19,8 +19,66 @@ const POOL: u32 = 10;
 const SNAPSHOT_EVERY: u64 = 100;
 const PRODUCTS: u64 = 200;
 
-struct RunResult {
-    commands_per_second: f64,
+/// The write-service running in this process on port 0 against a scratch database.
+pub struct Service {
+    pub base: String,
+    cancel: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    pool: sqlx::PgPool,
+}
+
+impl Service {
+    pub async fn start(scratch: &Scratch) -> anyhow::Result<Service> {
+        let settings = write_service::Settings {
+            database_url: scratch.url.clone(),
+            addr: "127.0.0.1:0".parse()?,
+            snapshot_every: SNAPSHOT_EVERY,
+            database_max_connections: POOL,
+            command_max_retries: 10,
+        };
+        let pool = settings.pool()?;
+        let app = write_service::Application::with_pool(&settings, pool.clone()).await?;
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(app.run_until(cancel.clone().cancelled_owned()));
+        Ok(Service {
+            base,
+            cancel,
+            server,
+            pool,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.server.await;
+        self.pool.close().await;
+    }
+}
+
+/// The load generator's HTTP client: keep-alive, enough idle connections for 64 clients.
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// A two-line order for `user` at the catalogue's prices.
+pub fn order_body(rng: &mut fastrand::Rng, user: &str) -> Value {
+    let (p1, p2) = (rng.u64(0..PRODUCTS), rng.u64(0..PRODUCTS));
+    let p2 = if p2 == p1 { (p1 + 1) % PRODUCTS } else { p2 };
+    json!({
+        "userId": user,
+        "items": [
+            {"productId": format!("p-{p1}"), "quantity": rng.i64(1..4), "unitPriceCents": price(p1)},
+            {"productId": format!("p-{p2}"), "quantity": rng.i64(1..4), "unitPriceCents": price(p2)},
+        ],
+    })
+}
+
+pub struct RunResult {
+    pub commands_per_second: f64,
     latencies_ms: Vec<f64>,
     errors: u64,
     cpu: CpuUse,
@@ -59,38 +117,30 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         "load generator and write-service in one process; PostgreSQL on the same machine",
     );
 
-    let settings = write_service::Settings {
-        database_url: scratch.url.clone(),
-        addr: "127.0.0.1:0".parse()?,
-        snapshot_every: SNAPSHOT_EVERY,
-        database_max_connections: POOL,
-        command_max_retries: 10,
-    };
-    let pool = settings.pool()?;
-    let app = write_service::Application::with_pool(&settings, pool.clone()).await?;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let cancel = CancellationToken::new();
-    let server = tokio::spawn(app.run_until(cancel.clone().cancelled_owned()));
-
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let service = Service::start(scratch).await?;
+    let client = client()?;
     let measured = async {
         let mut by_level = Vec::new();
         for &level in &sizes.s1_levels {
             let mut runs = Vec::new();
             for _ in 0..sizes.runs {
-                runs.push(drive(&client, &base, level, sizes.s1_warmup, sizes.s1_duration).await?);
+                runs.push(
+                    drive(
+                        &client,
+                        &service.base,
+                        level,
+                        sizes.s1_warmup,
+                        sizes.s1_duration,
+                    )
+                    .await?,
+                );
             }
             by_level.push((level, runs));
         }
         anyhow::Ok(by_level)
     }
     .await;
-    cancel.cancel();
-    let _ = server.await;
-    pool.close().await;
+    service.stop().await;
     let by_level = measured?;
 
     let mut medians = Vec::new();
@@ -137,6 +187,9 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         )
         .note("load generator plus write-service; the rest is PostgreSQL and other work");
         medians.push((*level, median, runs));
+    }
+    if let Some(peak) = medians.iter().map(|m| m.1).reduce(f64::max) {
+        ctx.set_s1_peak(peak);
     }
 
     if let (Some(first), Some(last)) = (medians.first(), medians.last())
@@ -196,7 +249,7 @@ fn price(product: u64) -> i64 {
 
 /// One run at `level` clients: warm-up, then a measured window. Returns what completed
 /// inside the window.
-async fn drive(
+pub async fn drive(
     client: &reqwest::Client,
     base: &str,
     level: usize,
@@ -218,15 +271,7 @@ async fn drive(
             let mut i = 0u64;
             while Instant::now() < window_end {
                 i += 1;
-                let (p1, p2) = (rng.u64(0..PRODUCTS), rng.u64(0..PRODUCTS));
-                let p2 = if p2 == p1 { (p1 + 1) % PRODUCTS } else { p2 };
-                let body = json!({
-                    "userId": format!("u-{task}-{}", i % 50),
-                    "items": [
-                        {"productId": format!("p-{p1}"), "quantity": rng.i64(1..4), "unitPriceCents": price(p1)},
-                        {"productId": format!("p-{p2}"), "quantity": rng.i64(1..4), "unitPriceCents": price(p2)},
-                    ],
-                });
+                let body = order_body(&mut rng, &format!("u-{task}-{}", i % 50));
                 let t = Instant::now();
                 let placed = client
                     .post(format!("{base}/orders"))
