@@ -136,6 +136,7 @@ pub struct CpuSample {
     machine_total: u64,
     machine_cpus: usize,
     process: u64,
+    postgres: u64,
 }
 
 /// What a run used: the machine's CPUs busy (0..=cores) and this process's share.
@@ -146,6 +147,42 @@ pub struct CpuUse {
     pub machine_cpus: usize,
     /// CPUs this process (load generator and in-process service) used on average.
     pub process_cores: f64,
+    /// CPUs all `postgres` processes on this machine used on average (a backend that exits
+    /// during the window is missed, so this is a lower bound).
+    pub postgres_cores: f64,
+}
+
+/// utime + stime in clock ticks of `/proc/<pid>/stat`.
+fn ticks_of(stat: &str) -> Option<(&str, u64)> {
+    let (head, after) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
+    // utime and stime are fields 14 and 15, after the parenthesised command name.
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Some((
+        comm,
+        f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+    ))
+}
+
+/// CPU ticks of every process named `postgres`.
+fn postgres_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| read(&e.path().join("stat").to_string_lossy()))
+        .filter_map(|s| {
+            ticks_of(&s)
+                .filter(|(c, _)| *c == "postgres")
+                .map(|(_, t)| t)
+        })
+        .sum()
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -180,13 +217,8 @@ impl CpuSample {
             let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
             busy = total.saturating_sub(idle);
         }
-        // utime and stime are fields 14 and 15, after the parenthesised command name.
         let process = read("/proc/self/stat")
-            .and_then(|s| {
-                let after = s.rsplit_once(')')?.1.to_owned();
-                let f: Vec<&str> = after.split_whitespace().collect();
-                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-            })
+            .and_then(|s| ticks_of(&s).map(|(_, t)| t))
             .unwrap_or(0);
         CpuSample {
             at: Instant::now(),
@@ -194,6 +226,7 @@ impl CpuSample {
             machine_total: total,
             machine_cpus: cpus,
             process,
+            postgres: postgres_ticks(),
         }
     }
 
@@ -209,6 +242,7 @@ impl CpuSample {
             machine_busy_cores: busy / total * self.machine_cpus as f64,
             machine_cpus: self.machine_cpus,
             process_cores: self.process.saturating_sub(start.process) as f64 / ticks / seconds,
+            postgres_cores: self.postgres.saturating_sub(start.postgres) as f64 / ticks / seconds,
         }
     }
 }

@@ -185,7 +185,24 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
             "CPUs",
             own,
         )
-        .note("load generator plus write-service; the rest is PostgreSQL and other work");
+        .note("load generator plus write-service");
+        let pg: Vec<f64> = runs.iter().map(|r| r.cpu.postgres_cores).collect();
+        s.runs(
+            &format!("{level} clients: CPUs used by PostgreSQL"),
+            "CPUs",
+            pg,
+        )
+        .note("all postgres processes, from /proc/<pid>/stat");
+        s.value(
+            &format!("{level} clients: CPU time per command"),
+            "ms",
+            cpu_ms_per_command(m),
+        )
+        .note(format!(
+            "this process {} ms + PostgreSQL {} ms, from the median run",
+            crate::report::num(m.cpu.process_cores * 1000.0 / m.commands_per_second),
+            crate::report::num(m.cpu.postgres_cores * 1000.0 / m.commands_per_second)
+        ));
         medians.push((*level, median, runs));
     }
     if let Some(peak) = medians.iter().map(|m| m.1).reduce(f64::max) {
@@ -202,45 +219,61 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
             ratio,
         )
         .note("of the median commands/s");
-        let busy = stats::median(
+        let cpus = last.2[0].cpu.machine_cpus as f64;
+        let one = &first.2[stats::median_index(
+            &first
+                .2
+                .iter()
+                .map(|r| r.commands_per_second)
+                .collect::<Vec<_>>(),
+        )];
+        let many = &last.2[stats::median_index(
             &last
                 .2
                 .iter()
-                .map(|r| r.cpu.machine_busy_cores)
+                .map(|r| r.commands_per_second)
                 .collect::<Vec<_>>(),
-        );
-        let own = stats::median(
-            &last
-                .2
-                .iter()
-                .map(|r| r.cpu.process_cores)
-                .collect::<Vec<_>>(),
-        );
-        let cpus = last.2[0].cpu.machine_cpus;
+        )];
         s.check(
             &format!("{} clients ≥ 10x {} client", last.0, first.0),
             ratio,
             "x",
             ratio >= 10.0,
             || {
-                let levels = medians
-                    .iter()
-                    .map(|(l, m, _)| format!("{l}: {}", crate::report::num(*m)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                use crate::report::num;
+                let cost = cpu_ms_per_command(many);
+                let ceiling = cpus * 1000.0 / cost;
                 format!(
-                    "commands/s by clients {levels}; during the {}-client runs {} of {} CPUs were \
-                     busy (median), {} of them this process (load generator and write-service); \
-                     PostgreSQL runs on the same CPUs",
-                    last.0,
-                    crate::report::num(busy),
+                    "the machine's CPUs are the limit, by CPU accounting (/proc): one client \
+                     completes {} commands/s with {} of {} CPUs busy, each command costing {} ms \
+                     of CPU ({} ms here, {} ms in PostgreSQL); at {} clients {} of {} CPUs are \
+                     busy and a command costs {} ms, so {} CPUs cap the rate at about {} \
+                     commands/s, {}x one client. 10x would need each command to cost at most \
+                     {} ms of CPU, or more cores",
+                    num(first.1),
+                    num(one.cpu.machine_busy_cores),
                     cpus,
-                    crate::report::num(own)
+                    num(cpu_ms_per_command(one)),
+                    num(one.cpu.process_cores * 1000.0 / one.commands_per_second),
+                    num(one.cpu.postgres_cores * 1000.0 / one.commands_per_second),
+                    last.0,
+                    num(many.cpu.machine_busy_cores),
+                    cpus,
+                    num(cost),
+                    cpus,
+                    num(ceiling),
+                    num(ceiling / first.1),
+                    num(cpus * 1000.0 / (10.0 * first.1)),
                 )
             },
         );
     }
     Ok(s)
+}
+
+/// CPU milliseconds (this process plus PostgreSQL) per completed command.
+fn cpu_ms_per_command(r: &RunResult) -> f64 {
+    (r.cpu.process_cores + r.cpu.postgres_cores) * 1000.0 / r.commands_per_second.max(1e-9)
 }
 
 fn price(product: u64) -> i64 {

@@ -26,7 +26,7 @@ pub struct OrderFacts {
 
 impl OrderFacts {
     /// Folds one event in; `None` when the event does not fit (e.g. no `OrderCreated` first).
-    fn apply(facts: Option<OrderFacts>, e: &RecordedEvent) -> Option<OrderFacts> {
+    pub fn apply(facts: Option<OrderFacts>, e: &RecordedEvent) -> Option<OrderFacts> {
         let DomainEvent::Order(event) = &e.event else {
             return facts;
         };

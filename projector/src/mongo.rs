@@ -216,22 +216,25 @@ impl ViewStore {
             return Ok(found);
         }
         let coll = self.db.collection::<Document>(collection);
+        // Every match in the first reply: the default first batch (101 documents) would cost a
+        // getMore round trip per further 101 documents of a batch.
+        let batch = u32::try_from(ids.len()).unwrap_or(u32::MAX);
         let filter = doc! {"_id": {"$in": ids}};
         let mut cursor = match session {
             Some(s) => {
-                let mut cursor = coll.find(filter).session(&mut *s).await?;
+                let mut cursor = coll.find(filter).batch_size(batch).session(&mut *s).await?;
                 let mut docs = vec![];
                 while let Some(d) = cursor.next(&mut *s).await {
                     docs.push(d?);
                 }
                 for d in docs {
-                    if let Ok(id) = d.get_str("_id") {
-                        found.insert(id.to_owned(), d.clone());
+                    if let Ok(id) = d.get_str("_id").map(str::to_owned) {
+                        found.insert(id, d);
                     }
                 }
                 return Ok(found);
             }
-            None => coll.find(filter).await?,
+            None => coll.find(filter).batch_size(batch).await?,
         };
         while cursor.advance().await? {
             let d = Document::try_from(cursor.current())
