@@ -86,8 +86,8 @@ impl EventStore {
                 event_ids.push(e.event_id);
                 types.push(e.event.event_type.to_owned());
                 versions.push(e.event.schema_version);
-                data.push(e.event.data.clone());
-                metadata.push(e.metadata.clone());
+                data.push(&e.event.data);
+                metadata.push(&e.metadata);
             }
         }
         // One statement for every event of the command.
