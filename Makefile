@@ -19,7 +19,7 @@ test:
 	scripts/with-services.sh cargo test --workspace --all-targets
 
 bench:
-	scripts/with-services.sh cargo run --release -p bench -- $(if $(FULL),--full) --out target/bench
+	BENCH_COMMAND="make bench$(if $(FULL), FULL=1)" scripts/with-services.sh cargo run --release -p bench -- $(if $(FULL),--full) --out target/bench
 
 build:
 	cargo build --workspace --all-targets

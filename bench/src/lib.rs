@@ -88,7 +88,7 @@ impl Mode {
                 s6_rates: vec![20, 100],
                 s6_duration: Duration::from_secs(3),
                 s7_stream_events: 10_000,
-                s7_repeats: 20,
+                s7_repeats: 100,
             },
             Mode::Full => Sizes {
                 runs: 5,
@@ -107,7 +107,7 @@ impl Mode {
                 s6_rates: vec![20, 100, 200],
                 s6_duration: Duration::from_secs(10),
                 s7_stream_events: 10_000,
-                s7_repeats: 50,
+                s7_repeats: 200,
             },
         }
     }

@@ -49,10 +49,13 @@ async fn main() -> anyhow::Result<()> {
                 .map_or(p.clone(), |f| f.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "bench".to_owned());
-    let command = std::iter::once(program)
-        .chain(args)
-        .collect::<Vec<_>>()
-        .join(" ");
+    // `make bench` names itself, so the report shows the command a reader would type.
+    let command = std::env::var("BENCH_COMMAND").unwrap_or_else(|_| {
+        std::iter::once(program)
+            .chain(args)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
     let config = Config {
         mode,
         out_dir: cli.out.clone(),

@@ -10,7 +10,9 @@ use shared::{Quantity, UnitPriceCents};
 
 use crate::Ctx;
 use crate::env::Scratch;
+use crate::machine::{CpuSample, CpuUse};
 use crate::report::{Scenario, num};
+use crate::stats;
 
 const PER_TX: usize = 100;
 
@@ -33,8 +35,13 @@ fn event(i: usize) -> NewEvent {
     }
 }
 
-/// Appends `total` events to one new stream, `per_tx` per transaction; returns seconds.
-async fn append_run(store: &EventStore, total: usize, per_tx: usize) -> anyhow::Result<f64> {
+/// Appends `total` events to one new stream, `per_tx` per transaction; returns seconds and
+/// the CPU used meanwhile.
+async fn append_run(
+    store: &EventStore,
+    total: usize,
+    per_tx: usize,
+) -> anyhow::Result<(f64, CpuUse)> {
     let stream_id = format!("order-{}", uuid::Uuid::new_v4());
     let mut version = 0u64;
     // Built before the clock starts: the figure is the store's, not the JSON encoder's.
@@ -44,6 +51,7 @@ async fn append_run(store: &EventStore, total: usize, per_tx: usize) -> anyhow::
         .chunks(per_tx)
         .map(<[NewEvent]>::to_vec)
         .collect();
+    let cpu = CpuSample::now();
     let t = Instant::now();
     for events in batches {
         let n = events.len() as u64;
@@ -57,7 +65,7 @@ async fn append_run(store: &EventStore, total: usize, per_tx: usize) -> anyhow::
         store.append(std::slice::from_ref(&append), None).await?;
         version += n;
     }
-    Ok(t.elapsed().as_secs_f64())
+    Ok((t.elapsed().as_secs_f64(), CpuSample::now().since(&cpu)))
 }
 
 async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
@@ -85,14 +93,34 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
 
     let (mut single, mut batched) = (Vec::new(), Vec::new());
     let (mut single_tx_ms, mut batched_tx_ms) = (Vec::new(), Vec::new());
+    // CPU milliseconds per transaction: (this process, PostgreSQL).
+    let (mut single_cpu, mut batched_cpu) = (Vec::new(), Vec::new());
+    let per_tx_ms = |cpu: CpuUse, secs: f64, txs: usize| {
+        let scale = secs * 1000.0 / txs as f64;
+        (cpu.process_cores * scale, cpu.postgres_cores * scale)
+    };
     for _ in 0..sizes.runs {
-        let secs = append_run(&store, sizes.s2_single_events, 1).await?;
+        let (secs, cpu) = append_run(&store, sizes.s2_single_events, 1).await?;
         single.push(sizes.s2_single_events as f64 / secs);
         single_tx_ms.push(secs * 1000.0 / sizes.s2_single_events as f64);
-        let secs = append_run(&store, sizes.s2_batched_events, PER_TX).await?;
+        single_cpu.push(per_tx_ms(cpu, secs, sizes.s2_single_events));
+        let (secs, cpu) = append_run(&store, sizes.s2_batched_events, PER_TX).await?;
+        let txs = sizes.s2_batched_events.div_ceil(PER_TX);
         batched.push(sizes.s2_batched_events as f64 / secs);
-        batched_tx_ms.push(secs * 1000.0 / sizes.s2_batched_events.div_ceil(PER_TX) as f64);
+        batched_tx_ms.push(secs * 1000.0 / txs as f64);
+        batched_cpu.push(per_tx_ms(cpu, secs, txs));
     }
+    let median_of = |v: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
+        stats::median(&v.iter().map(pick).collect::<Vec<_>>())
+    };
+    let (single_own, single_pg) = (
+        median_of(&single_cpu, |c| c.0),
+        median_of(&single_cpu, |c| c.1),
+    );
+    let (batched_own, batched_pg) = (
+        median_of(&batched_cpu, |c| c.0),
+        median_of(&batched_cpu, |c| c.1),
+    );
     let single_median = s.runs("1 event per transaction", "events/s", single).median;
     let batched_median = s
         .runs(
@@ -111,6 +139,20 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
             batched_tx_ms,
         )
         .median;
+    s.value("CPU per 1-event transaction: PostgreSQL", "ms", single_pg)
+        .note(format!(
+            "this process {} ms; median of the runs",
+            num(single_own)
+        ));
+    s.value(
+        &format!("CPU per {PER_TX}-event transaction: PostgreSQL"),
+        "ms",
+        batched_pg,
+    )
+    .note(format!(
+        "this process {} ms; median of the runs",
+        num(batched_own)
+    ));
     let ratio = batched_median / single_median;
     s.value("ratio batched vs single", "x", ratio)
         .note("events/s, of the medians");
@@ -120,11 +162,24 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         "x",
         ratio >= 20.0,
         || {
+            let extra = (batched_ms - single_ms) / (PER_TX - 1) as f64;
             format!(
-                "a 1-event transaction took {} ms and a {PER_TX}-event one {} ms ({} ms per event)",
+                "a 1-event transaction took {} ms ({} ms of it PostgreSQL CPU, {} ms this \
+                 process, the rest mostly waiting for the commit's WAL flush) and a \
+                 {PER_TX}-event one {} ms ({} ms PostgreSQL CPU, {} ms this process), so each \
+                 event after the first adds {} ms, nearly all of it PostgreSQL CPU (a perf \
+                 profile of the server shows no single hot spot: B-tree inserts into the four \
+                 indexes, hashing, jsonb parsing, WAL records). 20x needs an event to add at \
+                 most {} ms, 1/25 of a 1-event transaction: commits are cheap on this disk, so \
+                 the fixed cost batching saves is small next to the per-row work",
                 num(single_ms),
+                num(single_pg),
+                num(single_own),
                 num(batched_ms),
-                num(batched_ms / PER_TX as f64)
+                num(batched_pg),
+                num(batched_own),
+                num(extra),
+                num(4.0 * single_ms / (PER_TX - 1) as f64),
             )
         },
     );

@@ -1,6 +1,7 @@
 //! Identifiers and bounded values, parsed once at the edge so the domain never sees bad input.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -46,14 +47,14 @@ impl std::str::FromStr for OrderId {
 }
 
 /// A key such as a user or product id: 1..=64 characters of `[A-Za-z0-9_.:-]`.
-fn parse_key(kind: &str, s: &str) -> Result<String, InvalidValue> {
+fn parse_key(kind: &str, s: &str) -> Result<Arc<str>, InvalidValue> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
     if s.is_empty() || s.len() > 64 || !s.chars().all(ok_char) {
         return Err(InvalidValue(format!(
             "{kind} must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'"
         )));
     }
-    Ok(s.to_owned())
+    Ok(Arc::from(s))
 }
 
 fn truncate(s: &str) -> &str {
@@ -65,9 +66,11 @@ fn truncate(s: &str) -> &str {
 
 macro_rules! key_newtype {
     ($name:ident, $kind:literal) => {
+        /// Shared, immutable text: a replay copies ids into state for every line it adds,
+        /// and a copy is then a reference count, not an allocation.
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             pub fn as_str(&self) -> &str {
@@ -91,7 +94,7 @@ macro_rules! key_newtype {
 
         impl From<$name> for String {
             fn from(v: $name) -> String {
-                v.0
+                v.0.to_string()
             }
         }
 
