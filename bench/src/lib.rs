@@ -214,7 +214,11 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         s1_peak: std::sync::Mutex::new(None),
     };
     let mut scenarios = Vec::new();
-    for (id, title) in SCENARIOS {
+    // S6 runs last: it folds a million events into views in this process's memory, and after
+    // it S7's in-memory fold measured 1.3-1.5 ms against 0.84-0.95 ms alone (heap it left).
+    let mut order = SCENARIOS;
+    order.sort_by_key(|(id, _)| *id == "S6");
+    for (id, title) in order {
         let wanted =
             config.only.is_empty() || config.only.iter().any(|o| o.eq_ignore_ascii_case(id));
         if !wanted {
@@ -251,6 +255,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         );
         scenarios.push(s);
     }
+    scenarios.sort_by_key(|s| SCENARIOS.iter().position(|(id, _)| *id == s.id));
     Ok(Report {
         command: config.command.clone(),
         mode: config.mode.name().to_owned(),
