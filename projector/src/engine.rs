@@ -82,7 +82,7 @@ fn dead_letter(view: &str, generation: i64, p: &Poison) -> Document {
     }
 }
 
-fn row_position(row: &TailRow) -> Position {
+pub(crate) fn row_position(row: &TailRow) -> Position {
     match row {
         Ok(e) => e.position,
         Err(u) => u.position,

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use shared::Position;
+use shared::store::TailRow;
 use tokio_util::sync::CancellationToken;
 
 use crate::Projector;
-use crate::engine::{BatchOutcome, Engine, ProjectorError};
+use crate::engine::{BatchOutcome, Engine, ProjectorError, row_position};
 use crate::lease::Lease;
 use crate::mongo::collection_name;
 use crate::views::View;
@@ -43,23 +44,41 @@ pub async fn catch_up<V: View>(
     mut progress: impl FnMut(usize),
 ) -> Result<Position, CatchUpError> {
     let mut checkpoint = from;
+    let mut ahead: Option<Vec<TailRow>> = None;
     loop {
         if cancel.is_cancelled() {
             return Err(CatchUpError::Cancelled);
         }
-        let rows = engine
-            .store
-            .read_committed_after(checkpoint, batch_size)
-            .await
-            .map_err(ProjectorError::from)?;
-        if rows.is_empty() {
+        let rows = match ahead.take() {
+            Some(rows) => rows,
+            None => engine
+                .store
+                .read_committed_after(checkpoint, batch_size)
+                .await
+                .map_err(ProjectorError::from)?,
+        };
+        let Some(last) = rows.last().map(row_position) else {
             if checkpoint >= until {
                 return Ok(checkpoint);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
-        }
-        match engine.apply_batch::<V>(generation, rows).await? {
+        };
+        // The next batch is read from PostgreSQL while this one is written to MongoDB: the
+        // read only needs to know where this batch ends.
+        let read_ahead = async {
+            if last < until {
+                engine
+                    .store
+                    .read_committed_after(last, batch_size)
+                    .await
+                    .ok()
+            } else {
+                None
+            }
+        };
+        let (applied, next) = tokio::join!(engine.apply_batch::<V>(generation, rows), read_ahead);
+        match applied? {
             BatchOutcome::Applied {
                 checkpoint: c,
                 events,
@@ -67,6 +86,8 @@ pub async fn catch_up<V: View>(
             } => {
                 checkpoint = c;
                 progress(events);
+                // Only a read that starts where this batch ended continues it.
+                ahead = next.filter(|_| c == last);
             }
             BatchOutcome::Stopped { poison, .. } => {
                 let e = poison.event;
