@@ -194,8 +194,14 @@ impl DomainEvent {
     /// Decodes a stored event of any known schema version.
     pub fn decode(event_type: &str, schema_version: i32, data: Value) -> Result<Self, DecodeError> {
         let (data, _) = upcast(event_type, schema_version, data)?;
-        fn parse<T: serde::de::DeserializeOwned>(t: &str, d: Value) -> Result<T, DecodeError> {
-            serde_json::from_value(d).map_err(|source| DecodeError::Data {
+        Self::decode_current(event_type, &data)
+    }
+
+    /// Decodes data already at the current schema version of `event_type`, by reference, so
+    /// a reader that keeps the stored JSON does not copy it.
+    pub fn decode_current(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
+        fn parse<T: serde::de::DeserializeOwned>(t: &str, d: &Value) -> Result<T, DecodeError> {
+            T::deserialize(d).map_err(|source| DecodeError::Data {
                 event_type: t.to_owned(),
                 source,
             })

@@ -6,7 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Aggregate, EventStore, Loaded, StoreError};
-use crate::events::{DomainEvent, upcast};
+use crate::events::{DomainEvent, current_schema_version, upcast};
 use crate::position::Position;
 
 /// An event as read back, upcast to its current schema version.
@@ -65,13 +65,20 @@ fn decode_row(r: EventRow) -> TailRow {
         tx_id: u64::try_from(r.tx_id).unwrap_or(0),
         global_position: r.global_position,
     };
-    let decoded =
+    // Data at the current version (nearly all of it) is decoded in place; only an upcast
+    // copies, because an event that fails to decode is kept as it was stored.
+    let current = current_schema_version(&r.event_type) == Some(r.schema_version);
+    let decoded = if current {
+        DomainEvent::decode_current(&r.event_type, &r.data)
+            .map(|event| (None, r.schema_version, event))
+    } else {
         upcast(&r.event_type, r.schema_version, r.data.clone()).and_then(|(data, version)| {
-            DomainEvent::decode(&r.event_type, version, data.clone())
-                .map(|event| (data, version, event))
-        });
+            DomainEvent::decode_current(&r.event_type, &data)
+                .map(|event| (Some(data), version, event))
+        })
+    };
     match decoded {
-        Ok((data, schema_version, event)) => Ok(RecordedEvent {
+        Ok((upcast_data, schema_version, event)) => Ok(RecordedEvent {
             position,
             stream_position: u64::try_from(r.stream_position).unwrap_or(0),
             stream_id: r.stream_id,
@@ -79,7 +86,7 @@ fn decode_row(r: EventRow) -> TailRow {
             event_type: r.event_type,
             stored_schema_version: r.schema_version,
             schema_version,
-            data,
+            data: upcast_data.unwrap_or(r.data),
             metadata: r.metadata,
             recorded_at: r.recorded_at,
             event,
