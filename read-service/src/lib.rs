@@ -29,6 +29,8 @@ pub use store::Views;
 pub struct AppState {
     pub views: Views,
     pub metrics: PrometheusHandle,
+    /// Signs and checks pagination cursors (`READ_CURSOR_SECRET`, else a random key).
+    pub cursors: cursor::Signer,
 }
 
 impl AppState {
@@ -41,6 +43,8 @@ impl AppState {
                 settings.consistency_timeout(),
             ),
             metrics: telemetry::metrics_handle(),
+            cursors: cursor::Signer::from_secret(settings.cursor_secret.as_deref())
+                .map_err(|e| anyhow::anyhow!("no random key for cursors: {e}"))?,
         })
     }
 }

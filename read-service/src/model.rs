@@ -70,6 +70,7 @@ pub struct OrderItem {
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     /// A UUID.
+    #[schema(format = Uuid)]
     pub order_id: String,
     pub user_id: String,
     /// ISO 4217 code, e.g. `USD`.

@@ -2,14 +2,14 @@
 //! only ever reaches MongoDB as a typed value inside a filter we build, never as an operator
 //! (`userId[$ne]=x` is an unknown parameter, `userId={"$gt":""}` an invalid id: both 422).
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use mongodb::bson::{self, Bson, Document, doc};
 use serde::Serialize;
 use shared::api_error::ApiError;
 use shared::{OrderId, ProductId, UserId};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::cursor::{self, Cursor};
+use crate::cursor::{Cursor, Signer};
 use crate::model::OrderStatus;
 use crate::records::OrderRecord;
 
@@ -17,6 +17,13 @@ pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
 /// Longest `/sales/daily` range, in days.
 pub const MAX_DAYS: i64 = 366;
+/// The years a time or day may name (UTC). MongoDB's dates reach further, but RFC 3339,
+/// `YYYY-MM-DD` and some servers (nx-27017 answers an error) do not.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z in milliseconds: the times a view
+/// document, a bound or a cursor may hold.
+pub const MIN_MILLIS: i64 = -62_135_596_800_000;
+pub const MAX_MILLIS: i64 = 253_402_300_799_999;
 
 /// The raw parameters of one request, checked against the endpoint's list.
 #[derive(Debug)]
@@ -91,14 +98,16 @@ impl Params {
             .unwrap_or(DEFAULT_LIMIT))
     }
 
-    /// `cursor`, issued for `scope`; a malformed or foreign one is a 400.
+    /// `cursor`, issued by `signer` for `scope`, with a key and id `valid` accepts; any
+    /// other is a 400.
     pub fn cursor(
         &self,
+        signer: &Signer,
         scope: &str,
-        valid_id: impl Fn(&str) -> bool,
+        valid: impl Fn(i64, &str) -> bool,
     ) -> Result<Option<Cursor>, ApiError> {
         self.raw("cursor")
-            .map(|c| cursor::decode(c, scope, valid_id))
+            .map(|c| signer.decode(c, scope, valid))
             .transpose()
     }
 }
@@ -113,16 +122,56 @@ pub fn product_id(v: &str) -> Result<ProductId, String> {
         .map_err(|e: shared::ids::InvalidValue| e.to_string())
 }
 
+/// The pattern of an order id as the API writes it: a hyphenated UUID.
+pub const ORDER_ID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// An order id, exactly as [`ORDER_ID_PATTERN`] says (the `uuid` crate alone would also
+/// take 32 bare hex digits, braces or a `urn:uuid:` prefix).
+pub fn order_id(v: &str) -> Result<OrderId, String> {
+    let hyphenated = v.len() == 36
+        && v.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        });
+    hyphenated
+        .then(|| v.parse().ok())
+        .flatten()
+        .ok_or_else(|| "must be a UUID as 8-4-4-4-12 hex digits".into())
+}
+
 pub fn is_order_id(v: &str) -> bool {
-    v.parse::<OrderId>().is_ok()
+    order_id(v).is_ok()
 }
 
 pub fn is_product_id(v: &str) -> bool {
     v.parse::<ProductId>().is_ok()
 }
 
-/// A UTC day, exactly `YYYY-MM-DD`.
-pub fn date(v: &str) -> Result<NaiveDate, String> {
+/// Whether `ms` is a time of years 1 to 9999.
+pub fn is_millis(ms: i64) -> bool {
+    (MIN_MILLIS..=MAX_MILLIS).contains(&ms)
+}
+
+/// A cursor key and id of a listing by creation time.
+pub fn is_time_and_order_id(key: i64, id: &str) -> bool {
+    is_millis(key) && is_order_id(id)
+}
+
+/// Why a day was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadDate {
+    /// Not `YYYY-MM-DD`, or no such day.
+    Malformed(String),
+    /// A real day, outside years 1 to 9999.
+    OutOfRange(String),
+}
+
+/// A UTC day, exactly `YYYY-MM-DD`, of years 1 to 9999.
+pub fn day(v: &str) -> Result<NaiveDate, BadDate> {
     let well_formed = v.len() == 10
         && v.bytes().enumerate().all(|(i, b)| {
             if i == 4 || i == 7 {
@@ -131,17 +180,34 @@ pub fn date(v: &str) -> Result<NaiveDate, String> {
                 b.is_ascii_digit()
             }
         });
-    well_formed
+    let day = well_formed
         .then(|| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
         .flatten()
-        .ok_or_else(|| "must be a date as YYYY-MM-DD".into())
+        .ok_or_else(|| BadDate::Malformed("must be a date as YYYY-MM-DD".into()))?;
+    if !YEARS.contains(&day.year()) {
+        return Err(BadDate::OutOfRange(
+            "must be a day from 0001-01-01 to 9999-12-31".into(),
+        ));
+    }
+    Ok(day)
 }
 
-/// An RFC 3339 time with an offset (encode `+` as `%2B` in a URL).
+/// [`day`] for a query parameter: every refusal is a 422.
+pub fn date(v: &str) -> Result<NaiveDate, String> {
+    day(v).map_err(|(BadDate::Malformed(why) | BadDate::OutOfRange(why))| why)
+}
+
+/// An RFC 3339 time with an offset (encode `+` as `%2B` in a URL), of years 1 to 9999 in UTC.
 pub fn time(v: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(v)
+    let t = DateTime::parse_from_rfc3339(v)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "must be an RFC 3339 time, e.g. 2026-11-26T00:00:00Z".into())
+        .map_err(|_| String::from("must be an RFC 3339 time, e.g. 2026-11-26T00:00:00Z"))?;
+    if !YEARS.contains(&t.year()) {
+        return Err(
+            "must be a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z (in UTC)".into(),
+        );
+    }
+    Ok(t)
 }
 
 pub fn cents(v: &str) -> Result<i64, String> {
@@ -242,18 +308,22 @@ fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-/// The whole second at or before `ms`.
+/// The whole second at or before `ms` (saturating: inputs are checked to be years 1..=9999).
 fn second_floor(ms: i64) -> i64 {
-    ms.div_euclid(1000) * 1000
+    ms.div_euclid(1000).saturating_mul(1000)
+}
+
+/// The whole second after the one `ms` falls in.
+fn next_second(ms: i64) -> i64 {
+    second_floor(ms).saturating_add(1000)
 }
 
 /// The whole second at or after `t`.
 fn second_ceil(t: DateTime<Utc>) -> i64 {
-    let floor = second_floor(millis(t));
     if t.timestamp_subsec_nanos() == 0 {
-        floor
+        second_floor(millis(t))
     } else {
-        floor + 1000
+        next_second(millis(t))
     }
 }
 
@@ -287,7 +357,7 @@ impl OrderListing<'_> {
                 let (field, descending) = (self.sort.field(), self.sort.descending());
                 f.insert("$or", after(field, descending, Bson::Int64(c.key), &c.id));
             } else if self.sort.descending() {
-                let end = second_floor(c.key) + 1000;
+                let end = next_second(c.key);
                 high = Some(high.map_or(end, |h| h.min(end)));
             } else {
                 let start = second_floor(c.key);
@@ -295,10 +365,12 @@ impl OrderListing<'_> {
             }
         }
         let mut created = Document::new();
-        if let Some(l) = low {
+        // Bounds beyond years 1..=9999 hold for every document: the server is not asked
+        // (nx-27017 errors on such dates), `keeps` still applies the exact bound.
+        if let Some(l) = low.filter(|l| *l > MIN_MILLIS) {
             created.insert("$gte", bson::DateTime::from_millis(l));
         }
-        if let Some(h) = high {
+        if let Some(h) = high.filter(|h| *h <= MAX_MILLIS) {
             created.insert("$lt", bson::DateTime::from_millis(h));
         }
         if !created.is_empty() {
@@ -352,13 +424,15 @@ pub struct OrderSearch {
     /// Total at least this many cents.
     #[param(minimum = 0)]
     pub min_total_cents: Option<i64>,
-    /// Total at most this many cents.
+    /// Total at most this many cents; not below `minTotalCents` (422).
     #[param(minimum = 0)]
     pub max_total_cents: Option<i64>,
-    /// Created at or after this RFC 3339 time.
+    /// Created at or after this RFC 3339 time, from 0001-01-01T00:00:00Z to
+    /// 9999-12-31T23:59:59.999Z in UTC (else 422).
     #[param(value_type = Option<String>, format = DateTime)]
     pub created_from: Option<DateTime<Utc>>,
-    /// Created before this RFC 3339 time (exclusive).
+    /// Created before this RFC 3339 time (exclusive), years 0001 to 9999 in UTC like
+    /// `createdFrom` and not before it (422).
     #[param(value_type = Option<String>, format = DateTime)]
     pub created_to: Option<DateTime<Utc>>,
     /// Order of the results (default `-createdAt`, newest first).
@@ -367,7 +441,8 @@ pub struct OrderSearch {
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: i64,
-    /// `nextCursor` of the previous page, issued for the same sort.
+    /// `nextCursor` of the previous page, issued for the same sort; any other value is a
+    /// 400 `invalid_cursor` (start again without it).
     #[param(value_type = Option<String>)]
     pub cursor: Option<Cursor>,
 }
@@ -386,7 +461,7 @@ impl OrderSearch {
         "cursor",
     ];
 
-    pub fn parse(p: &Params) -> Result<Self, ApiError> {
+    pub fn parse(p: &Params, cursors: &Signer) -> Result<Self, ApiError> {
         let sort = p.get("sort", OrderSort::parse)?.unwrap_or_default();
         let search = Self {
             user_id: p.get("userId", user_id)?,
@@ -398,7 +473,9 @@ impl OrderSearch {
             created_to: p.get("createdTo", time)?,
             sort,
             limit: p.limit()?,
-            cursor: p.cursor(&sort.scope(), is_order_id)?,
+            cursor: p.cursor(cursors, &sort.scope(), |key, id| {
+                is_order_id(id) && (!sort.on_time() || is_millis(key))
+            })?,
         };
         if let (Some(min), Some(max)) = (search.min_total_cents, search.max_total_cents)
             && max < min
@@ -460,7 +537,8 @@ pub struct Paging {
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: i64,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page; any other value is a 400 `invalid_cursor`
+    /// (start again without it).
     #[param(value_type = Option<String>)]
     pub cursor: Option<Cursor>,
 }
@@ -470,12 +548,13 @@ impl Paging {
 
     pub fn parse(
         p: &Params,
+        cursors: &Signer,
         scope: &str,
-        valid_id: impl Fn(&str) -> bool,
+        valid: impl Fn(i64, &str) -> bool,
     ) -> Result<Self, ApiError> {
         Ok(Self {
             limit: p.limit()?,
-            cursor: p.cursor(scope, valid_id)?,
+            cursor: p.cursor(cursors, scope, valid)?,
         })
     }
 }
@@ -484,11 +563,13 @@ impl Paging {
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SalesRangeQuery {
-    /// First UTC day, `YYYY-MM-DD`.
-    #[param(value_type = String, format = Date)]
+    /// First UTC day, `YYYY-MM-DD`, from 0001-01-01 to 9999-12-31; not after `to`, and the
+    /// range `from..=to` covers at most 366 days (else 422).
+    #[param(value_type = String, format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub from: NaiveDate,
-    /// Last UTC day, `YYYY-MM-DD`, at most 365 days after `from`.
-    #[param(value_type = String, format = Date)]
+    /// Last UTC day, `YYYY-MM-DD`, from 0001-01-01 to 9999-12-31; not before `from` and at
+    /// most 365 days after it, so the range covers at most 366 days (else 422).
+    #[param(value_type = String, format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub to: NaiveDate,
 }
 
@@ -520,7 +601,8 @@ pub struct LowStockQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: i64,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page; any other value is a 400 `invalid_cursor`
+    /// (start again without it).
     #[param(value_type = Option<String>)]
     pub cursor: Option<Cursor>,
 }
@@ -529,11 +611,11 @@ impl LowStockQuery {
     pub const PARAMS: [&str; 3] = ["maxAvailable", "limit", "cursor"];
     pub const SCOPE: &str = "inventory:availableUnits";
 
-    pub fn parse(p: &Params) -> Result<Self, ApiError> {
+    pub fn parse(p: &Params, cursors: &Signer) -> Result<Self, ApiError> {
         Ok(Self {
             max_available: p.get("maxAvailable", integer)?,
             limit: p.limit()?,
-            cursor: p.cursor(Self::SCOPE, is_product_id)?,
+            cursor: p.cursor(cursors, Self::SCOPE, |_, id| is_product_id(id))?,
         })
     }
 }
@@ -552,7 +634,7 @@ mod tests {
     }
 
     fn search(q: &[(&str, &str)]) -> Result<OrderSearch, ApiError> {
-        OrderSearch::parse(&params(q, &OrderSearch::PARAMS)?)
+        OrderSearch::parse(&params(q, &OrderSearch::PARAMS)?, &Signer::new(b"test"))
     }
 
     fn refused_field(r: Result<impl std::fmt::Debug, ApiError>) -> (u16, String) {
@@ -751,5 +833,98 @@ mod tests {
             &params(&[("from", "2026-01-01")], &SalesRangeQuery::PARAMS).unwrap(),
         );
         assert_eq!(refused_field(missing), (422, "to".into()));
+    }
+
+    #[test]
+    fn times_and_days_are_years_1_to_9999() {
+        for ok in [
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T00:59:59+00:59",
+            "9999-12-31T23:59:59.999999999Z",
+            "9999-12-31T00:00:00+01:00",
+        ] {
+            assert!(time(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "0000-12-31T23:59:59.999Z",
+            "0001-01-01T00:00:00+00:01",
+            "9999-12-31T23:59:59-00:01",
+        ] {
+            assert!(time(bad).unwrap_err().contains("9999"), "{bad}");
+        }
+        assert_eq!(day("0001-01-01").unwrap().to_string(), "0001-01-01");
+        assert_eq!(day("9999-12-31").unwrap().to_string(), "9999-12-31");
+        assert!(matches!(day("0000-01-01"), Err(BadDate::OutOfRange(_))));
+        assert!(matches!(day("0000-02-30"), Err(BadDate::Malformed(_))));
+        assert!(matches!(day("10000-01-01"), Err(BadDate::Malformed(_))));
+        assert_eq!(
+            refused_field(search(&[("createdFrom", "0000-01-01T00:00:00Z")])),
+            (422, "createdFrom".into())
+        );
+        assert!(is_millis(MIN_MILLIS) && is_millis(MAX_MILLIS));
+        assert!(!is_millis(MIN_MILLIS - 1) && !is_millis(MAX_MILLIS + 1));
+        let t = |v: &str| DateTime::parse_from_rfc3339(v).unwrap().with_timezone(&Utc);
+        assert_eq!(millis(t("0001-01-01T00:00:00Z")), MIN_MILLIS);
+        assert_eq!(millis(t("9999-12-31T23:59:59.999Z")), MAX_MILLIS);
+    }
+
+    #[test]
+    fn bounds_at_the_ends_of_time_are_left_to_keeps_and_never_overflow() {
+        let s = |ms: i64| bson::DateTime::from_millis(ms);
+        let last = Cursor {
+            key: MAX_MILLIS,
+            id: "m".into(),
+        };
+        // The whole second after 9999-12-31T23:59:59.999 is in year 10000: not sent.
+        let listing = OrderListing {
+            criteria: Document::new(),
+            created_from: DateTime::from_timestamp_millis(MIN_MILLIS),
+            created_to: DateTime::from_timestamp_millis(MAX_MILLIS),
+            sort: OrderSort::CreatedAtDesc,
+            cursor: Some(&last),
+        };
+        assert_eq!(listing.server_filter(), doc! {});
+        assert!(listing.keeps(&order("a", MAX_MILLIS - 1, 0)));
+        assert!(
+            !listing.keeps(&order("a", MAX_MILLIS, 0)),
+            "createdTo is exclusive"
+        );
+        let first = Cursor {
+            key: MIN_MILLIS + 1,
+            id: "m".into(),
+        };
+        let ascending = OrderListing {
+            sort: OrderSort::CreatedAt,
+            cursor: Some(&first),
+            created_to: None,
+            ..listing
+        };
+        assert_eq!(ascending.server_filter(), doc! {});
+        let later = OrderListing {
+            created_from: DateTime::from_timestamp_millis(MIN_MILLIS + 1500),
+            ..ascending
+        };
+        assert_eq!(
+            later.server_filter(),
+            doc! {"createdAt": {"$gte": s(MIN_MILLIS + 1000)}}
+        );
+        // Keys no cursor of ours holds (refused when decoded) still cannot overflow here.
+        for key in [i64::MIN, i64::MIN + 1, -1, i64::MAX - 999, i64::MAX] {
+            let c = Cursor {
+                key,
+                id: "m".into(),
+            };
+            for sort in OrderSort::ALL {
+                let l = OrderListing {
+                    criteria: Document::new(),
+                    created_from: None,
+                    created_to: None,
+                    sort,
+                    cursor: Some(&c),
+                };
+                l.server_filter();
+                l.keeps(&order("a", 0, 0));
+            }
+        }
     }
 }

@@ -33,6 +33,13 @@ pub struct Settings {
     /// How long a request waits for a reachable MongoDB before answering 503, in milliseconds.
     #[arg(long, env = "MONGODB_SERVER_SELECTION_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub mongodb_timeout_ms: u64,
+
+    /// Secret (at least 32 bytes) that signs pagination cursors. Give every instance the
+    /// same one so cursors work across instances and restarts; unset, each process signs
+    /// with a random key and its cursors end with it (a client then gets 400 and restarts
+    /// paging).
+    #[arg(long, env = "READ_CURSOR_SECRET", hide_env_values = true, value_parser = crate::cursor::parse_secret)]
+    pub cursor_secret: Option<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -43,6 +50,13 @@ impl fmt::Debug for Settings {
             .field("mongodb_database", &self.mongodb_database)
             .field("consistency_timeout_ms", &self.consistency_timeout_ms)
             .field("mongodb_timeout_ms", &self.mongodb_timeout_ms)
+            .field(
+                "cursor_key",
+                &self
+                    .cursor_secret
+                    .as_ref()
+                    .map_or("per-process", |_| "configured"),
+            )
             .finish()
     }
 }
@@ -56,6 +70,7 @@ impl Settings {
             mongodb_database: mongodb_database.into(),
             consistency_timeout_ms: 2000,
             mongodb_timeout_ms: 2000,
+            cursor_secret: None,
         }
     }
 

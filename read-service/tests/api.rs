@@ -550,7 +550,7 @@ async fn invalid_criteria_are_422_naming_the_parameter() {
         ("/inventory?cursor=31", "invalid_cursor", "cursor"),
         ("/sales/daily/2026-02-30", "invalid_path", "date"),
         ("/inventory/bad$id", "invalid_path", ""),
-        ("/orders/123", "invalid_path", ""),
+        ("/orders/123", "invalid_path", "orderId"),
     ] {
         let r = app.get(uri).await;
         assert_eq!(
@@ -638,7 +638,8 @@ async fn cursors_are_bound_to_their_listing_and_sort(pool: PgPool) {
     assert_eq!(totals, [200, 300]);
 
     let mut tampered = newest.clone();
-    tampered.replace_range(0..2, "32");
+    // Version 1, as cursors were before they were signed: the signature no longer matches.
+    tampered.replace_range(0..2, "31");
     for uri in [
         format!("/orders?sort=totalCents&cursor={newest}"),
         format!("/orders?sort=-totalCents&cursor={by_total}"),
@@ -657,6 +658,439 @@ async fn cursors_are_bound_to_their_listing_and_sort(pool: PgPool) {
         );
     }
     env.cleanup().await;
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the OpenAPI document lists `status` among the answers of `GET template`.
+async fn documented(app: &App, template: &str, status: StatusCode) -> bool {
+    let doc = app.get("/openapi.json").await.ok();
+    doc["paths"][template]["get"]["responses"][status.as_str()].is_object()
+}
+
+/// Two orders of `user` in the active `orders_view`, a second apart.
+async fn two_orders(mongo: &Mongo, user: &str) {
+    let g = mongo.views.active_generation("orders_view").await.unwrap();
+    mongo
+        .db()
+        .collection::<mongodb::bson::Document>(&collection_name("orders_view", g))
+        .insert_many([
+            order_doc(1, user, 1_795_000_000_000),
+            order_doc(2, user, 1_795_000_001_000),
+        ])
+        .await
+        .unwrap();
+}
+
+/// Cursors the service did not issue: keys at the ends of i64 (they overflowed the paging
+/// arithmetic: a panic and a dropped connection in debug builds, a wrap in release), times
+/// outside years 1..=9999, and a plausible cursor written by hand. Each is a 400 in the API's
+/// body, documented; a cursor the service issued still pages, and a tampered copy does not.
+#[tokio::test]
+async fn a_cursor_the_service_did_not_issue_is_400() {
+    let mongo = Mongo::new().await;
+    two_orders(&mongo, "alice").await;
+    mongo
+        .put(
+            "inventory_view",
+            doc! {"_id": "sku-1", "productId": "sku-1", "receivedUnits": 5_i64, "soldUnits": 0_i64,
+            "availableUnits": 5_i64, "updatedAt": Bson::Null, "appliedPosition": "0000000000000001-0000000000000001"},
+        )
+        .await;
+    let app = mongo.app().await;
+    let id = "00000000-0000-4000-8000-000000000001";
+    // 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z in milliseconds.
+    let (year_0, year_10000) = (-62_167_219_200_000_i64, 253_402_300_800_000_i64);
+    let keys = [
+        i64::MAX,
+        i64::MIN,
+        i64::MIN + 1,
+        year_0,
+        year_10000 - 1,
+        year_10000,
+        1_795_000_000_000,
+    ];
+    let mut cases = vec![];
+    for sort in ["createdAt", "-createdAt", "totalCents", "-totalCents"] {
+        for key in keys {
+            let c = hex(&format!("1|orders:{sort}|{key}|{id}"));
+            cases.push(("/orders", format!("/orders?sort={sort}&cursor={c}")));
+        }
+    }
+    for key in keys {
+        let c = hex(&format!("1|user:alice|{key}|{id}"));
+        cases.push((
+            "/users/{userId}/orders",
+            format!("/users/alice/orders?cursor={c}"),
+        ));
+        let c = hex(&format!("1|inventory:availableUnits|{key}|sku-0"));
+        cases.push(("/inventory", format!("/inventory?cursor={c}")));
+    }
+    for (template, uri) in cases {
+        let r = app.get(&uri).await;
+        assert_eq!(
+            (r.status, r.code(), r.field()),
+            (StatusCode::BAD_REQUEST, "invalid_cursor", "cursor"),
+            "{uri}: {:?}",
+            r.body
+        );
+        assert!(r.headers.contains_key("x-request-id"), "{uri}");
+        assert!(documented(&app, template, r.status).await, "{template}");
+    }
+
+    for first in ["/orders?limit=1", "/users/alice/orders?limit=1"] {
+        let page = app.get(first).await.ok();
+        let issued = page["nextCursor"].as_str().unwrap().to_owned();
+        let next = app.get(&format!("{first}&cursor={issued}")).await.ok();
+        assert_eq!(next["orders"].as_array().unwrap().len(), 1, "{first}");
+        // Any single character changed (a hex digit for another) is refused.
+        for at in 0..issued.len() {
+            let mut forged = issued.clone().into_bytes();
+            forged[at] = if forged[at] == b'0' { b'1' } else { b'0' };
+            let forged = String::from_utf8(forged).unwrap();
+            let r = app.get(&format!("{first}&cursor={forged}")).await;
+            assert_eq!(
+                (r.status, r.code()),
+                (StatusCode::BAD_REQUEST, "invalid_cursor"),
+                "{first} {forged}"
+            );
+        }
+    }
+    mongo.drop().await;
+}
+
+/// Cursors are signed with `READ_CURSOR_SECRET`: instances that share it accept each other's
+/// cursors (and would after a restart); without it each process signs with a random key of
+/// its own, and another process's cursor is a 400 telling the client to start again.
+#[tokio::test]
+async fn cursors_work_across_instances_only_with_a_shared_secret() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+    use clap::Parser;
+    let short = Cli::try_parse_from(["read-service", "--cursor-secret", "too short"]);
+    assert!(
+        short.is_err(),
+        "a secret under 32 bytes is refused at start-up"
+    );
+    let secret = "a-secret-shared-by-every-instance";
+    let parsed = Cli::try_parse_from(["read-service", "--cursor-secret", secret]).unwrap();
+    assert_eq!(parsed.settings.cursor_secret.as_deref(), Some(secret));
+    assert!(!format!("{:?}", parsed.settings).contains(secret));
+
+    let mongo = Mongo::new().await;
+    two_orders(&mongo, "alice").await;
+    let with = |secret: Option<&str>| Settings {
+        cursor_secret: secret.map(str::to_owned),
+        ..mongo.settings()
+    };
+    let one = App::new(with(Some(secret))).await;
+    let two = App::new(with(Some(secret))).await;
+    let other = App::new(with(Some("another-secret-of-at-least-32-bytes"))).await;
+    let (own_a, own_b) = (mongo.app().await, mongo.app().await);
+    let next = |app: &App, uri: String| {
+        let app = app.clone();
+        async move { app.get(&uri).await }
+    };
+    for first in ["/orders?limit=1", "/users/alice/orders?limit=1"] {
+        for (issuer, accepts, refuses) in [
+            (&one, vec![&one, &two], vec![&other, &own_a]),
+            (&own_a, vec![&own_a], vec![&own_b, &one]),
+        ] {
+            let c = next(issuer, first.to_owned()).await.ok()["nextCursor"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let uri = format!("{first}&cursor={c}");
+            for app in accepts {
+                let page = next(app, uri.clone()).await.ok();
+                assert_eq!(page["orders"].as_array().unwrap().len(), 1, "{uri}");
+            }
+            for app in refuses {
+                let r = next(app, uri.clone()).await;
+                assert_eq!(
+                    (r.status, r.code(), r.field()),
+                    (StatusCode::BAD_REQUEST, "invalid_cursor", "cursor"),
+                    "{uri}"
+                );
+                let message = r.body["error"]["message"].as_str().unwrap();
+                assert!(message.contains("start paging again"), "{message}");
+            }
+        }
+    }
+    mongo.drop().await;
+}
+
+/// Times and days are years 1 to 9999 (UTC) on every endpoint: outside, a 422 naming the
+/// parameter (never a 500 from MongoDB nor an overflow); at the very edges, an answer.
+#[tokio::test]
+async fn dates_outside_years_1_to_9999_are_422() {
+    let mongo = Mongo::new().await;
+    two_orders(&mongo, "alice").await;
+    let app = mongo.app().await;
+    for (template, uri, field) in [
+        (
+            "/orders",
+            "/orders?createdFrom=0000-01-01T00:00:00Z",
+            "createdFrom",
+        ),
+        (
+            "/orders",
+            "/orders?createdTo=0000-12-31T23:59:59Z",
+            "createdTo",
+        ),
+        // UTC, these are 0000-12-31T23:00:00Z and 10000-01-01T00:59:59Z.
+        (
+            "/orders",
+            "/orders?createdFrom=0001-01-01T00:00:00%2B01:00",
+            "createdFrom",
+        ),
+        (
+            "/orders",
+            "/orders?createdTo=9999-12-31T23:59:59-01:00",
+            "createdTo",
+        ),
+        (
+            "/orders",
+            "/orders?sort=createdAt&createdFrom=0000-06-01T00:00:00Z&createdTo=2026-01-01T00:00:00Z",
+            "createdFrom",
+        ),
+        (
+            "/sales/daily",
+            "/sales/daily?from=0000-01-01&to=0000-01-02",
+            "from",
+        ),
+        (
+            "/sales/daily",
+            "/sales/daily?from=0000-12-31&to=0001-01-01",
+            "from",
+        ),
+        ("/sales/daily/{date}", "/sales/daily/0000-01-01", "date"),
+        ("/sales/daily/{date}", "/sales/daily/0000-12-31", "date"),
+    ] {
+        let r = app.get(uri).await;
+        assert_eq!(
+            (r.status, r.code(), r.field()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", field),
+            "{uri}: {:?}",
+            r.body
+        );
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("9999"),
+            "{uri}: {:?}",
+            r.body
+        );
+        assert!(documented(&app, template, r.status).await, "{template}");
+    }
+
+    // The edges themselves answer, including the whole-second widening past the last
+    // millisecond of 9999 and a range that ends on 9999-12-31.
+    let all = |r: common::Reply| r.ok()["orders"].as_array().unwrap().len();
+    for sort in ["createdAt", "-createdAt"] {
+        let everything = format!(
+            "/orders?sort={sort}&createdFrom=0001-01-01T00:00:00Z&createdTo=9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(all(app.get(&everything).await), 2, "{everything}");
+        let later = format!("/orders?sort={sort}&createdFrom=9999-12-31T23:59:59.999Z");
+        assert_eq!(all(app.get(&later).await), 0, "{later}");
+        let before = format!("/orders?sort={sort}&createdTo=0001-01-01T00:00:00.001Z");
+        assert_eq!(all(app.get(&before).await), 0, "{before}");
+    }
+    let year = app
+        .get("/sales/daily?from=9999-01-01&to=9999-12-31")
+        .await
+        .ok();
+    assert_eq!(year["days"].as_array().unwrap().len(), 365);
+    assert_eq!(year["days"][364]["date"], "9999-12-31");
+    let first = app
+        .get("/sales/daily?from=0001-01-01&to=0001-01-01")
+        .await
+        .ok();
+    assert_eq!(first["days"][0]["date"], "0001-01-01");
+    for d in ["0001-01-01", "9999-12-31"] {
+        assert_eq!(app.get(&format!("/sales/daily/{d}")).await.ok()["date"], d);
+    }
+    mongo.drop().await;
+}
+
+/// Every query string is checked by the endpoint's own list: an unknown, repeated or
+/// undecodable parameter is a 422 in the API's body, on every endpoint that reads the views.
+#[tokio::test]
+async fn every_endpoint_answers_bad_query_strings_with_the_error_body() {
+    let mongo = Mongo::new().await;
+    let app = mongo.app().await;
+    let order = OrderId::new();
+    for base in [
+        "/orders?".to_owned(),
+        format!("/orders/{order}?"),
+        "/users/alice/orders?".into(),
+        "/sales/daily?from=2026-11-01&to=2026-11-02&".into(),
+        "/sales/daily/2026-11-01?".into(),
+        "/inventory?".into(),
+        "/inventory/sku-1?".into(),
+        "/dashboard/summary?".into(),
+    ] {
+        for (query, field) in [
+            ("x=1", "x"),
+            ("%ff=1", "\u{fffd}"),
+            ("userId%5B%24ne%5D=x", "userId[$ne]"),
+            ("%00=1", "\0"),
+        ] {
+            let uri = format!("{base}{query}");
+            let r = app.get(&uri).await;
+            assert_eq!(
+                (r.status, r.code(), r.field()),
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", field),
+                "{uri}: {:?}",
+                r.body
+            );
+        }
+    }
+    for uri in [
+        "/orders?limit=%ff",
+        "/orders?limit=1&limit=1",
+        "/inventory?limit=1e1",
+    ] {
+        let r = app.get(uri).await;
+        assert_eq!(
+            (r.status, r.code(), r.field()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "limit"
+            ),
+            "{uri}: {:?}",
+            r.body
+        );
+    }
+    mongo.drop().await;
+}
+
+/// What a client generator needs: typed path parameters with the patterns the code checks,
+/// and the range rules the code enforces, stated where OpenAPI can state them.
+#[tokio::test]
+async fn the_openapi_document_states_the_rules_the_code_enforces() {
+    let mongo = Mongo::new().await;
+    let app = mongo.app().await;
+    let doc = app.get("/openapi.json").await.ok();
+    let param = |path: &str, name: &str| -> Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no parameter {name}"))
+            .clone()
+    };
+    let key = "^[A-Za-z0-9_.:-]{1,64}$";
+    let order_id = param("/orders/{orderId}", "orderId");
+    assert_eq!(
+        (
+            &order_id["schema"]["type"],
+            &order_id["schema"]["format"],
+            &order_id["schema"]["pattern"]
+        ),
+        (
+            &json!("string"),
+            &json!("uuid"),
+            &json!(read_service::query::ORDER_ID_PATTERN)
+        ),
+        "{order_id}"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["Order"]["properties"]["orderId"]["format"],
+        "uuid"
+    );
+    // The code takes exactly what the pattern says: the other spellings the uuid crate
+    // would parse are 400, a hyphenated UUID in capitals is looked up (404 here).
+    let id = OrderId::new().to_string();
+    for other in [
+        id.replace('-', ""),
+        format!("urn:uuid:{id}"),
+        format!("%7B{id}%7D"),
+        format!("{id}0"),
+    ] {
+        let r = app.get(&format!("/orders/{other}")).await;
+        assert_eq!(
+            (r.status, r.code(), r.field()),
+            (StatusCode::BAD_REQUEST, "invalid_path", "orderId"),
+            "{other}: {:?}",
+            r.body
+        );
+    }
+    let r = app.get(&format!("/orders/{}", id.to_uppercase())).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "order_not_found")
+    );
+    assert_eq!(
+        param("/inventory/{productId}", "productId")["schema"]["pattern"],
+        key
+    );
+    assert_eq!(
+        param("/users/{userId}/orders", "userId")["schema"]["pattern"],
+        key
+    );
+    assert_eq!(param("/orders", "userId")["schema"]["pattern"], key);
+    assert_eq!(param("/orders", "productId")["schema"]["pattern"], key);
+    let day = param("/sales/daily/{date}", "date");
+    assert_eq!(day["schema"]["format"], "date", "{day}");
+    assert_eq!(
+        day["schema"]["pattern"], "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        "{day}"
+    );
+    for name in ["from", "to"] {
+        let p = param("/sales/daily", name);
+        assert_eq!(p["required"], true, "{p}");
+        assert_eq!(p["schema"]["format"], "date", "{p}");
+        assert_eq!(
+            p["schema"]["pattern"], "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+            "{p}"
+        );
+        assert!(p["description"].as_str().unwrap().contains("366"), "{p}");
+    }
+    for name in ["createdFrom", "createdTo"] {
+        let p = param("/orders", name);
+        assert_eq!(p["schema"]["format"], "date-time", "{p}");
+        assert!(p["description"].as_str().unwrap().contains("9999"), "{p}");
+    }
+    let max = param("/orders", "maxTotalCents");
+    assert!(
+        max["description"]
+            .as_str()
+            .unwrap()
+            .contains("minTotalCents"),
+        "{max}"
+    );
+    for (path, name) in [("/orders", "minTotalCents"), ("/orders", "maxTotalCents")] {
+        let p = param(path, name);
+        assert_eq!(p["schema"]["minimum"], 0, "{p}");
+        assert_eq!(p["schema"]["format"], "int64", "{p}");
+    }
+    for path in ["/orders", "/users/{userId}/orders", "/inventory"] {
+        let limit = param(path, "limit");
+        assert_eq!(
+            (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+            (&json!(1), &json!(100)),
+            "{path}"
+        );
+        let cursor = param(path, "cursor");
+        assert!(
+            cursor["description"]
+                .as_str()
+                .unwrap()
+                .contains("nextCursor"),
+            "{path}"
+        );
+    }
+    mongo.drop().await;
 }
 
 #[sqlx::test(migrations = "../migrations")]

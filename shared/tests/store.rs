@@ -564,3 +564,76 @@ async fn unreadable_events_keep_their_place_in_the_tail(pool: PgPool) {
     assert!(oldest.is_some());
     assert_eq!(store.head().await.unwrap(), Some(bad.position));
 }
+
+/// An append dropped at any moment (a timeout, a client gone) must not leave its pooled
+/// connection inside a transaction: sqlx 0.9.0's `Pool::begin` returns the connection to
+/// the pool in one when dropped while `BEGIN` is in flight (transact-rs/sqlx#4393).
+#[sqlx::test(migrations = "../migrations")]
+async fn appends_dropped_at_random_moments_leave_no_session_in_a_transaction(pool: PgPool) {
+    use sqlx::Connection;
+    use std::time::{Duration, Instant};
+
+    let options = (*pool.connect_options()).clone();
+    let small = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy_with(options.clone());
+    let store = EventStore::new(small, 100);
+    let append = |store: EventStore| async move {
+        let id = OrderId::new();
+        let events = order::decide(&OrderState::New, create(id)).unwrap();
+        let append = StreamAppend {
+            stream_id: id.stream_id(),
+            stream_type: "order",
+            expected_version: 0,
+            events: new_events(events),
+            snapshot: None,
+        };
+        store.append(&[append], None).await
+    };
+    // How long an append takes here, so the drops spread over its whole run (calibration,
+    // not an assertion).
+    let started = Instant::now();
+    for _ in 0..10 {
+        append(store.clone()).await.unwrap();
+    }
+    let horizon = started.elapsed() / 10 * 2;
+
+    let mut check = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    let idle_in_transaction = async |conn: &mut sqlx::PgConnection| -> Vec<String> {
+        sqlx::query_scalar(
+            "select query from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid()
+               and state like 'idle in transaction%'",
+        )
+        .fetch_all(conn)
+        .await
+        .unwrap()
+    };
+    for round in 0..100 {
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let fraction = (Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
+                let future = append(store.clone());
+                tokio::spawn(tokio::time::timeout(horizon.mul_f64(fraction), future))
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await.unwrap();
+        }
+        // A connection being closed or rolled back settles at once; wait for that (bounded).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut stuck = idle_in_transaction(&mut check).await;
+        while !stuck.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stuck = idle_in_transaction(&mut check).await;
+        }
+        assert!(
+            stuck.is_empty(),
+            "after round {round}, sessions left inside a transaction: {stuck:?}"
+        );
+    }
+    // The pool still works.
+    for _ in 0..10 {
+        append(store.clone()).await.unwrap();
+    }
+}

@@ -7,7 +7,6 @@ use shared::api_error::{ApiError, AppPath, AppQuery};
 
 use super::Consistency;
 use crate::AppState;
-use crate::cursor;
 use crate::model::{ErrorBody, InventoryItem, InventoryPage};
 use crate::query::{LowStockQuery, Params, after};
 use crate::records::ProductRecord;
@@ -65,7 +64,7 @@ pub async fn product(
     responses(
         (status = 200, description = "A page of products", body = InventoryPage,
             headers(("X-Projection-Position" = String, description = "Checkpoint of inventory_view"))),
-        (status = 400, description = "Malformed cursor or consistency token", body = ErrorBody),
+        (status = 400, description = "`invalid_cursor` (not issued by this service: start again without it) or malformed consistency token", body = ErrorBody),
         (status = 422, description = "Invalid or unknown parameter, named in `field`", body = ErrorBody),
         (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
@@ -75,7 +74,7 @@ pub async fn low_stock(
     consistency: Consistency,
     AppQuery(query): AppQuery<Vec<(String, String)>>,
 ) -> Reply<InventoryPage> {
-    let q = LowStockQuery::parse(&Params::new(query, &LowStockQuery::PARAMS)?)?;
+    let q = LowStockQuery::parse(&Params::new(query, &LowStockQuery::PARAMS)?, &app.cursors)?;
     let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
     let mut filter = Document::new();
     if let Some(max) = q.max_available {
@@ -99,7 +98,7 @@ pub async fn low_stock(
     let more = found.len() as i64 > q.limit;
     found.truncate(usize::try_from(q.limit).unwrap_or(0));
     let next_cursor = match found.last() {
-        Some(last) if more => Some(cursor::encode(
+        Some(last) if more => Some(app.cursors.encode(
             LowStockQuery::SCOPE,
             last.available_units,
             &last.product_id,

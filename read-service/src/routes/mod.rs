@@ -61,6 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Consistency {
 /// or the listing ends, so every page but the last is full and the cursor is exact.
 pub async fn order_page(
     views: &Views,
+    cursors: &cursor::Signer,
     collection: &str,
     listing: &OrderListing<'_>,
     limit: i64,
@@ -82,7 +83,7 @@ pub async fn order_page(
             page.truncate(usize::try_from(limit).unwrap_or(0));
             let next = match page.last() {
                 Some(last) if full => {
-                    Some(cursor::encode(scope, sort.key_of(last), &last.order_id))
+                    Some(cursors.encode(scope, sort.key_of(last), &last.order_id))
                 }
                 _ => None,
             };

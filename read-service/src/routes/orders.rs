@@ -1,13 +1,12 @@
 //! One order, and the order search. Both read `orders_view` only.
 
 use axum::extract::State;
-use shared::OrderId;
 use shared::api_error::{ApiError, AppPath, AppQuery};
 
 use super::{Consistency, order_page};
 use crate::AppState;
 use crate::model::{ErrorBody, Order, OrderPage};
-use crate::query::{OrderSearch, Params};
+use crate::query::{self, OrderSearch, Params};
 use crate::records::OrderRecord;
 use crate::reply::{ReadError, Reply, Viewed};
 use crate::store::View;
@@ -19,7 +18,7 @@ const VIEWS: [View; 1] = [View::Orders];
     get,
     path = "/orders/{orderId}",
     tag = "orders",
-    params(("orderId" = String, Path, description = "The order's id, a UUID"), Consistency),
+    params(("orderId" = String, Path, format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The order's id, a UUID"), Consistency),
     responses(
         (status = 200, description = "The order", body = Order,
             headers(("X-Projection-Position" = String, description = "Checkpoint of orders_view"))),
@@ -31,10 +30,13 @@ const VIEWS: [View; 1] = [View::Orders];
 )]
 pub async fn get_order(
     State(app): State<AppState>,
-    AppPath(order_id): AppPath<OrderId>,
+    AppPath(order_id): AppPath<String>,
     consistency: Consistency,
     AppQuery(query): AppQuery<Vec<(String, String)>>,
 ) -> Reply<Order> {
+    let order_id = query::order_id(&order_id).map_err(|why| {
+        ApiError::bad_request("invalid_path", format!("orderId: {why}")).with_field("orderId")
+    })?;
     Params::new(query, &[])?;
     let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
     let position = snapshot.position();
@@ -66,8 +68,8 @@ pub async fn get_order(
     responses(
         (status = 200, description = "A page of orders", body = OrderPage,
             headers(("X-Projection-Position" = String, description = "Checkpoint of orders_view"))),
-        (status = 400, description = "Malformed cursor (or one from another sort) or consistency token", body = ErrorBody),
-        (status = 422, description = "Invalid or unknown parameter, named in `field`", body = ErrorBody),
+        (status = 400, description = "`invalid_cursor` (not issued by this service for this sort: start again without it) or malformed consistency token", body = ErrorBody),
+        (status = 422, description = "Invalid or unknown parameter, named in `field`: a time outside years 0001 to 9999, `createdTo` before `createdFrom`, `maxTotalCents` below `minTotalCents`, ...", body = ErrorBody),
         (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
@@ -76,10 +78,11 @@ pub async fn search(
     consistency: Consistency,
     AppQuery(query): AppQuery<Vec<(String, String)>>,
 ) -> Reply<OrderPage> {
-    let search = OrderSearch::parse(&Params::new(query, &OrderSearch::PARAMS)?)?;
+    let search = OrderSearch::parse(&Params::new(query, &OrderSearch::PARAMS)?, &app.cursors)?;
     let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
     let (orders, next_cursor) = order_page(
         &app.views,
+        &app.cursors,
         &snapshot.collection(View::Orders),
         &search.listing(),
         search.limit,

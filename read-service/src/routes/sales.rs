@@ -10,7 +10,7 @@ use shared::api_error::{ApiError, AppPath, AppQuery};
 use super::Consistency;
 use crate::AppState;
 use crate::model::{DaySales, ErrorBody, SalesFigures, SalesRange};
-use crate::query::{MAX_DAYS, Params, SalesRangeQuery, date};
+use crate::query::{BadDate, MAX_DAYS, Params, SalesRangeQuery, day as parse_day};
 use crate::records::DayRecord;
 use crate::reply::{Reply, Viewed};
 use crate::store::{Snapshot, StoreError, View, Views};
@@ -58,7 +58,7 @@ pub async fn days(
         (status = 200, description = "Every day of the range, in order", body = SalesRange,
             headers(("X-Projection-Position" = String, description = "Checkpoint of daily_sales"))),
         (status = 400, description = "Malformed consistency token", body = ErrorBody),
-        (status = 422, description = "Missing or bad `from`/`to`, `from` after `to`, or more than 366 days", body = ErrorBody),
+        (status = 422, description = "Missing or bad `from`/`to`, a day outside years 0001 to 9999, `from` after `to`, more than 366 days, or an unknown parameter", body = ErrorBody),
         (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
@@ -91,12 +91,12 @@ pub async fn range(
     get,
     path = "/sales/daily/{date}",
     tag = "sales",
-    params(("date" = String, Path, format = Date, description = "The UTC day, `YYYY-MM-DD`"), Consistency),
+    params(("date" = String, Path, format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description = "The UTC day, `YYYY-MM-DD`, from 0001-01-01 to 9999-12-31"), Consistency),
     responses(
         (status = 200, description = "The day's figures", body = DaySales,
             headers(("X-Projection-Position" = String, description = "Checkpoint of daily_sales"))),
         (status = 400, description = "Malformed date or consistency token", body = ErrorBody),
-        (status = 422, description = "A query parameter was given", body = ErrorBody),
+        (status = 422, description = "A day outside years 0001 to 9999, or a query parameter was given", body = ErrorBody),
         (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
@@ -106,8 +106,11 @@ pub async fn day(
     consistency: Consistency,
     AppQuery(query): AppQuery<Vec<(String, String)>>,
 ) -> Reply<DaySales> {
-    let day = date(&day).map_err(|why| {
-        ApiError::bad_request("invalid_path", format!("date: {why}")).with_field("date")
+    let day = parse_day(&day).map_err(|e| match e {
+        BadDate::Malformed(why) => {
+            ApiError::bad_request("invalid_path", format!("date: {why}")).with_field("date")
+        }
+        BadDate::OutOfRange(why) => ApiError::invalid("date", format!("date: {why}")),
     })?;
     Params::new(query, &[])?;
     let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;

@@ -8,7 +8,7 @@ use shared::api_error::{ApiError, AppPath, AppQuery};
 use super::{Consistency, order_page};
 use crate::AppState;
 use crate::model::{ErrorBody, UserOrders};
-use crate::query::{OrderListing, OrderSort, Paging, Params, is_order_id};
+use crate::query::{OrderListing, OrderSort, Paging, Params, is_time_and_order_id};
 use crate::records::UserRecord;
 use crate::reply::{ReadError, Reply, Viewed};
 use crate::store::View;
@@ -28,7 +28,7 @@ const VIEWS: [View; 2] = [View::Orders, View::Users];
     responses(
         (status = 200, description = "Counters and a page of orders", body = UserOrders,
             headers(("X-Projection-Position" = String, description = "Lower checkpoint of orders_view and users_orders_view"))),
-        (status = 400, description = "Malformed user id, cursor or consistency token", body = ErrorBody),
+        (status = 400, description = "Malformed user id or consistency token, or `invalid_cursor` (not issued by this service for this user: start again without it)", body = ErrorBody),
         (status = 404, description = "The user has no orders (`user_not_found`)", body = ErrorBody),
         (status = 422, description = "Invalid or unknown parameter, named in `field`", body = ErrorBody),
         (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
@@ -42,7 +42,12 @@ pub async fn orders(
 ) -> Reply<UserOrders> {
     // A cursor pages one user's history; another user's cursor is refused.
     let scope = format!("user:{user_id}");
-    let paging = Paging::parse(&Params::new(query, &Paging::PARAMS)?, &scope, is_order_id)?;
+    let paging = Paging::parse(
+        &Params::new(query, &Paging::PARAMS)?,
+        &app.cursors,
+        &scope,
+        is_time_and_order_id,
+    )?;
     let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
     let position = snapshot.position();
     let (users, orders) = (
@@ -57,7 +62,14 @@ pub async fn orders(
         sort: OrderSort::CreatedAtDesc,
         cursor: paging.cursor.as_ref(),
     };
-    let page = order_page(&app.views, &orders, &listing, paging.limit, &scope);
+    let page = order_page(
+        &app.views,
+        &app.cursors,
+        &orders,
+        &listing,
+        paging.limit,
+        &scope,
+    );
     let (counters, (orders, next_cursor)) = tokio::try_join!(counters, page)?;
     // The two views may stand at different checkpoints: orders without counters yet still
     // make a user (with zero counters) rather than a 404.

@@ -1,7 +1,8 @@
 //! Appending events: one transaction, stream locks first, all rows in one statement.
 
 use serde_json::Value;
-use sqlx::{Postgres, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{EventStore, StoreError};
@@ -62,110 +63,142 @@ impl EventStore {
         appends: &[StreamAppend],
         idempotency: Option<IdempotencyRecord<'_>>,
     ) -> Result<AppendOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-
-        // Locks in a fixed order so two multi-stream appends cannot deadlock.
-        let mut order: Vec<usize> = (0..appends.len()).collect();
-        order.sort_by(|&a, &b| appends[a].stream_id.cmp(&appends[b].stream_id));
-        for &i in &order {
-            lock_stream(&mut tx, &appends[i]).await?;
-        }
-
-        let n: usize = appends.iter().map(|a| a.events.len()).sum();
-        let mut stream_ids = Vec::with_capacity(n);
-        let mut stream_positions = Vec::with_capacity(n);
-        let mut event_ids = Vec::with_capacity(n);
-        let mut types = Vec::with_capacity(n);
-        let mut versions = Vec::with_capacity(n);
-        let mut data = Vec::with_capacity(n);
-        let mut metadata = Vec::with_capacity(n);
-        for a in appends {
-            for (k, e) in a.events.iter().enumerate() {
-                stream_ids.push(a.stream_id.clone());
-                stream_positions.push(to_i64(a.expected_version + k as u64 + 1));
-                event_ids.push(e.event_id);
-                types.push(e.event.event_type.to_owned());
-                versions.push(e.event.schema_version);
-                data.push(&e.event.data);
-                metadata.push(&e.metadata);
-            }
-        }
-        // One statement for every event of the command.
-        let (tx_id, global_position): (i64, i64) = sqlx::query_as(
-            "with inserted as (
-                 insert into events
-                     (stream_id, stream_position, event_id, event_type, schema_version, data, metadata)
-                 select * from unnest($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[])
-                 returning tx_id, global_position
-             )
-             select max(tx_id)::text::int8, max(global_position) from inserted",
-        )
-        .bind(stream_ids)
-        .bind(stream_positions)
-        .bind(event_ids)
-        .bind(types)
-        .bind(versions)
-        .bind(data)
-        .bind(metadata)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| conflict_from_unique_violation(e, appends))?;
-
-        for a in appends {
-            if let Some(s) = &a.snapshot {
-                let version = a.expected_version + a.events.len() as u64;
-                sqlx::query(
-                    "insert into snapshots (stream_id, stream_version, state_schema, state)
-                     values ($1, $2, $3, $4)
-                     on conflict (stream_id) do update
-                         set stream_version = excluded.stream_version,
-                             state_schema = excluded.state_schema,
-                             state = excluded.state,
-                             taken_at = now()
-                         where snapshots.stream_version < excluded.stream_version",
-                )
-                .bind(&a.stream_id)
-                .bind(to_i64(version))
-                .bind(s.state_schema)
-                .bind(&s.state)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-
-        let outcome = AppendOutcome {
-            versions: appends
-                .iter()
-                .map(|a| a.expected_version + a.events.len() as u64)
-                .collect(),
-            position: Position {
-                tx_id: u64::try_from(tx_id).unwrap_or(0),
-                global_position,
-            },
+        // Dropped before it finishes, this future may have left the connection inside a
+        // transaction, or with `BEGIN` in flight (sqlx 0.9.0's `begin` is not cancel-safe,
+        // transact-rs/sqlx#4393): then the connection is closed, never pooled again.
+        let mut guard = CloseUnlessFinished {
+            conn: self.pool.acquire().await?,
+            finished: false,
         };
+        let outcome = append_on(&mut guard.conn, appends, idempotency).await;
+        guard.finished = true;
+        outcome
+    }
+}
 
-        if let Some(record) = idempotency {
-            let (status, body) = (record.response)(&outcome);
-            let inserted = sqlx::query(
-                "insert into idempotency_keys (idempotency_key, request, response_status, response_body)
+/// A pooled connection that is closed, not returned to the pool, unless the work on it ran
+/// to its end (success or error alike: an error leaves sqlx's own rollback queued).
+struct CloseUnlessFinished {
+    conn: PoolConnection<Postgres>,
+    finished: bool,
+}
+
+impl Drop for CloseUnlessFinished {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+async fn append_on(
+    conn: &mut PoolConnection<Postgres>,
+    appends: &[StreamAppend],
+    idempotency: Option<IdempotencyRecord<'_>>,
+) -> Result<AppendOutcome, StoreError> {
+    let mut tx = conn.begin().await?;
+
+    // Locks in a fixed order so two multi-stream appends cannot deadlock.
+    let mut order: Vec<usize> = (0..appends.len()).collect();
+    order.sort_by(|&a, &b| appends[a].stream_id.cmp(&appends[b].stream_id));
+    for &i in &order {
+        lock_stream(&mut tx, &appends[i]).await?;
+    }
+
+    let n: usize = appends.iter().map(|a| a.events.len()).sum();
+    let mut stream_ids = Vec::with_capacity(n);
+    let mut stream_positions = Vec::with_capacity(n);
+    let mut event_ids = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut data = Vec::with_capacity(n);
+    let mut metadata = Vec::with_capacity(n);
+    for a in appends {
+        for (k, e) in a.events.iter().enumerate() {
+            stream_ids.push(a.stream_id.clone());
+            stream_positions.push(to_i64(a.expected_version + k as u64 + 1));
+            event_ids.push(e.event_id);
+            types.push(e.event.event_type.to_owned());
+            versions.push(e.event.schema_version);
+            data.push(&e.event.data);
+            metadata.push(&e.metadata);
+        }
+    }
+    // One statement for every event of the command.
+    let (tx_id, global_position): (i64, i64) = sqlx::query_as(
+        "with inserted as (
+             insert into events
+                 (stream_id, stream_position, event_id, event_type, schema_version, data, metadata)
+             select * from unnest($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[])
+             returning tx_id, global_position
+         )
+         select max(tx_id)::text::int8, max(global_position) from inserted",
+    )
+    .bind(stream_ids)
+    .bind(stream_positions)
+    .bind(event_ids)
+    .bind(types)
+    .bind(versions)
+    .bind(data)
+    .bind(metadata)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| conflict_from_unique_violation(e, appends))?;
+
+    for a in appends {
+        if let Some(s) = &a.snapshot {
+            let version = a.expected_version + a.events.len() as u64;
+            sqlx::query(
+                "insert into snapshots (stream_id, stream_version, state_schema, state)
                  values ($1, $2, $3, $4)
-                 on conflict (idempotency_key) do nothing",
+                 on conflict (stream_id) do update
+                     set stream_version = excluded.stream_version,
+                         state_schema = excluded.state_schema,
+                         state = excluded.state,
+                         taken_at = now()
+                     where snapshots.stream_version < excluded.stream_version",
             )
-            .bind(record.key)
-            .bind(record.request)
-            .bind(status as i16)
-            .bind(&body)
+            .bind(&a.stream_id)
+            .bind(to_i64(version))
+            .bind(s.state_schema)
+            .bind(&s.state)
             .execute(&mut *tx)
             .await?;
-            if inserted.rows_affected() == 0 {
-                // Another request with this key committed first; ours must not count.
-                return Err(StoreError::IdempotencyKeyTaken(record.key.to_owned()));
-            }
         }
-
-        tx.commit().await?;
-        Ok(outcome)
     }
+
+    let outcome = AppendOutcome {
+        versions: appends
+            .iter()
+            .map(|a| a.expected_version + a.events.len() as u64)
+            .collect(),
+        position: Position {
+            tx_id: u64::try_from(tx_id).unwrap_or(0),
+            global_position,
+        },
+    };
+
+    if let Some(record) = idempotency {
+        let (status, body) = (record.response)(&outcome);
+        let inserted = sqlx::query(
+            "insert into idempotency_keys (idempotency_key, request, response_status, response_body)
+             values ($1, $2, $3, $4)
+             on conflict (idempotency_key) do nothing",
+        )
+        .bind(record.key)
+        .bind(record.request)
+        .bind(status as i16)
+        .bind(&body)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // Another request with this key committed first; ours must not count.
+            return Err(StoreError::IdempotencyKeyTaken(record.key.to_owned()));
+        }
+    }
+
+    tx.commit().await?;
+    Ok(outcome)
 }
 
 /// Takes the stream's row lock and moves its version, as the transaction's first write.

@@ -1,0 +1,149 @@
+//! Clients that give up mid-command must not leave a pooled PostgreSQL connection inside a
+//! transaction (sqlx 0.9.0's `Pool::begin` is not cancel-safe: transact-rs/sqlx#4393).
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use tower::ServiceExt;
+use uuid::Uuid;
+use write_service::{AppState, Settings, router};
+
+fn settings() -> Settings {
+    Settings {
+        database_url: "postgres://unused".into(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        snapshot_every: 100,
+        database_max_connections: 4,
+        command_max_retries: 10,
+    }
+}
+
+fn create(order_id: Uuid) -> Request<Body> {
+    let body = json!({"orderId": order_id, "userId": "u", "items": [
+        {"productId": "sku-1", "quantity": 1, "unitPriceCents": 100}
+    ]});
+    Request::builder()
+        .method(Method::POST)
+        .uri("/orders")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn add_item(order_id: Uuid, product: u32) -> Request<Body> {
+    let body = json!({"productId": format!("p{product}"), "quantity": 1, "unitPriceCents": 5});
+    Request::builder()
+        .method(Method::POST)
+        .uri(format!("/orders/{order_id}/items"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn status(router: &Router, req: Request<Body>) -> StatusCode {
+    router.clone().oneshot(req).await.unwrap().status()
+}
+
+/// Sessions of this test's database (other than the asking one) idle inside a transaction,
+/// with the last statement each ran.
+async fn idle_in_transaction(conn: &mut PgConnection) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "select state, query from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()
+           and state like 'idle in transaction%'",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn commands_dropped_at_random_moments_leave_no_session_in_a_transaction(pool: PgPool) {
+    let options: PgConnectOptions = (*pool.connect_options()).clone();
+    // A small pool, so the connections a cancelled command may have poisoned are reused.
+    let app_pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_lazy_with(options.clone());
+    let app = router(AppState::new(app_pool, &settings()));
+
+    let mut orders = Vec::new();
+    for _ in 0..20 {
+        let id = Uuid::new_v4();
+        assert_eq!(status(&app, create(id)).await, StatusCode::CREATED);
+        orders.push(id);
+    }
+    let mut product = 0;
+    let mut batch = |cancel_after: Option<Duration>| {
+        (0..8)
+            .map(|i| {
+                product += 1;
+                let req = if i % 2 == 0 {
+                    create(Uuid::new_v4())
+                } else {
+                    add_item(orders[fastrand::usize(..orders.len())], product)
+                };
+                let app = app.clone();
+                // The client gives up after a random moment of the batch's run: its request
+                // future is dropped wherever it was, as when a client disconnects.
+                let delay = cancel_after.map(|d| d.mul_f64(fastrand::f64()));
+                tokio::spawn(async move {
+                    match delay {
+                        Some(d) => drop(tokio::time::timeout(d, app.oneshot(req)).await),
+                        None => drop(app.oneshot(req).await),
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    // How long a batch of commands takes here, so the cancellations spread over its whole
+    // run (calibration, not an assertion).
+    let started = Instant::now();
+    for t in batch(None) {
+        t.await.unwrap();
+    }
+    let horizon = started.elapsed();
+
+    let mut check = PgConnection::connect_with(&options).await.unwrap();
+    for round in 0..100 {
+        for t in batch(Some(horizon)) {
+            t.await.unwrap();
+        }
+        // Work that outlives its client finishes on its own; wait (bounded) for the
+        // sessions to settle: none may stay inside a transaction.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut stuck = idle_in_transaction(&mut check).await;
+        while !stuck.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stuck = idle_in_transaction(&mut check).await;
+        }
+        assert!(
+            stuck.is_empty(),
+            "after round {round}, sessions left inside a transaction: {stuck:?}"
+        );
+    }
+
+    // And the next commands all succeed, on every pooled connection.
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let app = app.clone();
+            let order = orders[i % orders.len()];
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    status(&app, create(Uuid::new_v4())).await
+                } else {
+                    status(&app, add_item(order, 100_000 + i as u32)).await
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let s = t.await.unwrap();
+        assert!(s.is_success(), "a command after the cancellations got {s}");
+    }
+    assert!(idle_in_transaction(&mut check).await.is_empty());
+}
