@@ -7,6 +7,7 @@ pub mod context;
 pub mod engine;
 pub mod http;
 pub mod lease;
+pub mod log_head;
 pub mod mongo;
 pub mod rebuild;
 pub mod runner;
@@ -140,6 +141,12 @@ impl Application {
         spawn::<UsersView>(&mut tasks, &runner, &cancel);
         spawn::<DailySalesView>(&mut tasks, &runner, &cancel);
         spawn::<InventoryView>(&mut tasks, &runner, &cancel);
+        tasks.spawn(log_head::keep_recorded(
+            p.engine.store.clone(),
+            p.engine.views.clone(),
+            p.settings.poll_interval(),
+            cancel.clone(),
+        ));
 
         let app = http::router(http::HttpState {
             engine: p.engine.clone(),

@@ -41,6 +41,7 @@ impl AppState {
             views: Views::new(
                 client.database(&settings.mongodb_database),
                 settings.consistency_timeout(),
+                usize::try_from(settings.max_waiting).unwrap_or(usize::MAX),
             ),
             metrics: telemetry::metrics_handle(),
             cursors: cursor::Signer::from_secret(settings.cursor_secret.as_deref())

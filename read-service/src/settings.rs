@@ -30,6 +30,10 @@ pub struct Settings {
     #[arg(long, env = "READ_CONSISTENCY_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub consistency_timeout_ms: u64,
 
+    /// Most requests that may wait for a consistency token at once; more answer 503 at once.
+    #[arg(long, env = "READ_MAX_WAITING", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_waiting: u64,
+
     /// How long a request waits for a reachable MongoDB before answering 503, in milliseconds.
     #[arg(long, env = "MONGODB_SERVER_SELECTION_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub mongodb_timeout_ms: u64,
@@ -49,6 +53,7 @@ impl fmt::Debug for Settings {
             .field("mongodb_uri", &"***")
             .field("mongodb_database", &self.mongodb_database)
             .field("consistency_timeout_ms", &self.consistency_timeout_ms)
+            .field("max_waiting", &self.max_waiting)
             .field("mongodb_timeout_ms", &self.mongodb_timeout_ms)
             .field(
                 "cursor_key",
@@ -69,6 +74,7 @@ impl Settings {
             mongodb_uri: mongodb_uri.into(),
             mongodb_database: mongodb_database.into(),
             consistency_timeout_ms: 2000,
+            max_waiting: 128,
             mongodb_timeout_ms: 2000,
             cursor_secret: None,
         }

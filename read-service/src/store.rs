@@ -5,8 +5,15 @@
 //! once and a dropped generation is never remembered. Only operations pinned by the
 //! projector's store-contract test are used: find with filter/sort/limit and count (no
 //! aggregation, no `$slice`, see `docs/nx-27017-probe.md`).
+//!
+//! Every driver operation runs in a task of its own and is never cancelled half-way: a
+//! dropped operation leaves its connection checkout in the driver pool's wait queue, which
+//! the pool drains one request per wake-up (every 500 ms when idle), so a burst of dropped
+//! reads once froze every later read for minutes. Requests that wait for a consistency token
+//! share one poller instead of each polling MongoDB, and their number is bounded.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +24,7 @@ use mongodb::{Cursor, Database};
 use serde::de::DeserializeOwned;
 use shared::Position;
 use shared::api_error::ApiError;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tracing::instrument;
 
@@ -27,6 +34,13 @@ use crate::reply::ReadError;
 pub const POINTERS: &str = "projections";
 /// `{_id: "<view>_g<N>", projection, generation, position}`.
 pub const CHECKPOINTS: &str = "projection_checkpoints";
+/// The document in [`POINTERS`] where the projector records how far the log reaches:
+/// `{_id: "log_head", maxGlobalPosition, nextTxId}`.
+pub const LOG_HEAD: &str = "log_head";
+/// How far past the recorded head a token may lie and still be one a write issued since the
+/// projector recorded it (it does so every poll interval). Far beyond what one interval can
+/// add, and far below what a forged token picks.
+pub const LOG_HEAD_SLACK: i64 = 1_000_000;
 
 /// The views the projector maintains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,12 +64,14 @@ impl View {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("mongodb: {0}")]
     Driver(#[from] mongodb::error::Error),
     #[error("view document: {0}")]
     Shape(String),
+    #[error("view store task failed: {0}")]
+    Task(String),
 }
 
 impl StoreError {
@@ -108,10 +124,30 @@ pub struct ViewState {
     pub position: Position,
 }
 
+/// How far the event log reached when the projector last looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHead {
+    pub max_global_position: i64,
+    /// PostgreSQL's next transaction id then: every event written since has one at least as high.
+    pub next_tx_id: i64,
+}
+
+impl LogHead {
+    /// Whether a write could have returned `token`: one beyond the head by more than
+    /// [`LOG_HEAD_SLACK`] was not issued by this deployment's write-service.
+    pub fn could_have_issued(&self, token: Position) -> bool {
+        let tx_limit = self.next_tx_id.saturating_add(LOG_HEAD_SLACK);
+        u64::try_from(tx_limit).is_ok_and(|limit| token.tx_id <= limit)
+            && token.global_position <= self.max_global_position.saturating_add(LOG_HEAD_SLACK)
+    }
+}
+
 /// The views behind one request, read before its data so the data is at least this fresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub views: Vec<ViewState>,
+    /// The log's head as the projector last recorded it; `None` before it first did.
+    pub log_head: Option<LogHead>,
 }
 
 impl Snapshot {
@@ -134,17 +170,39 @@ impl Snapshot {
             .map_or(1, |v| v.generation);
         format!("{}_g{generation}", view.name())
     }
+
+    /// The part of this snapshot that covers `views`, if it covers them all.
+    fn of(&self, views: &[View]) -> Option<Snapshot> {
+        let states = views
+            .iter()
+            .map(|v| self.views.iter().find(|s| s.view == *v).copied())
+            .collect::<Option<Vec<_>>>()?;
+        Some(Snapshot {
+            views: states,
+            log_head: self.log_head,
+        })
+    }
 }
 
-/// Longest pause between two looks at the checkpoints while a request waits.
+/// Longest pause between two looks at the checkpoints while requests wait.
 const MAX_POLL: Duration = Duration::from_millis(100);
+
+/// What the shared poller saw last; `seq` counts its looks.
+#[derive(Debug, Clone, Default)]
+struct Polled {
+    seq: u64,
+    snapshot: Option<Result<Arc<Snapshot>, StoreError>>,
+}
 
 #[derive(Clone)]
 pub struct Views {
     db: Database,
     consistency_timeout: Duration,
-    /// Requests waiting for a consistency token right now.
+    /// Requests waiting for a consistency token right now; the poller runs while it is > 0.
     waiting: Arc<watch::Sender<usize>>,
+    /// Places for waiting requests: a request that finds none is answered 503 at once.
+    places: Arc<Semaphore>,
+    polled: watch::Receiver<Polled>,
 }
 
 /// Counts a waiting request for as long as it waits, even if the client goes away.
@@ -173,12 +231,129 @@ async fn drain<T: DeserializeOwned>(mut cursor: Cursor<T>) -> Result<Vec<T>, Sto
     Ok(out)
 }
 
+/// Runs a driver operation to completion in a task of its own, whatever becomes of the
+/// caller (see the module documentation for why it must not be dropped half-way).
+async fn detached<T: Send + 'static>(
+    operation: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(operation)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+/// Looks at every view's checkpoint while any request waits, and publishes what it saw.
+/// One look at a time whatever the number of waiters; ends when the `Views` are dropped.
+async fn poll_while_waited(
+    db: Database,
+    mut waiting: watch::Receiver<usize>,
+    polled: watch::Sender<Polled>,
+) {
+    loop {
+        if waiting.wait_for(|n| *n > 0).await.is_err() {
+            return;
+        }
+        let mut pause = Duration::from_millis(5);
+        while *waiting.borrow_and_update() > 0 {
+            let seen = snapshot_of(db.clone(), &View::ALL).await.map(Arc::new);
+            polled.send_modify(|p| {
+                p.seq += 1;
+                p.snapshot = Some(seen);
+            });
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                // A new waiter is looked for soon, not after the longest pause.
+                changed = waiting.changed() => if changed.is_err() { return },
+            }
+            pause = (pause * 2).min(MAX_POLL);
+        }
+    }
+}
+
+/// Active generation and checkpoint of each view, and the log head, in two concurrent finds.
+async fn snapshot_of(db: Database, views: &[View]) -> Result<Snapshot, StoreError> {
+    let mut ids: Vec<&str> = views.iter().map(|v| v.name()).collect();
+    let names = ids.clone();
+    ids.push(LOG_HEAD);
+    let pointers = detached({
+        let db = db.clone();
+        let ids: Vec<String> = ids.iter().map(|&s| s.to_owned()).collect();
+        async move {
+            let found = db
+                .collection::<Document>(POINTERS)
+                .find(doc! {"_id": {"$in": ids}})
+                .await?;
+            drain(found).await
+        }
+    });
+    // All generations' checkpoints of these views: a handful of tiny documents, and no
+    // second round trip after the pointers.
+    let checkpoints = detached({
+        let names: Vec<String> = names.iter().map(|&s| s.to_owned()).collect();
+        async move {
+            let found = db
+                .collection::<Document>(CHECKPOINTS)
+                .find(doc! {"projection": {"$in": names}})
+                .await?;
+            drain(found).await
+        }
+    });
+    let (pointers, checkpoints) = tokio::try_join!(pointers, checkpoints)?;
+
+    let active: HashMap<&str, i64> = pointers
+        .iter()
+        .filter_map(|p| Some((p.get_str("_id").ok()?, get_int(p, "active")?)))
+        .collect();
+    let log_head = pointers
+        .iter()
+        .find(|p| p.get_str("_id") == Ok(LOG_HEAD))
+        .and_then(|p| {
+            Some(LogHead {
+                max_global_position: get_int(p, "maxGlobalPosition")?,
+                next_tx_id: get_int(p, "nextTxId")?,
+            })
+        });
+    let applied: HashMap<&str, &str> = checkpoints
+        .iter()
+        .filter_map(|c| Some((c.get_str("_id").ok()?, c.get_str("position").ok()?)))
+        .collect();
+    views
+        .iter()
+        .map(|&view| {
+            // No pointer yet means the projector's first generation.
+            let generation = active.get(view.name()).copied().unwrap_or(1).max(1);
+            let id = format!("{}_g{generation}", view.name());
+            let position = match applied.get(id.as_str()) {
+                None => Position::ZERO,
+                Some(token) => token
+                    .parse()
+                    .map_err(|_| StoreError::Shape(format!("checkpoint {id} holds `{token}`")))?,
+            };
+            Ok(ViewState {
+                view,
+                generation,
+                position,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|views| Snapshot { views, log_head })
+}
+
 impl Views {
-    pub fn new(db: Database, consistency_timeout: Duration) -> Self {
+    /// Must be called inside a Tokio runtime: it starts the shared poller.
+    pub fn new(db: Database, consistency_timeout: Duration, max_waiting: usize) -> Self {
+        let waiting = Arc::new(watch::channel(0).0);
+        let (polled_tx, polled) = watch::channel(Polled::default());
+        tokio::spawn(poll_while_waited(
+            db.clone(),
+            waiting.subscribe(),
+            polled_tx,
+        ));
         Self {
             db,
             consistency_timeout,
-            waiting: Arc::new(watch::channel(0).0),
+            waiting,
+            places: Arc::new(Semaphore::new(max_waiting)),
+            polled,
         }
     }
 
@@ -193,101 +368,100 @@ impl Views {
 
     #[instrument(skip_all, err)]
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.db.run_command(doc! {"ping": 1}).await?;
-        Ok(())
+        let db = self.db.clone();
+        detached(async move {
+            db.run_command(doc! {"ping": 1}).await?;
+            Ok(())
+        })
+        .await
     }
 
-    /// Active generation and checkpoint of each view, in two concurrent finds.
+    /// Active generation and checkpoint of each view, and the log head.
     #[instrument(skip_all, err)]
     pub async fn snapshot(&self, views: &[View]) -> Result<Snapshot, StoreError> {
-        let names: Vec<&str> = views.iter().map(|v| v.name()).collect();
-        let pointers = async {
-            let found = self
-                .db
-                .collection::<Document>(POINTERS)
-                .find(doc! {"_id": {"$in": names.clone()}})
-                .await?;
-            drain(found).await
-        };
-        // All generations' checkpoints of these views: a handful of tiny documents, and no
-        // second round trip after the pointers.
-        let checkpoints = async {
-            let found = self
-                .db
-                .collection::<Document>(CHECKPOINTS)
-                .find(doc! {"projection": {"$in": names.clone()}})
-                .await?;
-            drain(found).await
-        };
-        let (pointers, checkpoints) = tokio::try_join!(pointers, checkpoints)?;
-
-        let active: HashMap<&str, i64> = pointers
-            .iter()
-            .filter_map(|p| Some((p.get_str("_id").ok()?, get_int(p, "active")?)))
-            .collect();
-        let applied: HashMap<&str, &str> = checkpoints
-            .iter()
-            .filter_map(|c| Some((c.get_str("_id").ok()?, c.get_str("position").ok()?)))
-            .collect();
-        views
-            .iter()
-            .map(|&view| {
-                // No pointer yet means the projector's first generation.
-                let generation = active.get(view.name()).copied().unwrap_or(1).max(1);
-                let id = format!("{}_g{generation}", view.name());
-                let position = match applied.get(id.as_str()) {
-                    None => Position::ZERO,
-                    Some(token) => token.parse().map_err(|_| {
-                        StoreError::Shape(format!("checkpoint {id} holds `{token}`"))
-                    })?,
-                };
-                Ok(ViewState {
-                    view,
-                    generation,
-                    position,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|views| Snapshot { views })
+        snapshot_of(self.db.clone(), views).await
     }
 
     /// A snapshot of `views` that has applied `token`; without a token, the current one.
     ///
-    /// Waits up to the consistency timeout, looking again with a growing pause (there is no
-    /// change stream on a standalone server); 503 `not_caught_up` if the views stay behind.
+    /// A token beyond the log's head is refused at once (400). Otherwise the request waits,
+    /// up to the consistency timeout, for the shared poller to see the views apply it; 503
+    /// `not_caught_up` if they stay behind, 503 `too_many_waiting` at once if all places for
+    /// waiting requests are taken.
     #[instrument(skip_all)]
     pub async fn at_least(
         &self,
         views: &[View],
         token: Option<Position>,
     ) -> Result<Snapshot, ReadError> {
-        let mut snapshot = self.snapshot(views).await?;
+        let snapshot = self.snapshot(views).await?;
         let Some(token) = token else {
             return Ok(snapshot);
         };
         if snapshot.position() >= token {
             return Ok(snapshot);
         }
+        if let Some(head) = snapshot.log_head
+            && !head.could_have_issued(token)
+        {
+            metrics::counter!("read_consistency_refused_total", "reason" => "beyond_head")
+                .increment(1);
+            return Err(ReadError::at(
+                snapshot.position(),
+                ApiError::bad_request(
+                    "invalid_consistency_token",
+                    format!(
+                        "X-Consistency-Token {token} lies beyond the head of the event log: no \
+                         write has returned it"
+                    ),
+                )
+                .with_field("X-Consistency-Token"),
+            ));
+        }
+        let Ok(_place) = self.places.clone().try_acquire_owned() else {
+            metrics::counter!("read_consistency_refused_total", "reason" => "too_many_waiting")
+                .increment(1);
+            return Err(ReadError::at(
+                snapshot.position(),
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_waiting",
+                    "too many requests are waiting for the views to catch up; retry shortly",
+                ),
+            ));
+        };
         let started = Instant::now();
-        let deadline = started + self.consistency_timeout;
+        let mut polled = self.polled.clone();
+        let since = polled.borrow_and_update().seq;
         let _waiting = Waiting::start(&self.waiting);
-        let mut pause = Duration::from_millis(5);
-        let outcome = loop {
-            let now = Instant::now();
-            if now >= deadline {
-                break Err(snapshot.position());
-            }
-            tokio::time::sleep_until((now + pause).min(deadline)).await;
-            pause = (pause * 2).min(MAX_POLL);
-            // A slow MongoDB must not stretch the wait much past its deadline.
-            let budget = deadline
-                .saturating_duration_since(Instant::now())
-                .max(MAX_POLL);
-            match tokio::time::timeout(budget, self.snapshot(views)).await {
-                Ok(Ok(s)) if s.position() >= token => break Ok(s),
-                Ok(Ok(s)) => snapshot = s,
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => break Err(snapshot.position()),
+        // Only waiting on a channel is cancelled here, never a driver operation.
+        let seen = tokio::time::timeout(
+            self.consistency_timeout,
+            polled.wait_for(|p| {
+                p.seq > since
+                    && p.snapshot.as_ref().is_some_and(|s| match s {
+                        Ok(s) => s.of(views).is_some_and(|s| s.position() >= token),
+                        Err(_) => true,
+                    })
+            }),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|p| p.snapshot.clone());
+        let outcome = match seen {
+            Some(Ok(s)) => s.of(views).ok_or(snapshot.position()),
+            Some(Err(e)) => return Err(e.into()),
+            // The time is up (or the poller ended: the service is shutting down).
+            None => {
+                let latest = polled.borrow();
+                let position = match latest.snapshot.as_ref() {
+                    Some(Ok(s)) if latest.seq > since => {
+                        s.of(views).map_or(snapshot.position(), |s| s.position())
+                    }
+                    _ => snapshot.position(),
+                };
+                Err(position)
             }
         };
         let outcome_label = if outcome.is_ok() {
@@ -315,13 +489,11 @@ impl Views {
     #[instrument(skip_all, fields(collection = %collection), err)]
     pub async fn find_one<T>(&self, collection: &str, id: &str) -> Result<Option<T>, StoreError>
     where
-        T: DeserializeOwned + Send + Sync,
+        T: DeserializeOwned + Send + Sync + 'static,
     {
-        Ok(self
-            .db
-            .collection::<T>(collection)
-            .find_one(doc! {"_id": id})
-            .await?)
+        let found = self.db.collection::<T>(collection);
+        let id = id.to_owned();
+        detached(async move { Ok(found.find_one(doc! {"_id": id}).await?) }).await
     }
 
     #[instrument(skip_all, fields(collection = %collection), err)]
@@ -333,16 +505,11 @@ impl Views {
         limit: i64,
     ) -> Result<Vec<T>, StoreError>
     where
-        T: DeserializeOwned + Send + Sync,
+        T: DeserializeOwned + Send + Sync + 'static,
     {
-        let found = self
-            .db
-            .collection::<T>(collection)
-            .find(filter)
-            .sort(sort)
-            .limit(limit)
-            .await?;
-        drain(found).await
+        let found = self.db.collection::<T>(collection);
+        detached(async move { drain(found.find(filter).sort(sort).limit(limit).await?).await })
+            .await
     }
 
     /// The `count` command, not `count_documents`: the driver sends the latter as an
@@ -351,10 +518,9 @@ impl Views {
     /// a sharded cluster could count orphaned documents.
     #[instrument(skip_all, fields(collection = %collection), err)]
     pub async fn count(&self, collection: &str, filter: Document) -> Result<u64, StoreError> {
-        let reply = self
-            .db
-            .run_command(doc! {"count": collection, "query": filter})
-            .await?;
+        let db = self.db.clone();
+        let command = doc! {"count": collection, "query": filter};
+        let reply = detached(async move { Ok(db.run_command(command).await?) }).await?;
         let n = match reply.get("n") {
             Some(Bson::Int32(n)) => i64::from(*n),
             Some(Bson::Int64(n)) => *n,

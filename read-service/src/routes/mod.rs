@@ -27,8 +27,11 @@ use crate::store::{StoreError, Views};
 #[into_params(parameter_in = Header)]
 pub struct Consistency {
     /// The `position` a write-service command returned: the answer includes that write
-    /// (waits up to `READ_CONSISTENCY_TIMEOUT_MS`, then 503 `not_caught_up`).
-    #[param(rename = "X-Consistency-Token", value_type = Option<String>, pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
+    /// (waits up to `READ_CONSISTENCY_TIMEOUT_MS`, then 503 `not_caught_up`; 503
+    /// `too_many_waiting` at once when `READ_MAX_WAITING` requests already wait). A token
+    /// beyond the head of the event log is refused at once: 400 `invalid_consistency_token`.
+    // Optional but never null: a client generator must not offer to send `null`.
+    #[param(rename = "X-Consistency-Token", value_type = String, required = false, pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
     pub token: Option<Position>,
 }
 
