@@ -13,6 +13,7 @@ use shared::store::{
     Aggregate, AppendOutcome, IdempotencyRecord, NewEvent, Snapshot, StoreError, StoredResponse,
     StreamAppend,
 };
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -57,12 +58,13 @@ impl IntoResponse for CommandOutcome {
     }
 }
 
-/// One command against one aggregate's stream.
-pub struct Command<'a, F, R> {
+/// One command against one aggregate's stream. It owns what it needs, because it runs in a
+/// task of its own (see [`execute`]).
+pub struct Command<F, R> {
     pub stream_id: String,
     pub success: StatusCode,
-    pub ctx: &'a CommandContext,
-    pub body: &'a Value,
+    pub ctx: CommandContext,
+    pub body: Value,
     pub decide: F,
     /// The success body (a type of [`crate::model`]), from the stream's new version and the
     /// position of the last event written.
@@ -88,10 +90,27 @@ fn replay_or_reject(
     })
 }
 
+/// Runs a command to its end in a task of its own, whatever happens to the request: a client
+/// that disconnects drops its handler future, and database work dropped half-way can leave a
+/// pooled connection inside a transaction (docs/ARCHITECTURE.md, "Cancellation"). Its answer
+/// is then simply not delivered; retrying with the same `Idempotency-Key` fetches it.
 pub async fn execute<A, F, R, B>(
     app: &AppState,
-    cmd: Command<'_, F, R>,
+    cmd: Command<F, R>,
 ) -> Result<CommandOutcome, ApiError>
+where
+    A: Aggregate + 'static,
+    A::State: Send,
+    F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError> + Send + 'static,
+    R: Fn(u64, Position) -> B + Send + Sync + 'static,
+    B: Serialize + 'static,
+{
+    let task = tokio::spawn(run::<A, F, R, B>(app.clone(), cmd).in_current_span());
+    task.await
+        .map_err(|e| ApiError::internal("command task failed", &e))?
+}
+
+async fn run<A, F, R, B>(app: AppState, cmd: Command<F, R>) -> Result<CommandOutcome, ApiError>
 where
     A: Aggregate,
     F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError>,
@@ -99,7 +118,7 @@ where
     B: Serialize,
 {
     let store = &app.store;
-    let ctx = cmd.ctx;
+    let ctx = &cmd.ctx;
     let fingerprint = json!({"method": ctx.method.as_str(), "path": ctx.path, "body": cmd.body});
     if let Some(key) = &ctx.idempotency_key
         && let Some(stored) = store.stored_response(key).await?

@@ -147,3 +147,79 @@ async fn commands_dropped_at_random_moments_leave_no_session_in_a_transaction(po
     }
     assert!(idle_in_transaction(&mut check).await.is_empty());
 }
+
+/// Polls `sql` (a count over this test's database) until it is at least `n`, for at most ten
+/// seconds; returns the last count.
+async fn wait_for_count(conn: &mut PgConnection, sql: &str, bind: &str, n: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .bind(bind)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        if count >= n || Instant::now() > deadline {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_command_whose_client_went_away_still_completes(pool: PgPool) {
+    let options: PgConnectOptions = (*pool.connect_options()).clone();
+    let app = router(AppState::new(pool.clone(), &settings()));
+    let order = Uuid::new_v4();
+    assert_eq!(status(&app, create(order)).await, StatusCode::CREATED);
+    let stream = format!("order-{order}");
+    let confirm = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri(format!("/orders/{order}/confirm"))
+            .header("idempotency-key", "confirm-once")
+            .body(Body::empty())
+            .unwrap()
+    };
+
+    // Hold the order stream's row lock, so the command waits inside its transaction.
+    let mut blocker = PgConnection::connect_with(&options).await.unwrap();
+    let mut tx = blocker.begin().await.unwrap();
+    sqlx::query("select 1 from streams where stream_id = $1 for update")
+        .bind(&stream)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let request = tokio::spawn(app.clone().oneshot(confirm()));
+    let mut watch = PgConnection::connect_with(&options).await.unwrap();
+    let waiting = wait_for_count(
+        &mut watch,
+        "select count(*) from pg_stat_activity
+         where datname = current_database() and wait_event_type = 'Lock' and query like $1",
+        "update streams %",
+        1,
+    )
+    .await;
+    assert_eq!(
+        waiting, 1,
+        "the command should be waiting for the stream lock"
+    );
+
+    // The client goes away while its command waits; then the lock is released.
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
+    tx.commit().await.unwrap();
+
+    let events = wait_for_count(
+        &mut watch,
+        "select count(*) from events where stream_id = $1",
+        &stream,
+        2,
+    )
+    .await;
+    assert_eq!(events, 2, "the confirm was carried out without its client");
+    // A retry with the same key gets the answer the first client never saw.
+    let retry = app.clone().oneshot(confirm()).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["etag"], "\"2\"");
+}

@@ -90,8 +90,8 @@ pub struct Ship {
 async fn run(
     app: &AppState,
     order_id: OrderId,
-    ctx: &CommandContext,
-    body: &Value,
+    ctx: CommandContext,
+    body: Value,
     success: StatusCode,
     command: OrderCommand,
 ) -> Result<CommandOutcome, ApiError> {
@@ -102,13 +102,13 @@ async fn run(
             success,
             ctx,
             body,
-            decide: |state: &OrderState| {
+            decide: move |state: &OrderState| {
                 Ok(order::decide(state, command.clone())?
                     .into_iter()
                     .map(DomainEvent::Order)
                     .collect())
             },
-            accepted: |version, position| OrderAccepted {
+            accepted: move |version, position| OrderAccepted {
                 order_id,
                 version,
                 position,
@@ -155,7 +155,7 @@ pub async fn create(
     };
     // Without a client-chosen id, a retry is safe only with an Idempotency-Key: the stored
     // body (with the generated id) is what the retry gets back.
-    run(&app, order_id, &ctx, &raw, StatusCode::CREATED, command).await
+    run(&app, order_id, ctx, raw, StatusCode::CREATED, command).await
 }
 
 /// Adds a line to a pending order, or units to the line of the same product.
@@ -190,8 +190,8 @@ pub async fn add_item(
     run(
         &app,
         order_id,
-        &ctx,
-        &raw,
+        ctx,
+        raw,
         StatusCode::OK,
         OrderCommand::AddItem(value.into()),
     )
@@ -233,8 +233,8 @@ pub async fn remove_item(
     run(
         &app,
         order_id,
-        &ctx,
-        &raw,
+        ctx,
+        raw,
         StatusCode::OK,
         OrderCommand::RemoveItem(product_id),
     )
@@ -273,8 +273,8 @@ pub async fn confirm(
     run(
         &app,
         order_id,
-        &ctx,
-        &raw,
+        ctx,
+        raw,
         StatusCode::OK,
         OrderCommand::Confirm,
     )
@@ -313,7 +313,7 @@ pub async fn cancel(
     let command = OrderCommand::Cancel {
         reason: value.reason,
     };
-    run(&app, order_id, &ctx, &raw, StatusCode::OK, command).await
+    run(&app, order_id, ctx, raw, StatusCode::OK, command).await
 }
 
 /// Ships a confirmed order.
@@ -349,7 +349,7 @@ pub async fn ship(
         carrier: value.carrier,
         tracking_number: value.tracking_number,
     };
-    run(&app, order_id, &ctx, &raw, StatusCode::OK, command).await
+    run(&app, order_id, ctx, raw, StatusCode::OK, command).await
 }
 
 /// Marks a shipped order delivered.
@@ -384,8 +384,8 @@ pub async fn deliver(
     run(
         &app,
         order_id,
-        &ctx,
-        &raw,
+        ctx,
+        raw,
         StatusCode::OK,
         OrderCommand::Deliver,
     )

@@ -62,19 +62,20 @@ pub async fn receive_stock(
         product_id: product_id.clone(),
         quantity: value.quantity,
     };
+    let stream_id = product_id.stream_id();
     commands::execute::<ProductAggregate, _, _, _>(
         &app,
         Command {
-            stream_id: product_id.stream_id(),
+            stream_id,
             success: StatusCode::OK,
-            ctx: &ctx,
-            body: &raw,
-            decide: |state: &ProductState| {
+            ctx,
+            body: raw,
+            decide: move |state: &ProductState| {
                 product::decide(state, command.clone())
                     .map(|events| events.into_iter().map(DomainEvent::Product).collect())
                     .map_err(|e| ApiError::invalid("quantity", e.to_string()))
             },
-            accepted: |version, position| StockAccepted {
+            accepted: move |version, position| StockAccepted {
                 product_id: product_id.clone(),
                 version,
                 position,
