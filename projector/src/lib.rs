@@ -154,7 +154,7 @@ impl Application {
             metrics: shared::telemetry::metrics_handle(),
         });
         let shutdown = cancel.clone();
-        axum::serve(self.listener, app)
+        axum::serve(shared::serve::JsonErrors(self.listener), app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await?;
         while tasks.join_next().await.is_some() {}

@@ -92,7 +92,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        axum::serve(shared::serve::JsonErrors(self.listener), self.router)
             .with_graceful_shutdown(shutdown)
             .await
     }

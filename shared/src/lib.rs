@@ -11,6 +11,8 @@ pub mod order;
 pub mod position;
 pub mod product;
 #[cfg(feature = "service")]
+pub mod serve;
+#[cfg(feature = "service")]
 pub mod shutdown;
 #[cfg(feature = "store")]
 pub mod store;
