@@ -136,6 +136,10 @@ pub enum DomainError {
     TotalOverflow,
     #[error("{field} must be at most {MAX_TEXT_LEN} characters and not blank")]
     InvalidText { field: &'static str },
+    #[error(
+        "{field} must not contain control characters such as NUL (U+0000); tab and line breaks are fine"
+    )]
+    ControlCharacter { field: &'static str },
 }
 
 impl DomainError {
@@ -149,7 +153,8 @@ impl DomainError {
             | PriceMismatch { .. }
             | QuantityTooLarge(_)
             | TotalOverflow
-            | InvalidText { .. } => ErrorKind::Invalid,
+            | InvalidText { .. }
+            | ControlCharacter { .. } => ErrorKind::Invalid,
         }
     }
 
@@ -160,7 +165,7 @@ impl DomainError {
             NoItems | TooManyLines | TotalOverflow => Some("items"),
             PriceMismatch { .. } => Some("unitPriceCents"),
             QuantityTooLarge(_) => Some("quantity"),
-            InvalidText { field } => Some(field),
+            InvalidText { field } | ControlCharacter { field } => Some(field),
             _ => None,
         }
     }
@@ -179,7 +184,8 @@ impl DomainError {
             | PriceMismatch { .. }
             | QuantityTooLarge(_)
             | TotalOverflow
-            | InvalidText { .. } => "validation_failed",
+            | InvalidText { .. }
+            | ControlCharacter { .. } => "validation_failed",
         }
     }
 }
@@ -199,6 +205,13 @@ fn total_of(items: &[LineItem]) -> Result<i64, DomainError> {
 fn check_text(field: &'static str, s: &str) -> Result<(), DomainError> {
     if s.trim().is_empty() || s.chars().count() > MAX_TEXT_LEN {
         return Err(DomainError::InvalidText { field });
+    }
+    // PostgreSQL's jsonb refuses NUL outright; the other control characters are refused too,
+    // as they only ever garble logs, terminals and exports downstream.
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(DomainError::ControlCharacter { field });
     }
     Ok(())
 }
@@ -672,5 +685,44 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field(), Some("reason"));
+    }
+
+    #[test]
+    fn free_text_refuses_nul_and_control_characters_but_keeps_line_breaks() {
+        let given = vec![create(vec![line("a", 1, 1)]), OrderCommand::Confirm];
+        let ship = |carrier: &str, tracking: &str| OrderCommand::Ship {
+            carrier: carrier.into(),
+            tracking_number: tracking.into(),
+        };
+        for (carrier, tracking, field) in [
+            ("DH\0L", "t", "carrier"),
+            ("DHL", "\u{1b}[2J", "trackingNumber"),
+            ("DHL", "t\u{7f}", "trackingNumber"),
+            ("\u{9b}", "t", "carrier"),
+        ] {
+            let err = given_when(given.clone(), ship(carrier, tracking)).unwrap_err();
+            assert_eq!(
+                (err.field(), err.code()),
+                (Some(field), "validation_failed"),
+                "{carrier:?} {tracking:?}"
+            );
+        }
+        let err = given_when(
+            given.clone(),
+            OrderCommand::Cancel {
+                reason: Some("no\0".into()),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), Some("reason"));
+        assert!(
+            given_when(
+                given,
+                OrderCommand::Cancel {
+                    reason: Some("line one\r\n\tline two, ünïcödé".into()),
+                },
+            )
+            .is_ok()
+        );
     }
 }

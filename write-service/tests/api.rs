@@ -575,6 +575,110 @@ async fn rule_violations_are_422_naming_the_field(pool: PgPool) {
     );
 }
 
+/// PostgreSQL's `jsonb` refuses `\u0000` (it answered 500); control characters have no
+/// place in these fields either. Ids become MongoDB `_id`s in the views, so their alphabet
+/// keeps out NUL, `$` and anything else MongoDB refuses in a key.
+#[sqlx::test(migrations = "../migrations")]
+async fn nul_and_control_characters_are_422_naming_the_field(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    for bad in ["DH\u{0}L", "\u{0}", "a\u{1b}[31mred", "x\u{7f}", "x\u{85}y"] {
+        let r = app
+            .post(&format!("/orders/{id}/cancel"), json!({"reason": bad}))
+            .await;
+        assert_eq!(
+            (r.status, r.body["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("reason")),
+            "{bad:?}: {:?}",
+            r.body
+        );
+    }
+    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
+        .await;
+    for (body, field) in [
+        (
+            json!({"carrier": "DH\u{0}L", "trackingNumber": "t"}),
+            "carrier",
+        ),
+        (
+            json!({"carrier": "DHL", "trackingNumber": "\u{0}"}),
+            "trackingNumber",
+        ),
+        (
+            json!({"carrier": "DHL", "trackingNumber": "t\u{1}"}),
+            "trackingNumber",
+        ),
+    ] {
+        let r = app.post(&format!("/orders/{id}/ship"), body.clone()).await;
+        assert_eq!(
+            (r.status, r.body["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{body}: {:?}",
+            r.body
+        );
+    }
+    let item = |product: &str| json!({"productId": product, "quantity": 1, "unitPriceCents": 1});
+    for (body, field) in [
+        (
+            json!({"userId": "a\u{0}b", "items": [item("sku")]}),
+            "userId",
+        ),
+        (
+            json!({"userId": "$where", "items": [item("sku")]}),
+            "userId",
+        ),
+        (
+            json!({"userId": "a", "items": [item("a\u{0}b")]}),
+            "items[0].productId",
+        ),
+        (
+            json!({"userId": "a", "items": [item("$inc")]}),
+            "items[0].productId",
+        ),
+    ] {
+        let r = app.post("/orders", body.clone()).await;
+        assert_eq!(
+            (r.status, r.body["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{body}: {:?}",
+            r.body
+        );
+    }
+    for uri in ["/products/a%00b/stock", "/products/%24set/stock"] {
+        let r = app.post(uri, json!({"quantity": 1})).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "invalid_path"),
+            "{uri}"
+        );
+    }
+    // Text with line breaks and tabs, and non-ASCII letters, is fine.
+    let r = app
+        .post(
+            &format!("/orders/{id}/ship"),
+            json!({"carrier": "Poste Italiane", "trackingNumber": "ÀB\t12"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(app.event_count().await, 3, "create, confirm and ship only");
+
+    // The document says so, so generated clients and fuzzers keep to it.
+    let doc = app.get("/openapi.json").await.body;
+    for (schema, field) in [
+        ("Cancel", "reason"),
+        ("Ship", "carrier"),
+        ("Ship", "trackingNumber"),
+    ] {
+        let pattern = doc["components"]["schemas"][schema]["properties"][field]["pattern"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            pattern.starts_with("^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*"),
+            "{schema}.{field}: {pattern:?}"
+        );
+    }
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn if_match_guards_the_version(pool: PgPool) {
     let app = App::new(pool);

@@ -71,19 +71,33 @@ pub struct NoFields {}
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cancel {
-    /// Why; not blank, at most 200 characters.
-    #[schema(min_length = 1, max_length = 200, nullable = false)]
+    /// Why; not blank, at most 200 characters, no control characters but tab and line
+    /// breaks.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        nullable = false,
+        pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+    )]
     reason: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ship {
-    /// Not blank, at most 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    /// Not blank, at most 200 characters, no control characters but tab and line breaks.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+    )]
     carrier: String,
-    /// Not blank, at most 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    /// Not blank, at most 200 characters, no control characters but tab and line breaks.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+    )]
     tracking_number: String,
 }
 
