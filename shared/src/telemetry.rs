@@ -57,8 +57,35 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     response
 }
 
-/// The layers both HTTP services share: request ids (set, logged, echoed), a request span
-/// with the matched route, request metrics, and API-shaped 404/405 answers.
+/// The longest client-chosen id (`x-request-id`, `X-Causation-Id`) kept: it is stored in
+/// every event's metadata and echoed, so it must not be a way to store kilobytes.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// Whether a client-chosen id is kept as is: 1 to [`MAX_CLIENT_ID_LEN`] visible ASCII
+/// characters (no spaces or control characters).
+pub fn is_usable_client_id(value: &[u8]) -> bool {
+    (1..=MAX_CLIENT_ID_LEN).contains(&value.len()) && value.iter().all(u8::is_ascii_graphic)
+}
+
+/// Drops an `x-request-id` that is not usable, so that one is generated in its place: a
+/// request id is a courtesy, not worth refusing a request over.
+async fn replace_unusable_request_id(mut req: Request) -> Request {
+    let headers = req.headers_mut();
+    let kept = headers
+        .get(X_REQUEST_ID)
+        .filter(|v| is_usable_client_id(v.as_bytes()))
+        .cloned();
+    headers.remove(X_REQUEST_ID);
+    if let Some(value) = kept {
+        headers.insert(X_REQUEST_ID, value);
+    }
+    req
+}
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// The layers both HTTP services share: request ids (checked, set, logged, echoed), a
+/// request span with the matched route, request metrics, and API-shaped 404/405 answers.
 pub fn http_layers<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) -> axum::Router<S> {
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     use tower_http::trace::TraceLayer;
@@ -79,4 +106,6 @@ pub fn http_layers<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) ->
             tracing::info_span!("request", method = %req.method(), route, request_id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost, so the id every inner layer sees is one worth keeping.
+        .layer(axum::middleware::map_request(replace_unusable_request_id))
 }

@@ -9,6 +9,7 @@ use utoipa::IntoParams;
 
 use shared::api_error::ApiError;
 pub use shared::api_error::AppPath;
+use shared::telemetry::{MAX_CLIENT_ID_LEN, is_usable_client_id};
 
 /// A JSON body, typed, plus the raw JSON it came from (for idempotency fingerprints).
 ///
@@ -89,13 +90,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 #[derive(Debug, Clone, IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct CommandContext {
-    /// Your id for this request (visible ASCII), kept in the events' metadata and echoed in
-    /// the `x-request-id` response header; one is generated when absent.
+    /// Your id for this request, kept in the events' metadata and echoed in the
+    /// `x-request-id` response header: 1 to 128 visible ASCII characters (`!` to `~`). One is
+    /// generated when it is absent or anything else (then the response carries that one).
     #[param(rename = "x-request-id", nullable = false)]
     pub request_id: Option<String>,
     /// `X-Causation-Id`: the id of the message that caused this command, for callers that
-    /// are processes (visible ASCII); kept in the events' metadata.
-    #[param(rename = "X-Causation-Id", nullable = false)]
+    /// are processes; kept in the events' metadata. 1 to 128 visible ASCII characters (`!`
+    /// to `~`), else 400 `invalid_header`.
+    #[param(
+        rename = "X-Causation-Id",
+        nullable = false,
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[!-~]{1,128}$"
+    )]
     pub causation_id: Option<String>,
     /// Makes a retry safe: a request repeating an earlier one's key gets the earlier answer
     /// (with `Idempotent-Replayed: true`) and writes nothing; the key with another method,
@@ -169,9 +178,20 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
                 )
             })?),
         };
+        let causation_id = header_str("x-causation-id")?;
+        if let Some(c) = &causation_id
+            && !is_usable_client_id(c.as_bytes())
+        {
+            return Err(ApiError::bad_request(
+                "invalid_header",
+                format!("X-Causation-Id must be 1 to {MAX_CLIENT_ID_LEN} visible ASCII characters"),
+            )
+            .with_field("X-Causation-Id"));
+        }
         Ok(CommandContext {
+            // The request-id layer has replaced an unusable one by then.
             request_id: header_str("x-request-id")?,
-            causation_id: header_str("x-causation-id")?,
+            causation_id,
             idempotency_key,
             if_match,
             method: parts.method.clone(),

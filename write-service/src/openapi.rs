@@ -58,7 +58,8 @@ impl Modify for ResponseHeaders {
         let request_id = HeaderBuilder::new()
             .schema(string())
             .description(Some(
-                "The request's id: the client's `x-request-id` if it sent one, else generated",
+                "The request's id: the client's `x-request-id` if it sent a usable one (1 to \
+                 128 visible ASCII characters), else generated",
             ))
             .build();
         let retry_after = HeaderBuilder::new()

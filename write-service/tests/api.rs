@@ -679,6 +679,96 @@ async fn nul_and_control_characters_are_422_naming_the_field(pool: PgPool) {
     }
 }
 
+/// Request and causation ids are stored in every event's metadata and echoed: they are
+/// bounded to 128 visible ASCII characters. A request id outside that is replaced by a
+/// generated one; a causation id outside it is refused.
+#[sqlx::test(migrations = "../migrations")]
+async fn request_and_causation_ids_are_bounded(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    let body = json!({"productId": "sku-9", "quantity": 1, "unitPriceCents": 1});
+    let uri = format!("/orders/{id}/items");
+    let max = "r".repeat(128);
+    let r = app
+        .send(
+            Method::POST,
+            &uri,
+            &[("x-request-id", &max), ("x-causation-id", &max)],
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.headers["x-request-id"], max.as_str());
+    let metadata =
+        |events: &Value| events["events"].as_array().unwrap().last().unwrap()["metadata"].clone();
+    let stored = metadata(&app.get(&format!("/orders/{id}/events")).await.body);
+    assert_eq!(
+        (stored["requestId"].as_str(), stored["causationId"].as_str()),
+        (Some(max.as_str()), Some(max.as_str()))
+    );
+
+    let long = "r".repeat(129);
+    for odd in [long.as_str(), "", "has space", "tab\there"] {
+        let r = app
+            .send(
+                Method::POST,
+                &uri,
+                &[("x-request-id", odd)],
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{odd:?}: {:?}", r.body);
+        let echoed = r.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert!(
+            Uuid::parse_str(&echoed).is_ok(),
+            "{odd:?} was replaced by a generated id, not {echoed:?}"
+        );
+        let stored = metadata(&app.get(&format!("/orders/{id}/events")).await.body);
+        assert_eq!(stored["requestId"], echoed.as_str(), "{odd:?}");
+    }
+    // Bytes that are not ASCII are replaced too (they were a 400).
+    let mut req = Request::builder()
+        .method(Method::GET)
+        .uri(format!("/orders/{id}/state"))
+        .body(Body::empty())
+        .unwrap();
+    req.headers_mut().insert(
+        "x-request-id",
+        axum::http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+    );
+    let response = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echoed = response.headers()["x-request-id"].to_str().unwrap();
+    assert!(Uuid::parse_str(echoed).is_ok(), "{echoed:?}");
+
+    let before = app.event_count().await;
+    for odd in [long.as_str(), "", "has space"] {
+        let r = app
+            .send(
+                Method::POST,
+                &uri,
+                &[("x-causation-id", odd)],
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code(), r.body["error"]["field"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                Some("X-Causation-Id")
+            ),
+            "{odd:?}: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "refused commands write nothing"
+    );
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn if_match_guards_the_version(pool: PgPool) {
     let app = App::new(pool);
