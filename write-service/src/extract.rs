@@ -113,12 +113,15 @@ pub struct CommandContext {
         rename = "Idempotency-Key",
         nullable = false,
         min_length = 1,
-        max_length = 255
+        max_length = 255,
+        pattern = "^[\t -~]{1,255}$"
     )]
     pub idempotency_key: Option<String>,
     /// `If-Match: "<version>"`: the stream must be at exactly this version (the `ETag` or
     /// `version` of an earlier answer), else 412 `precondition_failed`.
-    #[param(rename = "If-Match", value_type = Option<String>, nullable = false, pattern = "^(W/)?(\"[0-9]+\"|[0-9]+)$", example = "\"3\"")]
+    /// A string, not an integer: send the `ETag` back as it came (a quoted entity tag); at
+    /// most 19 digits.
+    #[param(rename = "If-Match", value_type = Option<String>, nullable = false, pattern = "^(W/)?(\"[0-9]{1,19}\"|[0-9]{1,19})$", example = "\"3\"")]
     pub if_match: Option<u64>,
     #[param(ignore)]
     pub method: Method,
@@ -128,14 +131,25 @@ pub struct CommandContext {
 
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
+/// Digits of a version in `If-Match`: 19 at most, so every string the documented pattern
+/// allows fits a `u64`.
+const MAX_IF_MATCH_DIGITS: usize = 19;
+
+/// Exactly the documented `^(W/)?("[0-9]{1,19}"|[0-9]{1,19})$`.
 fn parse_if_match(value: &str) -> Option<u64> {
-    let v = value.trim();
-    let v = v.strip_prefix("W/").unwrap_or(v);
-    let v = v
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(v);
-    v.parse().ok()
+    let v = value.strip_prefix("W/").unwrap_or(value);
+    let digits = match v.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?,
+        None => v,
+    };
+    // `u64::from_str` alone would also take a leading `+`.
+    if digits.is_empty()
+        || digits.len() > MAX_IF_MATCH_DIGITS
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
@@ -211,5 +225,13 @@ mod tests {
         assert_eq!(parse_if_match("3"), Some(3));
         assert_eq!(parse_if_match("\"x\""), None);
         assert_eq!(parse_if_match("*"), None);
+        assert_eq!(parse_if_match("+3"), None);
+        assert_eq!(parse_if_match("\"3"), None);
+        assert_eq!(parse_if_match(" 3"), None);
+        assert_eq!(
+            parse_if_match("9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(parse_if_match("18446744073709551615"), None);
     }
 }

@@ -1170,6 +1170,143 @@ async fn postgres_going_away_is_503_and_the_service_recovers(pool: PgPool) {
     assert_eq!(app.get("/health/ready").await.status, StatusCode::OK);
 }
 
+/// What a client generator or a fuzzer derives from the document is what the code takes:
+/// `If-Match` versions, product ids in paths and `Idempotency-Key` say their exact rules,
+/// and no parameter is declared nullable (a header cannot be null).
+#[sqlx::test(migrations = "../migrations")]
+async fn the_openapi_document_declares_exactly_what_the_code_accepts(pool: PgPool) {
+    let app = App::new(pool);
+    let doc = app.get("/openapi.json").await.body;
+    let param = |path: &str, method: &str, name: &str| -> Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no {name}"))["schema"]
+            .clone()
+    };
+    let if_match = param("/orders/{order_id}/confirm", "post", "If-Match");
+    assert_eq!(
+        (if_match["type"].as_str(), if_match["pattern"].as_str()),
+        (
+            Some("string"),
+            Some(r#"^(W/)?("[0-9]{1,19}"|[0-9]{1,19})$"#)
+        )
+    );
+    for path in [
+        "/orders/{order_id}/items/{product_id}",
+        "/products/{product_id}/stock",
+    ] {
+        let method = if path.starts_with("/orders") {
+            "delete"
+        } else {
+            "post"
+        };
+        let product = param(path, method, "product_id");
+        assert_eq!(
+            (
+                product["pattern"].as_str(),
+                product["minLength"].as_u64(),
+                product["maxLength"].as_u64()
+            ),
+            (Some("^[A-Za-z0-9_.:-]{1,64}$"), Some(1), Some(64)),
+            "{path}"
+        );
+    }
+    let key = param("/orders", "post", "Idempotency-Key");
+    assert_eq!(key["pattern"].as_str(), Some("^[\t -~]{1,255}$"));
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let schema = &p["schema"];
+                assert!(
+                    schema["nullable"] != true
+                        && !schema["type"]
+                            .as_array()
+                            .is_some_and(|t| t.contains(&json!("null"))),
+                    "{method} {path} {} is declared nullable",
+                    p["name"]
+                );
+            }
+        }
+    }
+
+    // The code takes exactly those forms.
+    let id = app.create_order().await;
+    let confirm = format!("/orders/{id}/confirm");
+    for bad in [
+        "\"18446744073709551615\"",
+        "18446744073709551615",
+        "\"+1\"",
+        "+1",
+        "\"1",
+        "W/1\"",
+        "w/\"1\"",
+        "\"\"",
+        "\"-1\"",
+        "*",
+    ] {
+        let r = app
+            .send(Method::POST, &confirm, &[("if-match", bad)], None)
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "invalid_header"),
+            "If-Match: {bad}"
+        );
+    }
+    for stale in [
+        "\"9999999999999999999\"",
+        "9999999999999999999",
+        "W/\"0000000000000000000\"",
+    ] {
+        let r = app
+            .send(Method::POST, &confirm, &[("if-match", stale)], None)
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::PRECONDITION_FAILED,
+            "If-Match: {stale}"
+        );
+    }
+    let r = app
+        .send(Method::POST, &confirm, &[("if-match", "W/\"01\"")], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let cancel = format!("/orders/{id}/cancel");
+    let r = app
+        .send(Method::POST, &cancel, &[("if-match", "2")], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/products/{}/stock", "p".repeat(64)),
+            json!({"quantity": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app
+        .post(
+            &format!("/products/{}/stock", "p".repeat(65)),
+            json!({"quantity": 1}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_path")
+    );
+    let r = app
+        .send(
+            Method::POST,
+            "/products/sku-1/stock",
+            &[("idempotency-key", "with space\tand tab")],
+            Some(json!({"quantity": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
 /// The documented methods of each path of the OpenAPI document.
 fn operations(doc: &Value) -> BTreeSet<(String, String)> {
     let mut ops = BTreeSet::new();

@@ -217,7 +217,7 @@ pub async fn add_item(
     delete,
     path = "/orders/{order_id}/items/{product_id}",
     tag = "orders",
-    params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), ("product_id" = String, Path, description = "The product whose line to remove"), CommandContext),
+    params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), ("product_id" = String, Path, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$", description = "The product whose line to remove"), CommandContext),
     request_body(content = ref("#/components/schemas/NoFields"), description = "None, or `{}`"),
     responses(
         (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,

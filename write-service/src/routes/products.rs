@@ -30,7 +30,7 @@ pub struct ReceiveStock {
     path = "/products/{product_id}/stock",
     tag = "products",
     params(
-        ("product_id" = String, Path, description = "1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`"),
+        ("product_id" = String, Path, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$", description = "1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`"),
         CommandContext,
     ),
     request_body = ReceiveStock,
