@@ -40,9 +40,12 @@ async fn ready(State(s): State<HttpState>) -> impl IntoResponse {
     )
     .await
     .is_ok_and(|r| r.is_ok());
-    let mongo = tokio::time::timeout(timeout, s.engine.views.ping())
+    // In a task of its own: a MongoDB operation dropped half-way leaves its checkout queued
+    // in the driver's pool (see the read-service's store module).
+    let views = s.engine.views.clone();
+    let mongo = tokio::time::timeout(timeout, tokio::spawn(async move { views.ping().await }))
         .await
-        .is_ok_and(|r| r.is_ok());
+        .is_ok_and(|r| r.is_ok_and(|r| r.is_ok()));
     let projections = s.board.lock().map(|b| b.clone()).unwrap_or_default();
     let stopped = projections.values().any(|p| p.state == RunState::Stopped);
     let status = if pg && mongo && !stopped {
