@@ -92,8 +92,8 @@ fn replay_or_reject(
 
 /// Runs a command to its end in a task of its own, whatever happens to the request: a client
 /// that disconnects drops its handler future, and database work dropped half-way can leave a
-/// pooled connection inside a transaction (docs/ARCHITECTURE.md, "Cancellation"). Its answer
-/// is then simply not delivered; retrying with the same `Idempotency-Key` fetches it.
+/// pooled connection inside a transaction (sqlx 0.9.0's `begin`, transact-rs/sqlx#4393).
+/// The answer is then just not delivered; a retry with the same `Idempotency-Key` gets it.
 pub async fn execute<A, F, R, B>(
     app: &AppState,
     cmd: Command<F, R>,
