@@ -28,9 +28,9 @@ use crate::store::{Snapshot, View};
     responses(
         (status = 200, description = "The summary", body = DashboardSummary,
             headers(("X-Projection-Position" = String, description = "Lowest checkpoint of the four views"))),
-        (status = 400, description = "Malformed consistency token", body = ErrorBody),
+        (status = 400, description = "Malformed consistency token, or a token beyond the head of the event log (`invalid_consistency_token`)", body = ErrorBody),
         (status = 422, description = "A query parameter was given", body = ErrorBody),
-        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` (the views did not apply the consistency token in time), `too_many_waiting` (too many requests wait for tokens) or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn summary(

@@ -24,10 +24,10 @@ const VIEWS: [View; 1] = [View::Inventory];
     responses(
         (status = 200, description = "The product's stock", body = InventoryItem,
             headers(("X-Projection-Position" = String, description = "Checkpoint of inventory_view"))),
-        (status = 400, description = "Malformed product id or consistency token", body = ErrorBody),
+        (status = 400, description = "Malformed product id or consistency token, or a token beyond the head of the event log (`invalid_consistency_token`)", body = ErrorBody),
         (status = 404, description = "No stock or sale recorded for the product (`product_not_found`)", body = ErrorBody),
         (status = 422, description = "A query parameter was given", body = ErrorBody),
-        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` (the views did not apply the consistency token in time), `too_many_waiting` (too many requests wait for tokens) or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn product(
@@ -64,9 +64,9 @@ pub async fn product(
     responses(
         (status = 200, description = "A page of products", body = InventoryPage,
             headers(("X-Projection-Position" = String, description = "Checkpoint of inventory_view"))),
-        (status = 400, description = "`invalid_cursor` (not issued by this service: start again without it) or malformed consistency token", body = ErrorBody),
+        (status = 400, description = "`invalid_cursor` (not issued by this service: start again without it) or malformed consistency token, or a token beyond the head of the event log (`invalid_consistency_token`)", body = ErrorBody),
         (status = 422, description = "Invalid or unknown parameter, named in `field`", body = ErrorBody),
-        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` (the views did not apply the consistency token in time), `too_many_waiting` (too many requests wait for tokens) or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn low_stock(

@@ -22,10 +22,10 @@ const VIEWS: [View; 1] = [View::Orders];
     responses(
         (status = 200, description = "The order", body = Order,
             headers(("X-Projection-Position" = String, description = "Checkpoint of orders_view"))),
-        (status = 400, description = "Malformed order id or consistency token", body = ErrorBody),
+        (status = 400, description = "Malformed order id or consistency token, or a token beyond the head of the event log (`invalid_consistency_token`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
         (status = 422, description = "A query parameter was given", body = ErrorBody),
-        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` (the views did not apply the consistency token in time), `too_many_waiting` (too many requests wait for tokens) or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn get_order(
@@ -68,9 +68,9 @@ pub async fn get_order(
     responses(
         (status = 200, description = "A page of orders", body = OrderPage,
             headers(("X-Projection-Position" = String, description = "Checkpoint of orders_view"))),
-        (status = 400, description = "`invalid_cursor` (not issued by this service for this sort: start again without it) or malformed consistency token", body = ErrorBody),
+        (status = 400, description = "`invalid_cursor` (not issued by this service for this sort: start again without it) or malformed consistency token, or a token beyond the head of the event log (`invalid_consistency_token`)", body = ErrorBody),
         (status = 422, description = "Invalid or unknown parameter, named in `field`: a time outside years 0001 to 9999, `createdTo` before `createdFrom`, `maxTotalCents` below `minTotalCents`, ...", body = ErrorBody),
-        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` (the views did not apply the consistency token in time), `too_many_waiting` (too many requests wait for tokens) or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn search(

@@ -57,9 +57,9 @@ pub async fn days(
     responses(
         (status = 200, description = "Every day of the range, in order", body = SalesRange,
             headers(("X-Projection-Position" = String, description = "Checkpoint of daily_sales"))),
-        (status = 400, description = "Malformed consistency token", body = ErrorBody),
+        (status = 400, description = "Malformed consistency token, or a token beyond the head of the event log (`invalid_consistency_token`)", body = ErrorBody),
         (status = 422, description = "Missing or bad `from`/`to`, a day outside years 0001 to 9999, `from` after `to`, more than 366 days, or an unknown parameter", body = ErrorBody),
-        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` (the views did not apply the consistency token in time), `too_many_waiting` (too many requests wait for tokens) or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn range(
@@ -95,9 +95,9 @@ pub async fn range(
     responses(
         (status = 200, description = "The day's figures", body = DaySales,
             headers(("X-Projection-Position" = String, description = "Checkpoint of daily_sales"))),
-        (status = 400, description = "Malformed date or consistency token", body = ErrorBody),
+        (status = 400, description = "Malformed date or consistency token, or a token beyond the head of the event log (`invalid_consistency_token`)", body = ErrorBody),
         (status = 422, description = "A day outside years 0001 to 9999, or a query parameter was given", body = ErrorBody),
-        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` (the views did not apply the consistency token in time), `too_many_waiting` (too many requests wait for tokens) or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn day(

@@ -28,10 +28,10 @@ const VIEWS: [View; 2] = [View::Orders, View::Users];
     responses(
         (status = 200, description = "Counters and a page of orders", body = UserOrders,
             headers(("X-Projection-Position" = String, description = "Lower checkpoint of orders_view and users_orders_view"))),
-        (status = 400, description = "Malformed user id or consistency token, or `invalid_cursor` (not issued by this service for this user: start again without it)", body = ErrorBody),
+        (status = 400, description = "Malformed user id or consistency token, a token beyond the head of the event log (`invalid_consistency_token`), or `invalid_cursor` (not issued by this service for this user: start again without it)", body = ErrorBody),
         (status = 404, description = "The user has no orders (`user_not_found`)", body = ErrorBody),
         (status = 422, description = "Invalid or unknown parameter, named in `field`", body = ErrorBody),
-        (status = 503, description = "`not_caught_up` or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
+        (status = 503, description = "`not_caught_up` (the views did not apply the consistency token in time), `too_many_waiting` (too many requests wait for tokens) or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn orders(
