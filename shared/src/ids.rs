@@ -115,6 +115,66 @@ impl ProductId {
     }
 }
 
+/// Free-text fields (cancel reason, carrier, tracking number) are bounded so a client
+/// cannot store megabytes in one event.
+pub const MAX_TEXT_LEN: usize = 200;
+
+/// What is wrong with a free text, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextProblem {
+    BlankOrTooLong,
+    ControlCharacter,
+}
+
+/// The free-text rule: not blank, at most [`MAX_TEXT_LEN`] characters, and no control
+/// characters but tab and line breaks. PostgreSQL's jsonb refuses NUL outright (a 500 when it
+/// got that far); the other control characters only ever garble logs, terminals and exports.
+pub fn text_problem(s: &str) -> Option<TextProblem> {
+    if s.trim().is_empty() || s.chars().count() > MAX_TEXT_LEN {
+        return Some(TextProblem::BlankOrTooLong);
+    }
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Some(TextProblem::ControlCharacter);
+    }
+    None
+}
+
+/// Free text that keeps [`text_problem`]'s rule, checked as a request is read, so a bad one
+/// is refused before anything else is looked at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FreeText(String);
+
+impl FreeText {
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl TryFrom<String> for FreeText {
+    type Error = InvalidValue;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match text_problem(&s) {
+            None => Ok(Self(s)),
+            Some(TextProblem::BlankOrTooLong) => Err(InvalidValue(format!(
+                "must be at most {MAX_TEXT_LEN} characters and not blank"
+            ))),
+            Some(TextProblem::ControlCharacter) => Err(InvalidValue(
+                "must not contain control characters such as NUL (U+0000); tab and line breaks are fine"
+                    .into(),
+            )),
+        }
+    }
+}
+
+impl From<FreeText> for String {
+    fn from(t: FreeText) -> String {
+        t.0
+    }
+}
+
 /// ISO 4217-shaped currency code: three upper-case ASCII letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -226,6 +286,31 @@ mod tests {
         assert!("a b".parse::<UserId>().is_err());
         assert!("é".parse::<UserId>().is_err());
         assert!("{\"$gt\":\"\"}".parse::<UserId>().is_err());
+    }
+
+    #[test]
+    fn free_text_is_bounded_not_blank_and_free_of_control_characters() {
+        for ok in [
+            "DHL",
+            "line one\r\n\tline two",
+            "ünïcödé",
+            &"x".repeat(MAX_TEXT_LEN),
+        ] {
+            assert!(FreeText::try_from(ok.to_string()).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " \t",
+            &"x".repeat(MAX_TEXT_LEN + 1),
+            "DH\0L",
+            "\u{1b}[2J",
+            "x\u{7f}",
+            "\u{9b}",
+        ] {
+            assert!(FreeText::try_from(bad.to_string()).is_err(), "{bad:?}");
+        }
+        let t: Result<FreeText, _> = serde_json::from_str("\"a\\u0000b\"");
+        assert!(t.is_err());
     }
 
     #[test]

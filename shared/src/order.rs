@@ -6,12 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::events::{
     ItemRemoved, LineItem, OrderCancelled, OrderCreated, OrderEvent, OrderShipped,
 };
-use crate::ids::{Currency, OrderId, ProductId, Quantity, UserId};
+use crate::ids::{Currency, OrderId, ProductId, Quantity, TextProblem, UserId, text_problem};
 
 pub const MAX_LINES: usize = 100;
-/// Free-text fields (cancel reason, carrier, tracking number) are bounded so a client
-/// cannot store megabytes in one event.
-pub const MAX_TEXT_LEN: usize = 200;
+pub use crate::ids::MAX_TEXT_LEN;
 
 /// Bumped whenever `OrderState`'s serialised shape changes; snapshots of another version
 /// are ignored and the state is rebuilt from events.
@@ -203,17 +201,11 @@ fn total_of(items: &[LineItem]) -> Result<i64, DomainError> {
 }
 
 fn check_text(field: &'static str, s: &str) -> Result<(), DomainError> {
-    if s.trim().is_empty() || s.chars().count() > MAX_TEXT_LEN {
-        return Err(DomainError::InvalidText { field });
+    match text_problem(s) {
+        None => Ok(()),
+        Some(TextProblem::BlankOrTooLong) => Err(DomainError::InvalidText { field }),
+        Some(TextProblem::ControlCharacter) => Err(DomainError::ControlCharacter { field }),
     }
-    // PostgreSQL's jsonb refuses NUL outright; the other control characters are refused too,
-    // as they only ever garble logs, terminals and exports downstream.
-    if s.chars()
-        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-    {
-        return Err(DomainError::ControlCharacter { field });
-    }
-    Ok(())
 }
 
 /// Adds `line` to `items`, merging with an existing line of the same product and price.

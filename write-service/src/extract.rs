@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use utoipa::IntoParams;
 
 use shared::api_error::ApiError;
-pub use shared::api_error::AppPath;
+pub use shared::api_error::{AppPath, AppQuery};
 use shared::telemetry::{MAX_CLIENT_ID_LEN, is_usable_client_id};
 
 /// A JSON body, typed, plus the raw JSON it came from (for idempotency fingerprints).

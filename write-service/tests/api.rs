@@ -593,6 +593,27 @@ async fn nul_and_control_characters_are_422_naming_the_field(pool: PgPool) {
             r.body
         );
     }
+    // Checked as the request is read: before the order is looked up or If-Match compared.
+    let missing = Uuid::new_v4();
+    for (uri, headers) in [
+        (format!("/orders/{missing}/cancel"), vec![]),
+        (format!("/orders/{id}/cancel"), vec![("if-match", "\"7\"")]),
+    ] {
+        let r = app
+            .send(
+                Method::POST,
+                &uri,
+                &headers,
+                Some(json!({"reason": "no\u{0}"})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("reason")),
+            "{uri} {headers:?}: {:?}",
+            r.body
+        );
+    }
     app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
         .await;
     for (body, field) in [
@@ -767,6 +788,20 @@ async fn request_and_causation_ids_are_bounded(pool: PgPool) {
         before,
         "refused commands write nothing"
     );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_unknown_state_query_parameter_is_422_with_the_error_body(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    let r = app.get(&format!("/orders/{id}/state?bogus=1")).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.headers["content-type"], "application/json");
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -1,11 +1,12 @@
 //! Order commands and the event-store reads of one order.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use shared::events::{DomainEvent, LineItem};
+use shared::ids::FreeText;
 use shared::order::{self, OrderCommand, OrderState};
 use shared::store::{Loaded, OrderAggregate, Until};
 use shared::{Currency, OrderId, ProductId, Quantity, UnitPriceCents, UserId};
@@ -13,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
-use crate::extract::{AppPath, CommandContext, JsonBody};
+use crate::extract::{AppPath, AppQuery, CommandContext, JsonBody};
 use crate::model::{AuditEvent, AuditTrail, ErrorBody, OrderAccepted, OrderSnapshot};
 use shared::api_error::ApiError;
 
@@ -79,7 +80,8 @@ pub struct Cancel {
         nullable = false,
         pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
     )]
-    reason: Option<String>,
+    #[schema(value_type = Option<String>)]
+    reason: Option<FreeText>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -91,14 +93,16 @@ pub struct Ship {
         max_length = 200,
         pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
     )]
-    carrier: String,
+    #[schema(value_type = String)]
+    carrier: FreeText,
     /// Not blank, at most 200 characters, no control characters but tab and line breaks.
     #[schema(
         min_length = 1,
         max_length = 200,
         pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
     )]
-    tracking_number: String,
+    #[schema(value_type = String)]
+    tracking_number: FreeText,
 }
 
 async fn run(
@@ -325,7 +329,7 @@ pub async fn cancel(
     JsonBody { value, raw }: JsonBody<Cancel>,
 ) -> Result<CommandOutcome, ApiError> {
     let command = OrderCommand::Cancel {
-        reason: value.reason,
+        reason: value.reason.map(FreeText::into_inner),
     };
     run(&app, order_id, ctx, raw, StatusCode::OK, command).await
 }
@@ -360,8 +364,8 @@ pub async fn ship(
     JsonBody { value, raw }: JsonBody<Ship>,
 ) -> Result<CommandOutcome, ApiError> {
     let command = OrderCommand::Ship {
-        carrier: value.carrier,
-        tracking_number: value.tracking_number,
+        carrier: value.carrier.into_inner(),
+        tracking_number: value.tracking_number.into_inner(),
     };
     run(&app, order_id, ctx, raw, StatusCode::OK, command).await
 }
@@ -472,7 +476,8 @@ pub struct StateQuery {
 pub async fn state(
     State(app): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
-    Query(query): Query<StateQuery>,
+    // The API's error body for a bad parameter, not axum's plain-text 400.
+    AppQuery(query): AppQuery<StateQuery>,
 ) -> Result<axum::Json<OrderSnapshot>, ApiError> {
     let stream = order_id.stream_id();
     let parameter = |name: &str, message: &str| {
