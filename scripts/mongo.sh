@@ -4,7 +4,8 @@
 # in a git-ignored virtualenv and directory, on a non-default port, and never touches a server
 # it did not start.
 #
-#   scripts/mongo.sh start   start (installing if needed); prints the MONGODB_URI on stdout
+#   scripts/mongo.sh start   start (installing if needed: python3-venv with apt-get, see
+#                            scripts/lib/install.sh, then nx-27017); prints the MONGODB_URI
 #   scripts/mongo.sh stop    stop the server if it runs
 #   scripts/mongo.sh status  exit 0 if it runs
 #   scripts/mongo.sh url     print the MONGODB_URI
@@ -15,6 +16,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/install.sh
+. "$root/scripts/lib/install.sh"
 port=${MONGO_PORT:-27117}
 version=0.8.1
 venv=$root/.local/venv
@@ -73,18 +76,25 @@ lock() {
   flock 9
 }
 
+python_ok() {
+  command -v python3 >/dev/null &&
+    python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
+}
+
 installed() {
   "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('nx-27017') != '$version')" 2>/dev/null
 }
 
 ensure_venv() {
   installed && return 0
-  if ! command -v python3 >/dev/null ||
-     ! python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-    log "needs Python 3.10 or newer with venv and pip. Install them with:"
-    log "  apt-get install python3 python3-venv"
-    log "or point MONGODB_URI at a MongoDB server you run."
-    exit 1
+  if ! python_ok; then
+    # Nothing apt-get starts may keep the lock (fd 9).
+    install_packages "Python 3.10 or newer with venv and pip" python3 python3-venv 9>&- || true
+    if ! python_ok; then
+      log "needs Python 3.10 or newer with venv and pip (Debian: python3 python3-venv),"
+      log "or point MONGODB_URI at a MongoDB server you run."
+      exit 1
+    fi
   fi
   # A virtualenv whose interpreter no longer runs (Python moved or upgraded) is rebuilt.
   if [ -e "$venv" ] && ! "$venv/bin/python" -c '' 2>/dev/null; then

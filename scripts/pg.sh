@@ -7,27 +7,61 @@
 #   scripts/pg.sh status  exit 0 if it runs
 #   scripts/pg.sh url     print the DATABASE_URL
 #
-# Environment: PG_PORT (default 54329), PG_BIN (default: PostgreSQL 15's bin directory),
-# PG_DIR (default .local/pg in the repository).
+# Environment: PG_PORT (default 54329; applies to an existing cluster too), PG_BIN (default:
+# the bin directory of the oldest installed PostgreSQL from 15 on; when there is none, `start`
+# installs the postgresql package, see scripts/lib/install.sh), PG_DIR (default .local/pg in
+# the repository).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/install.sh
+. "$root/scripts/lib/install.sh"
 port=${PG_PORT:-54329}
 db=${PG_DATABASE:-orders}
-bin=${PG_BIN:-}
-if [ -z "$bin" ]; then
-  for candidate in /usr/lib/postgresql/15/bin /usr/lib/postgresql/16/bin /usr/lib/postgresql/17/bin; do
-    [ -x "$candidate/postgres" ] && { bin=$candidate; break; }
-  done
-fi
-if [ -z "$bin" ] || [ ! -x "$bin/postgres" ]; then
-  echo "pg.sh: PostgreSQL server binaries not found. Install them with:" >&2
-  echo "  apt-get install postgresql-15   (or set PG_BIN to a directory holding postgres, initdb and pg_ctl)" >&2
-  echo "or point DATABASE_URL at a server you run." >&2
-  exit 1
-fi
 
 log() { echo "pg.sh: $*" >&2; }
+
+if ! [[ $port =~ ^[0-9]+$ ]]; then
+  log "PG_PORT must be a port number, not '$port'"
+  exit 2
+fi
+
+# PG_BIN, else the oldest installed server from 15 on (Debian and Ubuntu's layout).
+find_bin() {
+  local dirs=() candidate version
+  if [ -n "${PG_BIN:-}" ]; then
+    if [ -x "$PG_BIN/postgres" ]; then bin=$PG_BIN; fi
+    return 0
+  fi
+  mapfile -t dirs < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V)
+  for candidate in "${dirs[@]}"; do
+    version=${candidate%/bin}
+    version=${version##*/}
+    if [[ $version =~ ^[0-9]+$ ]] && [ "$version" -ge 15 ] && [ -x "$candidate/postgres" ]; then
+      bin=$candidate
+      return 0
+    fi
+  done
+}
+
+# Only `start` installs the server: stop and status have nothing to do without one.
+ensure_bin() {
+  [ -n "$bin" ] && return 0
+  if install_packages "the PostgreSQL server (15 or newer)" postgresql; then
+    find_bin
+    [ -n "$bin" ] && return 0
+    log "installed the postgresql package, but found no PostgreSQL 15 or newer server" \
+      "in ${PG_BIN:-/usr/lib/postgresql/*/bin}"
+  fi
+  log "set PG_BIN to a directory holding postgres, initdb and pg_ctl (PostgreSQL 15 or newer),"
+  log "or point DATABASE_URL at a server you run."
+  exit 1
+}
+
+bin=
+find_bin
+# Before anything below creates a postgres user the package would create its own way.
+if [ "${1:-}" = start ]; then ensure_bin; fi
 
 # PostgreSQL refuses to run as root: as root, run it as the 'postgres' system user.
 as_owner() {
@@ -45,8 +79,10 @@ if [ "$(id -u)" = 0 ]; then
   chown postgres: "$dir"
   if ! runuser -u postgres -- test -w "$dir"; then
     # The checkout is not reachable by the postgres user (e.g. under /root): keep the
-    # cluster in a per-checkout directory under /tmp instead.
-    dir=/tmp/order-backend-pg-$(echo -n "$root" | md5sum | cut -c1-12)
+    # cluster in a per-checkout (per-PG_DIR when set) directory under /tmp instead.
+    key=$root
+    [ -n "${PG_DIR:-}" ] && key=$dir
+    dir=/tmp/order-backend-pg-$(echo -n "$key" | md5sum | cut -c1-12)
     mkdir -p "$dir" && chown postgres: "$dir" && chmod 700 "$dir"
     log "checkout not accessible to user postgres; using $dir"
   fi
@@ -57,7 +93,10 @@ data=$dir/data
 logfile=$dir/postgres.log
 url="postgres://postgres@127.0.0.1:$port/$db"
 
-running() { as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; }
+running() { [ -n "$bin" ] && as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; }
+
+# The port the running cluster listens on (line 4 of postmaster.pid).
+running_port() { sed -n 4p "$data/postmaster.pid" 2>/dev/null; }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
 
@@ -85,6 +124,13 @@ CONF
 start() {
   init_cluster
   if running; then
+    local actual
+    actual=$(running_port)
+    if [ -n "$actual" ] && [ "$actual" != "$port" ]; then
+      log "already running on port $actual, not $port; run scripts/pg.sh stop first" \
+        "(with the same PG_DIR), or use PG_PORT=$actual"
+      exit 1
+    fi
     log "already running on port $port"
   else
     if port_busy; then
@@ -92,8 +138,9 @@ start() {
       exit 1
     fi
     # pg_ctl clears a stale postmaster.pid whose process is gone.
-    # Commit timestamps let `make bench` (S3) time commit-to-view exactly.
-    as_owner "$bin/pg_ctl" -D "$data" -l "$logfile" -o "-c track_commit_timestamp=on" -w -t 60 start >/dev/null || {
+    # The port is given here, not only in postgresql.conf at initdb, so PG_PORT applies to
+    # an existing cluster too. Commit timestamps let `make bench` (S3) time commit-to-view.
+    as_owner "$bin/pg_ctl" -D "$data" -l "$logfile" -o "-p $port -c track_commit_timestamp=on" -w -t 60 start >/dev/null || {
       log "failed to start; last lines of $logfile:"; tail -n 20 "$logfile" >&2; exit 1; }
     log "started on port $port"
   fi

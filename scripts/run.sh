@@ -10,6 +10,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# shellcheck source=lib/install.sh
+. scripts/lib/install.sh
 run_dir=$root/.local/run
 log_dir=$root/.local/logs
 mkdir -p "$run_dir" "$log_dir"
@@ -21,10 +23,25 @@ services=(write-service projector read-service)
 
 log() { echo "run: $*" >&2; }
 
-# A pid file names a process of ours only if that process runs our binary from this checkout.
+# Where `cargo build` puts the binaries (a relative CARGO_TARGET_DIR is relative to the root).
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$root/$target_dir
+bin_dir=$target_dir/debug
+
+# Whether PID is our service NAME: its program (argv[0], which run.sh makes absolute) is
+# this checkout's binary. Earlier versions started `target/debug/NAME` from the root, so a
+# relative argv[0] counts when it resolves, from the process's own directory, to one. A pid
+# file naming a pid since reused by any other program therefore never matches.
 ours() {
-  local pid=$1 name=$2
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$root/target/[a-z]*/$name"
+  local pid=$1 name=$2 args=() program cwd
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  mapfile -d '' args 2>/dev/null <"/proc/$pid/cmdline" || return 1
+  program=${args[0]:-}
+  if [[ $program != /* ]]; then
+    cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || return 1
+    program=$cwd/$program
+  fi
+  [ "$program" = "$bin_dir/$name" ] || [ "$program" = "$root/target/debug/$name" ]
 }
 
 stop_services() {
@@ -34,8 +51,9 @@ stop_services() {
     pid=$(cat "$run_dir/$name.pid")
     if ours "$pid" "$name"; then
       kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do ours "$pid" "$name" || break; sleep 0.1; done
+      # Only if it is still ours: once it exited its pid may be reused.
+      if ours "$pid" "$name"; then kill -KILL "$pid" 2>/dev/null || true; fi
       log "stopped $name (pid $pid)"
     fi
     rm -f "$run_dir/$name.pid"
@@ -65,10 +83,15 @@ for addr in "$write_addr" "$read_addr" "$projector_addr"; do
   fi
 done
 
+# The readiness checks and the demo data go through curl.
+if ! command -v curl >/dev/null; then
+  install_packages "curl" curl || exit 1
+fi
+
 log "building the workspace"
 cargo build --workspace --bins
 
-started_pg=0 started_mongo=0 pids=()
+started_pg=0 started_mongo=0
 cleanup() {
   trap - EXIT INT TERM
   [ -n "${tail_pid:-}" ] && kill "$tail_pid" 2>/dev/null || true
@@ -77,7 +100,10 @@ cleanup() {
   [ "$started_pg" = 1 ] && scripts/pg.sh stop || true
   log "everything this run started is stopped"
 }
-trap cleanup EXIT INT TERM
+# Every way out stops what this run started. Ctrl-C or SIGTERM is the user stopping it, a
+# success (exit 0, so make reports no error); a service that dies is a failure (exit 1).
+trap cleanup EXIT
+trap 'exit 0' INT TERM
 
 if [ -n "${DATABASE_URL:-}" ] && reachable "$DATABASE_URL"; then
   log "using DATABASE_URL"
@@ -94,13 +120,14 @@ fi
 export DATABASE_URL MONGODB_URI
 export WRITE_SERVICE_ADDR=$write_addr READ_SERVICE_ADDR=$read_addr PROJECTOR_ADDR=$projector_addr
 
-target/debug/write-service migrate
+"$bin_dir/write-service" migrate
 
 start() {
   local name=$1
   shift
   : >"$log_dir/$name.log"
-  "target/debug/$name" "$@" >>"$log_dir/$name.log" 2>&1 &
+  # By absolute path: `ours` (and so make down) recognises it by that.
+  "$bin_dir/$name" "$@" >>"$log_dir/$name.log" 2>&1 &
   echo $! >"$run_dir/$name.pid"
 }
 start write-service serve
@@ -158,7 +185,7 @@ cat <<TXT
   The order backend is running.
     write-service  $w      (OpenAPI: $w/openapi.json)
     read-service   $r      (OpenAPI: $r/openapi.json, dashboard: $r/dashboard/summary)
-    projector      http://$projector_addr/health/ready   (metrics: /metrics; status: target/debug/projector status)
+    projector      http://$projector_addr/health/ready   (metrics: /metrics; status: $bin_dir/projector status)
     logs           $log_dir/
 
   Try it (copy and paste):
