@@ -134,7 +134,9 @@ start() {
   local pid cmd i
   if pid=$(our_pid) && ours "$pid"; then
     if [[ $cmd != *" -p $port "* ]]; then
-      log "already running (pid $pid) on another port than $port; run scripts/mongo.sh stop first"
+      local actual=${cmd#* -p }
+      log "already running (pid $pid) on port ${actual%% *}, not $port; run scripts/mongo.sh stop" \
+        "first (with the same MONGO_DIR), or use MONGO_PORT=${actual%% *}"
       exit 1
     fi
     [[ $cmd == *" --db $db "* ]] || log "note: the running server uses another database than MONGO_DB=$db"

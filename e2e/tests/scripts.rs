@@ -649,6 +649,16 @@ fn mongo_sh_listens_on_mongo_port_after_a_restart() {
     assert!(listening(first), "{}", describe(&started));
     let refused = mongo.mongo(second, "start");
     assert!(!refused.status.success(), "{}", describe(&refused));
+    assert!(
+        text(&refused.stderr).contains("already running (pid"),
+        "{}",
+        describe(&refused)
+    );
+    assert!(
+        text(&refused.stderr).contains(&format!("on port {first}, not {second}")),
+        "{}",
+        describe(&refused)
+    );
 
     let stopped = mongo.mongo(first, "stop");
     assert!(stopped.status.success(), "{}", describe(&stopped));
