@@ -488,6 +488,15 @@ async fn rule_violations_are_422_naming_the_field(pool: PgPool) {
             json!({"userId": "alice", "items": [item(1, 1)], "currency": "usd"}),
             "currency",
         ),
+        // Optional fields may be left out, but the schema says they are never null.
+        (
+            json!({"userId": "alice", "items": [item(1, 1)], "currency": null}),
+            "currency",
+        ),
+        (
+            json!({"userId": "alice", "items": [item(1, 1)], "orderId": null}),
+            "orderId",
+        ),
         (json!({"userId": "al ice", "items": [item(1, 1)]}), "userId"),
         (
             json!({"userId": "x".repeat(65), "items": [item(1, 1)]}),

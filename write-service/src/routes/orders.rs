@@ -25,16 +25,28 @@ pub struct CreateOrder {
     /// The order's id, a UUID; generated when absent. Naming it makes a retried create
     /// safe without an `Idempotency-Key` (the retry is 409 `order_exists`).
     #[schema(value_type = Option<String>, format = "uuid", nullable = false)]
+    #[serde(default, deserialize_with = "present")]
     order_id: Option<OrderId>,
     /// 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`.
     #[schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     user_id: UserId,
     /// ISO 4217 code, e.g. `EUR`; `USD` when absent.
     #[schema(value_type = Option<String>, pattern = "^[A-Z]{3}$", nullable = false)]
+    #[serde(default, deserialize_with = "present")]
     currency: Option<Currency>,
     /// 1 to 100 lines after merging.
     #[schema(min_items = 1)]
     items: Vec<Item>,
+}
+
+/// An optional field that may be left out but not sent as `null`: the schema says it is
+/// never null, and a client generator must not learn otherwise from the server.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// A line as a client sends it; unknown fields (typos) are refused.
@@ -81,6 +93,7 @@ pub struct Cancel {
         pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
     )]
     #[schema(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "present")]
     reason: Option<FreeText>,
 }
 
