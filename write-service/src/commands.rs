@@ -141,12 +141,14 @@ where
     let mut attempt = 0;
     loop {
         let loaded = store.load::<A>(&cmd.stream_id).await?;
+        let events = (cmd.decide)(&loaded.state)?;
+        // After the decision: a precondition counts only for a request that would otherwise
+        // succeed (RFC 9110, 13.2.1), so an invalid command is its 4xx, not 412.
         if let Some(expected) = ctx.if_match
             && expected != loaded.version
         {
             return Err(precondition_failed(expected, loaded.version));
         }
-        let events = (cmd.decide)(&loaded.state)?;
         let new_state = events.iter().fold(loaded.state, |s, e| A::apply(s, e));
         let new_version = loaded.version + events.len() as u64;
         let snapshot = if store.snapshot_due(loaded.version, new_version) {

@@ -851,6 +851,32 @@ async fn if_match_guards_the_version(pool: PgPool) {
         .await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(app.event_count().await, 2);
+    // A command that fails on its own gets its own answer, whatever the precondition says
+    // (RFC 9110, 13.2.1): a confirmed order cannot take items, stale version or not.
+    let r = app
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/items"),
+            &[("if-match", "\"1\"")],
+            Some(json!({"productId": "sku-2", "quantity": 1, "unitPriceCents": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    let r = app
+        .send(
+            Method::POST,
+            "/orders",
+            &[("if-match", "\"3\"")],
+            Some(json!({"orderId": uuid::Uuid::new_v4(), "userId": "alice", "items": []})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("items")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(app.event_count().await, 2);
 }
 
 #[sqlx::test(migrations = "../migrations")]
