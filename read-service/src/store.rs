@@ -254,7 +254,7 @@ async fn poll_while_waited(
         }
         let mut pause = Duration::from_millis(5);
         while *waiting.borrow_and_update() > 0 {
-            let seen = snapshot_of(db.clone(), &View::ALL).await.map(Arc::new);
+            let seen = snapshot_of(&db, &View::ALL).await.map(Arc::new);
             polled.send_modify(|p| {
                 p.seq += 1;
                 p.snapshot = Some(seen);
@@ -269,35 +269,29 @@ async fn poll_while_waited(
     }
 }
 
+/// The documents of `collection` whose `field` is one of `values`.
+async fn find_in(
+    db: &Database,
+    collection: &str,
+    field: &str,
+    values: &[&str],
+) -> Result<Vec<Document>, StoreError> {
+    let found = db.collection::<Document>(collection);
+    let filter = doc! {field: {"$in": values}};
+    detached(async move { drain(found.find(filter).await?).await }).await
+}
+
 /// Active generation and checkpoint of each view, and the log head, in two concurrent finds.
-async fn snapshot_of(db: Database, views: &[View]) -> Result<Snapshot, StoreError> {
+async fn snapshot_of(db: &Database, views: &[View]) -> Result<Snapshot, StoreError> {
     let mut ids: Vec<&str> = views.iter().map(|v| v.name()).collect();
     let names = ids.clone();
     ids.push(LOG_HEAD);
-    let pointers = detached({
-        let db = db.clone();
-        let ids: Vec<String> = ids.iter().map(|&s| s.to_owned()).collect();
-        async move {
-            let found = db
-                .collection::<Document>(POINTERS)
-                .find(doc! {"_id": {"$in": ids}})
-                .await?;
-            drain(found).await
-        }
-    });
     // All generations' checkpoints of these views: a handful of tiny documents, and no
     // second round trip after the pointers.
-    let checkpoints = detached({
-        let names: Vec<String> = names.iter().map(|&s| s.to_owned()).collect();
-        async move {
-            let found = db
-                .collection::<Document>(CHECKPOINTS)
-                .find(doc! {"projection": {"$in": names}})
-                .await?;
-            drain(found).await
-        }
-    });
-    let (pointers, checkpoints) = tokio::try_join!(pointers, checkpoints)?;
+    let (pointers, checkpoints) = tokio::try_join!(
+        find_in(&db, POINTERS, "_id", &ids),
+        find_in(&db, CHECKPOINTS, "projection", &names),
+    )?;
 
     let active: HashMap<&str, i64> = pointers
         .iter()
@@ -379,7 +373,7 @@ impl Views {
     /// Active generation and checkpoint of each view, and the log head.
     #[instrument(skip_all, err)]
     pub async fn snapshot(&self, views: &[View]) -> Result<Snapshot, StoreError> {
-        snapshot_of(self.db.clone(), views).await
+        snapshot_of(&self.db, views).await
     }
 
     /// A snapshot of `views` that has applied `token`; without a token, the current one.
