@@ -289,8 +289,8 @@ async fn snapshot_of(db: &Database, views: &[View]) -> Result<Snapshot, StoreErr
     // All generations' checkpoints of these views: a handful of tiny documents, and no
     // second round trip after the pointers.
     let (pointers, checkpoints) = tokio::try_join!(
-        find_in(&db, POINTERS, "_id", &ids),
-        find_in(&db, CHECKPOINTS, "projection", &names),
+        find_in(db, POINTERS, "_id", &ids),
+        find_in(db, CHECKPOINTS, "projection", &names),
     )?;
 
     let active: HashMap<&str, i64> = pointers
