@@ -4,8 +4,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use event_store::MIGRATOR;
 use mongodb::bson::{Document, doc};
-use shared::store::MIGRATOR;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 

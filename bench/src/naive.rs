@@ -13,6 +13,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use domain::Position;
+use domain::events::{DomainEvent, OrderEvent, ProductEvent};
+use domain::order::OrderStatus;
+use event_store::{EventStore, TailRow};
 use mongodb::bson::{self, Bson, Document, doc};
 use projector::context::{Enriched, enrich};
 use projector::views::View;
@@ -21,10 +25,6 @@ use projector::views::inventory::InventoryView;
 use projector::views::orders::{OrderDoc, OrdersView};
 use projector::views::users::{RECENT_ORDERS, UsersView};
 use projector::views::{self, date};
-use shared::Position;
-use shared::events::{DomainEvent, OrderEvent, ProductEvent};
-use shared::order::OrderStatus;
-use shared::store::{EventStore, TailRow};
 
 use crate::projection::BATCH;
 

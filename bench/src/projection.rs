@@ -4,14 +4,14 @@
 use std::time::Instant;
 
 use anyhow::Context;
+use domain::Position;
+use event_store::EventStore;
 use mongodb::bson::{Document, doc};
 use projector::engine::Engine;
 use projector::mongo::{ViewStore, collection_name, get_int};
 use projector::rebuild::catch_up;
 use projector::settings::{OnPoison, Transactions};
 use projector::views::View;
-use shared::Position;
-use shared::store::EventStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::Servers;

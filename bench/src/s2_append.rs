@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
+use domain::events::{DomainEvent, LineItem, OrderEvent};
+use domain::{Quantity, UnitPriceCents};
+use event_store::{EventStore, NewEvent, StreamAppend};
 use serde_json::json;
-use shared::events::{DomainEvent, LineItem, OrderEvent};
-use shared::store::{EventStore, NewEvent, StreamAppend};
-use shared::{Quantity, UnitPriceCents};
 
 use crate::Ctx;
 use crate::env::Scratch;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use domain::Position;
 use serde_json::{Value, json};
-use shared::Position;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -10,7 +10,7 @@ use crate::projection::{self, BATCH, Counted};
 use crate::report::{Scenario, num};
 use crate::wire;
 use crate::workload::{Days, Mix, seed};
-use shared::store::EventStore;
+use event_store::EventStore;
 
 const DAYS: u32 = 90;
 

@@ -8,7 +8,7 @@ use crate::env::Scratch;
 use crate::projection::{self, BATCH, Counted};
 use crate::report::{Scenario, num};
 use crate::workload::{Days, Mix, seed};
-use shared::store::EventStore;
+use event_store::EventStore;
 
 const DAYS: u32 = 90;
 

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{NaiveDate, Utc};
+use domain::Position;
+use domain::events::DomainEvent;
+use event_store::RecordedEvent;
 use mongodb::bson::{self, Document};
 use projector::context::{Enriched, OrderFacts};
 use projector::mongo::{ViewStore, collection_name};
@@ -20,9 +23,6 @@ use projector::views::inventory::InventoryView;
 use projector::views::orders::OrdersView;
 use projector::views::users::UsersView;
 use serde_json::Value;
-use shared::Position;
-use shared::events::DomainEvent;
-use shared::store::RecordedEvent;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -6,13 +6,11 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
+use domain::events::{DomainEvent, LineItem};
+use domain::order::{self, OrderCommand, OrderState};
+use domain::{Currency, OrderId, ProductId, Quantity, UnitPriceCents};
+use event_store::{Aggregate, EventStore, NewEvent, OrderAggregate, Snapshot, StreamAppend, Until};
 use serde_json::{Value, json};
-use shared::events::{DomainEvent, LineItem};
-use shared::order::{self, OrderCommand, OrderState};
-use shared::store::{
-    Aggregate, EventStore, NewEvent, OrderAggregate, Snapshot, StreamAppend, Until,
-};
-use shared::{Currency, OrderId, ProductId, Quantity, UnitPriceCents};
 
 use crate::Ctx;
 use crate::env::Scratch;

@@ -10,13 +10,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
-use serde_json::json;
-use shared::events::{DomainEvent, LineItem, OrderEvent, ProductEvent, StockReceived};
-use shared::order::{self, OrderCommand, OrderState, OrderStatus};
-use shared::store::{
+use domain::events::{DomainEvent, LineItem, OrderEvent, ProductEvent, StockReceived};
+use domain::order::{self, OrderCommand, OrderState, OrderStatus};
+use domain::{Currency, OrderId, ProductId, Quantity, StockQuantity, UnitPriceCents};
+use event_store::{
     Aggregate, EventStore, NewEvent, OrderAggregate, ProductAggregate, StreamAppend,
 };
-use shared::{Currency, OrderId, ProductId, Quantity, StockQuantity, UnitPriceCents};
+use serde_json::json;
 
 #[derive(Debug, Clone)]
 pub struct Mix {

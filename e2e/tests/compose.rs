@@ -20,9 +20,9 @@ const SOURCE_DIRS: [&str; 4] = [
     "write-service/src",
     "projector/src",
     "read-service/src",
-    "shared/src",
+    "shared",
 ];
-/// Read by tracing's `EnvFilter` (shared/src/telemetry.rs), not by clap.
+/// Read by tracing's `EnvFilter` (shared/service-kit/src/telemetry.rs), not by clap.
 const EXTRA_VARS: [&str; 1] = ["RUST_LOG"];
 
 const HEALTHY: &str = "service_healthy";

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use shared::events::{DomainEvent, OrderEvent};
-use shared::order::{Order, OrderState};
-use shared::store::{EventStore, RecordedEvent, StoreError, TailRow, UnreadableEvent};
+use domain::events::{DomainEvent, OrderEvent};
+use domain::order::{Order, OrderState};
+use event_store::{EventStore, RecordedEvent, StoreError, TailRow, UnreadableEvent};
 
 /// An order with the event times the views show.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,9 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use domain::Position;
+use event_store::{EventStore, StoreError, TailRow};
 use mongodb::bson::{self, Bson, Document, doc};
-use shared::Position;
-use shared::store::{EventStore, StoreError, TailRow};
 
 use crate::context::{self, Poison};
 use crate::mongo::{DEAD_LETTERS, GuardedWrite, MongoError, ViewStore, collection_name};

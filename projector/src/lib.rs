@@ -18,7 +18,7 @@ pub mod views;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use shared::store::EventStore;
+use event_store::EventStore;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -151,10 +151,10 @@ impl Application {
         let app = http::router(http::HttpState {
             engine: p.engine.clone(),
             board: self.board.clone(),
-            metrics: shared::telemetry::metrics_handle(),
+            metrics: service_kit::telemetry::metrics_handle(),
         });
         let shutdown = cancel.clone();
-        axum::serve(shared::serve::JsonErrors(self.listener), app)
+        axum::serve(service_kit::serve::JsonErrors(self.listener), app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await?;
         while tasks.join_next().await.is_some() {}

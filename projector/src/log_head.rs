@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use event_store::EventStore;
 use mongodb::bson::doc;
-use shared::store::EventStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::mongo::{POINTERS, ViewStore};

@@ -1,8 +1,8 @@
 use clap::{Parser, Subcommand};
 use projector::views::ALL;
 use projector::{Application, Projector, Settings, for_view, rebuild, status};
-use shared::shutdown::shutdown_signal;
-use shared::telemetry;
+use service_kit::shutdown::shutdown_signal;
+use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]

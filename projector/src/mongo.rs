@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use domain::Position;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, ClientSession, Database, IndexModel};
-use shared::Position;
 
 use crate::settings::Transactions;
 

@@ -5,9 +5,9 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use domain::Position;
+use event_store::TailRow;
 use indicatif::{ProgressBar, ProgressStyle};
-use shared::Position;
-use shared::store::TailRow;
 use tokio_util::sync::CancellationToken;
 
 use crate::Projector;

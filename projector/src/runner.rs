@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use domain::Position;
+use event_store::EVENTS_CHANNEL;
 use serde::Serialize;
-use shared::Position;
-use shared::store::EVENTS_CHANNEL;
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -1,7 +1,7 @@
 //! `projector status`: where each projection stands against the head of the log.
 
+use domain::Position;
 use serde::Serialize;
-use shared::Position;
 
 use crate::Projector;
 use crate::views::ALL;

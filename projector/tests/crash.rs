@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, create, line};
+use domain::order::OrderCommand;
+use domain::{OrderId, Position};
 use projector::views::ALL;
 use projector::{Projector, for_view};
-use shared::order::OrderCommand;
-use shared::{OrderId, Position};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

@@ -6,13 +6,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, create, line};
+use domain::order::OrderCommand;
+use domain::{OrderId, Position};
 use projector::runner::State;
 use projector::views::ALL;
 use projector::{Application, Settings};
-use shared::order::OrderCommand;
-use shared::testing::TcpSwitch;
-use shared::{OrderId, Position};
 use sqlx::PgPool;
+use test_support::TcpSwitch;
 use tokio_util::sync::CancellationToken;
 
 fn host_port(url: &str, default_port: u16) -> (String, u16) {

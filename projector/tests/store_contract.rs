@@ -87,8 +87,8 @@ async fn pointers_checkpoints_and_generations() {
     s.activate("v", 3).await.unwrap();
     assert_eq!(s.active_generation("v").await.unwrap(), 3);
 
-    let p: shared::Position = "00000000000000aa-0000000000000010".parse().unwrap();
-    assert_eq!(s.checkpoint("v", 3).await.unwrap(), shared::Position::ZERO);
+    let p: domain::Position = "00000000000000aa-0000000000000010".parse().unwrap();
+    assert_eq!(s.checkpoint("v", 3).await.unwrap(), domain::Position::ZERO);
     s.save_checkpoint("v", 3, p, None).await.unwrap();
     assert_eq!(s.checkpoint("v", 3).await.unwrap(), p);
     // Tokens compare as strings on the server the way positions compare (read-your-writes).
@@ -133,7 +133,7 @@ async fn pointers_checkpoints_and_generations() {
             .unwrap()
             .contains(&"v_g3".to_string())
     );
-    assert_eq!(s.checkpoint("v", 3).await.unwrap(), shared::Position::ZERO);
+    assert_eq!(s.checkpoint("v", 3).await.unwrap(), domain::Position::ZERO);
     s.database().drop().await.unwrap();
 }
 

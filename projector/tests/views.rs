@@ -3,6 +3,8 @@
 mod common;
 
 use common::{TestEnv, create, int, line};
+use domain::order::OrderCommand;
+use domain::{OrderId, Position};
 use mongodb::bson::doc;
 use projector::rebuild::{CatchUpError, catch_up};
 use projector::settings::OnPoison;
@@ -12,8 +14,6 @@ use projector::views::orders::OrdersView;
 use projector::views::users::UsersView;
 use projector::views::{ALL, View};
 use projector::{Projector, for_view};
-use shared::order::OrderCommand;
-use shared::{OrderId, Position};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -179,9 +179,9 @@ async fn out_of_order_commits_both_reach_the_views(pool: PgPool) {
     let env = TestEnv::new(pool.clone()).await;
     let (a, b) = (OrderId::new(), OrderId::new());
     let created =
-        shared::order::decide(&Default::default(), create(a, "ann", vec![line("x", 1, 1)]))
+        domain::order::decide(&Default::default(), create(a, "ann", vec![line("x", 1, 1)]))
             .unwrap();
-    let encoded = shared::events::DomainEvent::Order(created[0].clone()).encode();
+    let encoded = domain::events::DomainEvent::Order(created[0].clone()).encode();
     let mut writer_a = pool.begin().await.unwrap();
     sqlx::query("insert into streams (stream_id, stream_type, version) values ($1, 'order', 1)")
         .bind(a.stream_id())

@@ -14,8 +14,8 @@
 use std::fmt;
 
 use hmac::{Hmac, KeyInit, Mac};
+use service_kit::api_error::ApiError;
 use sha2::Sha256;
-use shared::api_error::ApiError;
 
 const VERSION: &str = "2";
 /// Longer input is not a cursor of ours; refuse it before decoding. The longest we issue

@@ -19,7 +19,7 @@ use std::future::Future;
 use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use shared::telemetry;
+use service_kit::telemetry;
 use tokio::net::TcpListener;
 
 pub use settings::Settings;
@@ -92,7 +92,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(shared::serve::JsonErrors(self.listener), self.router)
+        axum::serve(service_kit::serve::JsonErrors(self.listener), self.router)
             .with_graceful_shutdown(shutdown)
             .await
     }

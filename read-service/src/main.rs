@@ -1,7 +1,7 @@
 use clap::Parser;
 use read_service::{Application, Settings};
-use shared::shutdown::shutdown_signal;
-use shared::telemetry;
+use service_kit::shutdown::shutdown_signal;
+use service_kit::telemetry;
 
 #[derive(Parser)]
 #[command(

@@ -3,10 +3,10 @@
 //! (`userId[$ne]=x` is an unknown parameter, `userId={"$gt":""}` an invalid id: both 422).
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use domain::{OrderId, ProductId, UserId};
 use mongodb::bson::{self, Bson, Document, doc};
 use serde::Serialize;
-use shared::api_error::ApiError;
-use shared::{OrderId, ProductId, UserId};
+use service_kit::api_error::ApiError;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::cursor::{Cursor, Signer};
@@ -114,12 +114,12 @@ impl Params {
 
 pub fn user_id(v: &str) -> Result<UserId, String> {
     v.parse()
-        .map_err(|e: shared::ids::InvalidValue| e.to_string())
+        .map_err(|e: domain::ids::InvalidValue| e.to_string())
 }
 
 pub fn product_id(v: &str) -> Result<ProductId, String> {
     v.parse()
-        .map_err(|e: shared::ids::InvalidValue| e.to_string())
+        .map_err(|e: domain::ids::InvalidValue| e.to_string())
 }
 
 /// The pattern of an order id as the API writes it: a hyphenated UUID.

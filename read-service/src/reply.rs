@@ -4,9 +4,9 @@
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use domain::Position;
 use serde::Serialize;
-use shared::Position;
-use shared::api_error::ApiError;
+use service_kit::api_error::ApiError;
 
 use crate::store::StoreError;
 

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use domain::Position;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::ErrorKind;
 use mongodb::{Cursor, Database};
 use serde::de::DeserializeOwned;
-use shared::Position;
-use shared::api_error::ApiError;
+use service_kit::api_error::ApiError;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tracing::instrument;

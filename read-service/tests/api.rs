@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Days, NaiveDate, SecondsFormat, Utc};
 use common::{App, Env, Mongo, all_pages, line};
+use domain::order::OrderCommand;
+use domain::{OrderId, Position};
 use mongodb::bson::{Bson, doc};
 use projector::for_view;
 use projector::mongo::collection_name;
@@ -18,8 +20,6 @@ use projector::views::orders::OrdersView;
 use read_service::query::OrderSearch;
 use read_service::{Application, Settings};
 use serde_json::{Value, json};
-use shared::order::OrderCommand;
-use shared::{OrderId, Position};
 use sqlx::PgPool;
 
 fn ids(orders: &[Value]) -> Vec<String> {

@@ -6,12 +6,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Mongo;
+use domain::Position;
 use mongodb::bson::doc;
 use projector::log_head::LogHead;
 use read_service::Application;
 use reqwest::StatusCode;
 use serde_json::Value;
-use shared::Position;
 
 const ORDERS: &str = "orders_view";
 

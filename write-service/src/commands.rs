@@ -5,20 +5,20 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use serde_json::{Value, json};
-use shared::Position;
-use shared::events::DomainEvent;
-use shared::store::{
+use domain::Position;
+use domain::events::DomainEvent;
+use event_store::{
     Aggregate, AppendOutcome, IdempotencyRecord, NewEvent, Snapshot, StoreError, StoredResponse,
     StreamAppend,
 };
+use serde::Serialize;
+use serde_json::{Value, json};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::CommandContext;
-use shared::api_error::ApiError;
+use service_kit::api_error::ApiError;
 
 /// A command's HTTP answer, fresh or replayed from its idempotency record.
 #[derive(Debug)]

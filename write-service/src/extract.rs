@@ -7,9 +7,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use utoipa::IntoParams;
 
-use shared::api_error::ApiError;
-pub use shared::api_error::{AppPath, AppQuery};
-use shared::telemetry::{MAX_CLIENT_ID_LEN, is_usable_client_id};
+use service_kit::api_error::ApiError;
+pub use service_kit::api_error::{AppPath, AppQuery};
+use service_kit::telemetry::{MAX_CLIENT_ID_LEN, is_usable_client_id};
 
 /// A JSON body, typed, plus the raw JSON it came from (for idempotency fingerprints).
 ///

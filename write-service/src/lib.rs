@@ -13,15 +13,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
+use event_store::{EventStore, MIGRATOR};
 use metrics_exporter_prometheus::PrometheusHandle;
-use shared::store::{EventStore, MIGRATOR};
-use shared::telemetry;
+use service_kit::telemetry;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub use settings::Settings;
 
-use shared::api_error::MAX_BODY_BYTES;
+use service_kit::api_error::MAX_BODY_BYTES;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -75,7 +75,7 @@ pub async fn migrate(pool: &PgPool, patience: Duration) -> anyhow::Result<()> {
         match MIGRATOR.run(pool).await {
             Ok(()) => return Ok(()),
             Err(sqlx::migrate::MigrateError::Execute(e))
-                if tokio::time::Instant::now() < deadline && shared::store::is_unavailable(&e) =>
+                if tokio::time::Instant::now() < deadline && event_store::is_unavailable(&e) =>
             {
                 tracing::warn!("waiting for PostgreSQL: {e}");
             }
@@ -116,7 +116,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(shared::serve::JsonErrors(self.listener), self.router)
+        axum::serve(service_kit::serve::JsonErrors(self.listener), self.router)
             .with_graceful_shutdown(shutdown)
             .await
     }

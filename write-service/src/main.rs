@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
-use shared::shutdown::shutdown_signal;
-use shared::telemetry;
+use service_kit::shutdown::shutdown_signal;
+use service_kit::telemetry;
 use write_service::{Application, Settings, migrate};
 
 #[derive(Parser)]

@@ -1,17 +1,17 @@
 //! What clients receive, described in the OpenAPI document by the same types.
 //!
-//! The domain types live in `shared` and carry no schema; where a response holds one, the
+//! The domain types live in the `domain` crate and carry no schema; where a response holds one, the
 //! field keeps the domain type (so it serialises exactly as the domain does) and names its
 //! schema with `value_type`, or the response mirrors it field by field with an exhaustive
-//! conversion, so a change in `shared` fails to compile here instead of drifting.
+//! conversion, so a change in `domain` fails to compile here instead of drifting.
 
 use chrono::{DateTime, Utc};
+use domain::events::LineItem;
+use domain::order::{self, Order};
+use domain::{Currency, OrderId, Position, ProductId, UserId};
+use event_store::RecordedEvent;
 use serde::Serialize;
 use serde_json::Value;
-use shared::events::LineItem;
-use shared::order::{self, Order};
-use shared::store::RecordedEvent;
-use shared::{Currency, OrderId, Position, ProductId, UserId};
 use utoipa::ToSchema;
 use uuid::Uuid;
 

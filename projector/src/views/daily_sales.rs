@@ -1,10 +1,10 @@
 //! `daily_sales`: one document per UTC day. Revenue counts on the day an order is
 //! confirmed; a confirmed order cancelled later is a refund on the day it is cancelled.
 
+use domain::events::{DomainEvent, OrderEvent};
+use domain::order::OrderStatus;
 use mongodb::bson::{self, Document};
 use serde::{Deserialize, Serialize};
-use shared::events::{DomainEvent, OrderEvent};
-use shared::order::OrderStatus;
 
 use super::{View, date};
 use crate::context::Enriched;

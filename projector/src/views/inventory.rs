@@ -1,10 +1,10 @@
 //! `inventory_view`: one document per product. Sold units are those on confirmed orders
 //! not cancelled; available may go negative, so overselling shows.
 
+use domain::events::{DomainEvent, OrderEvent, ProductEvent};
+use domain::order::OrderStatus;
 use mongodb::bson::{self, Document, doc};
 use serde::{Deserialize, Serialize};
-use shared::events::{DomainEvent, OrderEvent, ProductEvent};
-use shared::order::OrderStatus;
 
 use super::{View, date};
 use crate::context::Enriched;

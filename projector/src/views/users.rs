@@ -2,10 +2,10 @@
 //! history is served from `orders_view` by its `(userId, createdAt)` index, so a big
 //! customer never outgrows MongoDB's 16 MiB document limit.
 
+use domain::events::{DomainEvent, OrderEvent};
+use domain::order::OrderStatus;
 use mongodb::bson::{self, Document};
 use serde::{Deserialize, Serialize};
-use shared::events::{DomainEvent, OrderEvent};
-use shared::order::OrderStatus;
 
 use super::{View, date};
 use crate::context::Enriched;

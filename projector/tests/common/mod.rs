@@ -2,6 +2,11 @@
 //! database (MONGODB_URI names the server; `make test` starts one).
 #![allow(dead_code)]
 
+use domain::events::{DomainEvent, LineItem};
+use domain::order::{self, OrderCommand};
+use domain::product::{self, ProductCommand};
+use domain::{Currency, OrderId, Position, Quantity, StockQuantity, UnitPriceCents};
+use event_store::{EventStore, OrderAggregate, ProductAggregate};
 use mongodb::bson::{Document, doc};
 use projector::mongo::collection_name;
 use projector::rebuild::catch_up;
@@ -9,11 +14,6 @@ use projector::settings::{OnPoison, Transactions};
 use projector::views::View;
 use projector::{Projector, Settings};
 use serde_json::json;
-use shared::events::{DomainEvent, LineItem};
-use shared::order::{self, OrderCommand};
-use shared::product::{self, ProductCommand};
-use shared::store::{EventStore, OrderAggregate, ProductAggregate};
-use shared::{Currency, OrderId, Position, Quantity, StockQuantity, UnitPriceCents};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +103,7 @@ impl TestEnv {
     }
 
     pub async fn stock(&self, product: &str, quantity: i64) -> Position {
-        let product_id: shared::ProductId = product.parse().unwrap();
+        let product_id: domain::ProductId = product.parse().unwrap();
         let cmd = ProductCommand::ReceiveStock {
             product_id: product_id.clone(),
             quantity: StockQuantity::try_from(quantity).unwrap(),

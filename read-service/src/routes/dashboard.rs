@@ -2,9 +2,9 @@
 
 use axum::extract::State;
 use chrono::{Days, Utc};
+use domain::Position;
 use mongodb::bson::doc;
-use shared::Position;
-use shared::api_error::AppQuery;
+use service_kit::api_error::AppQuery;
 
 use super::Consistency;
 use super::sales::days;

@@ -1,9 +1,9 @@
 //! Stock per product from `inventory_view`, and the low-stock list.
 
 use axum::extract::State;
+use domain::ProductId;
 use mongodb::bson::{Bson, Document, doc};
-use shared::ProductId;
-use shared::api_error::{ApiError, AppPath, AppQuery};
+use service_kit::api_error::{ApiError, AppPath, AppQuery};
 
 use super::Consistency;
 use crate::AppState;

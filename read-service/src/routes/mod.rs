@@ -11,8 +11,8 @@ pub mod users;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use shared::Position;
-use shared::api_error::ApiError;
+use domain::Position;
+use service_kit::api_error::ApiError;
 use utoipa::IntoParams;
 
 use crate::cursor;

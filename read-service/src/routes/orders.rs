@@ -1,7 +1,7 @@
 //! One order, and the order search. Both read `orders_view` only.
 
 use axum::extract::State;
-use shared::api_error::{ApiError, AppPath, AppQuery};
+use service_kit::api_error::{ApiError, AppPath, AppQuery};
 
 use super::{Consistency, order_page};
 use crate::AppState;

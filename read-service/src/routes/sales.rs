@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::extract::State;
 use chrono::NaiveDate;
 use mongodb::bson::doc;
-use shared::api_error::{ApiError, AppPath, AppQuery};
+use service_kit::api_error::{ApiError, AppPath, AppQuery};
 
 use super::Consistency;
 use crate::AppState;

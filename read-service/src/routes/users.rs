@@ -1,9 +1,9 @@
 //! A user's counters (`users_orders_view`) and full order history (`orders_view`).
 
 use axum::extract::State;
+use domain::UserId;
 use mongodb::bson::doc;
-use shared::UserId;
-use shared::api_error::{ApiError, AppPath, AppQuery};
+use service_kit::api_error::{ApiError, AppPath, AppQuery};
 
 use super::{Consistency, order_page};
 use crate::AppState;

@@ -6,6 +6,11 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
+use domain::events::{DomainEvent, LineItem};
+use domain::order::{self, OrderCommand};
+use domain::product::{self, ProductCommand};
+use domain::{Currency, OrderId, Position, Quantity, StockQuantity, UnitPriceCents};
+use event_store::{EventStore, OrderAggregate, ProductAggregate};
 use http_body_util::BodyExt;
 use mongodb::bson::Document;
 use projector::mongo::{ViewStore, collection_name};
@@ -15,11 +20,6 @@ use projector::views::View;
 use projector::{Projector, Settings as ProjectorSettings};
 use read_service::{AppState, Settings, router};
 use serde_json::{Value, json};
-use shared::events::{DomainEvent, LineItem};
-use shared::order::{self, OrderCommand};
-use shared::product::{self, ProductCommand};
-use shared::store::{EventStore, OrderAggregate, ProductAggregate};
-use shared::{Currency, OrderId, Position, Quantity, StockQuantity, UnitPriceCents};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -153,7 +153,7 @@ impl Env {
     }
 
     pub async fn stock(&self, product: &str, quantity: i64) -> Position {
-        let product_id: shared::ProductId = product.parse().unwrap();
+        let product_id: domain::ProductId = product.parse().unwrap();
         let cmd = ProductCommand::ReceiveStock {
             product_id: product_id.clone(),
             quantity: StockQuantity::try_from(quantity).unwrap(),

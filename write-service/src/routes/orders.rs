@@ -3,20 +3,20 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use domain::events::{DomainEvent, LineItem};
+use domain::ids::FreeText;
+use domain::order::{self, OrderCommand, OrderState};
+use domain::{Currency, OrderId, ProductId, Quantity, UnitPriceCents, UserId};
+use event_store::{Loaded, OrderAggregate, Until};
 use serde::Deserialize;
 use serde_json::Value;
-use shared::events::{DomainEvent, LineItem};
-use shared::ids::FreeText;
-use shared::order::{self, OrderCommand, OrderState};
-use shared::store::{Loaded, OrderAggregate, Until};
-use shared::{Currency, OrderId, ProductId, Quantity, UnitPriceCents, UserId};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
 use crate::extract::{AppPath, AppQuery, CommandContext, JsonBody};
 use crate::model::{AuditEvent, AuditTrail, ErrorBody, OrderAccepted, OrderSnapshot};
-use shared::api_error::ApiError;
+use service_kit::api_error::ApiError;
 
 /// A new order. Lines of the same product and price merge into one.
 #[derive(Deserialize, ToSchema)]
@@ -258,7 +258,7 @@ pub async fn remove_item(
     ctx: CommandContext,
     JsonBody { raw, .. }: JsonBody<NoFields>,
 ) -> Result<CommandOutcome, ApiError> {
-    let product_id: ProductId = product_id.parse().map_err(|e: shared::ids::InvalidValue| {
+    let product_id: ProductId = product_id.parse().map_err(|e: domain::ids::InvalidValue| {
         ApiError::bad_request("invalid_path", e.to_string())
     })?;
     run(

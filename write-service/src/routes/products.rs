@@ -2,18 +2,18 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use domain::events::DomainEvent;
+use domain::product::{self, ProductCommand, ProductState};
+use domain::{ProductId, StockQuantity};
+use event_store::ProductAggregate;
 use serde::Deserialize;
-use shared::events::DomainEvent;
-use shared::product::{self, ProductCommand, ProductState};
-use shared::store::ProductAggregate;
-use shared::{ProductId, StockQuantity};
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
 use crate::extract::{AppPath, CommandContext, JsonBody};
 use crate::model::{ErrorBody, StockAccepted};
-use shared::api_error::ApiError;
+use service_kit::api_error::ApiError;
 
 /// A delivery of stock.
 #[derive(Deserialize, ToSchema)]
@@ -55,7 +55,7 @@ pub async fn receive_stock(
     ctx: CommandContext,
     JsonBody { value, raw }: JsonBody<ReceiveStock>,
 ) -> Result<CommandOutcome, ApiError> {
-    let product_id: ProductId = product_id.parse().map_err(|e: shared::ids::InvalidValue| {
+    let product_id: ProductId = product_id.parse().map_err(|e: domain::ids::InvalidValue| {
         ApiError::bad_request("invalid_path", e.to_string())
     })?;
     let command = ProductCommand::ReceiveStock {

@@ -1,17 +1,17 @@
 //! Event store tests against a real PostgreSQL: each test gets its own database
 //! (`#[sqlx::test]`, DATABASE_URL names the server).
 
+use domain::events::{DomainEvent, LineItem, OrderEvent};
+use domain::order::{self, OrderCommand, OrderState};
+use domain::{Currency, OrderId, Position, Quantity, UnitPriceCents};
+use event_store::{
+    EventStore, IdempotencyRecord, NewEvent, OrderAggregate, Snapshot, StoreError, StreamAppend,
+    Until,
+};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
-use shared::events::{DomainEvent, LineItem, OrderEvent};
-use shared::order::{self, OrderCommand, OrderState};
-use shared::store::{
-    EventStore, IdempotencyRecord, NewEvent, OrderAggregate, Snapshot, StoreError, StreamAppend,
-    Until,
-};
-use shared::{Currency, OrderId, Position, Quantity, UnitPriceCents};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -80,11 +80,7 @@ async fn execute(
 /// Reads the tail after `after` until it holds at least `n` rows. The tail stops below the
 /// oldest running transaction in the whole cluster, so other tests' transactions may hold it
 /// back for a moment; a reader waits for them, it never skips.
-async fn tail_at_least(
-    store: &EventStore,
-    after: Position,
-    n: usize,
-) -> Vec<shared::store::TailRow> {
+async fn tail_at_least(store: &EventStore, after: Position, n: usize) -> Vec<event_store::TailRow> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let rows = store.read_committed_after(after, 100).await.unwrap();
@@ -99,7 +95,7 @@ async fn count(pool: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn append_then_load_returns_state_and_version(pool: PgPool) {
     let store = EventStore::new(pool, 100);
     let id = OrderId::new();
@@ -117,7 +113,7 @@ async fn append_then_load_returns_state_and_version(pool: PgPool) {
     assert_eq!(o.status, order::OrderStatus::Confirmed);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let id = OrderId::new();
@@ -163,7 +159,7 @@ async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(pool: PgPool)
     assert_eq!(count(&pool, "select count(*) from events").await, 1);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn concurrent_appends_at_one_version_let_exactly_one_win(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let id = OrderId::new();
@@ -196,7 +192,7 @@ async fn concurrent_appends_at_one_version_let_exactly_one_win(pool: PgPool) {
     assert_eq!(count(&pool, "select count(*) from events").await, 2);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn multi_stream_append_is_all_or_nothing(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let (a, b) = (OrderId::new(), OrderId::new());
@@ -233,11 +229,11 @@ async fn multi_stream_append_is_all_or_nothing(pool: PgPool) {
     assert_eq!(tx_ids, 1);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn an_idempotency_key_counts_once(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let request = json!({"method": "POST", "path": "/orders"});
-    let respond = |o: &shared::store::AppendOutcome| (201u16, json!({"version": o.versions[0]}));
+    let respond = |o: &event_store::AppendOutcome| (201u16, json!({"version": o.versions[0]}));
     let mut ids = vec![];
     for _ in 0..2 {
         let id = OrderId::new();
@@ -285,7 +281,7 @@ fn command_strategy() -> impl Strategy<Value = Vec<OrderCommand>> {
 }
 
 /// Snapshot + tail equals full replay, for random command sequences, through the real store.
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn snapshot_plus_tail_equals_full_replay(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 3);
     let mut runner = TestRunner::deterministic();
@@ -310,7 +306,7 @@ async fn snapshot_plus_tail_equals_full_replay(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn a_snapshot_of_another_state_schema_is_ignored(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let id = OrderId::new();
@@ -331,7 +327,7 @@ async fn a_snapshot_of_another_state_schema_is_ignored(pool: PgPool) {
 }
 
 /// A version-1 `OrderCreated` (no currency) reads as version 2 with USD on every read path.
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn a_version_1_order_created_is_upcast_on_every_read_path(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let id = OrderId::new();
@@ -401,7 +397,7 @@ pub async fn insert_v1_order(pool: &PgPool, id: OrderId) {
 
 /// Writer A takes a lower position and stays open while writer B commits a higher one.
 /// A reader must not advance past A: after A commits, both are delivered, A included.
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn the_tail_does_not_skip_events_when_writers_commit_out_of_order(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let (a, b) = (OrderId::new(), OrderId::new());
@@ -457,7 +453,7 @@ async fn the_tail_does_not_skip_events_when_writers_commit_out_of_order(pool: Pg
 
 /// The other interleaving: B takes its xid first but its position last, and commits while A
 /// is open. B may be delivered first (its tx is below A's); A must still come after.
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn the_tail_delivers_a_late_commit_with_a_lower_position(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let (a, b) = (OrderId::new(), OrderId::new());
@@ -522,7 +518,7 @@ async fn the_tail_delivers_a_late_commit_with_a_lower_position(pool: PgPool) {
 
 /// An event the code cannot read comes back as an unreadable row, in its place, not as an
 /// error that hides the rest of the batch.
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn unreadable_events_keep_their_place_in_the_tail(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let id = OrderId::new();
@@ -568,7 +564,7 @@ async fn unreadable_events_keep_their_place_in_the_tail(pool: PgPool) {
 /// An append dropped at any moment (a timeout, a client gone) must not leave its pooled
 /// connection inside a transaction: sqlx 0.9.0's `Pool::begin` returns the connection to
 /// the pool in one when dropped while `BEGIN` is in flight (transact-rs/sqlx#4393).
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = "../../migrations")]
 async fn appends_dropped_at_random_moments_leave_no_session_in_a_transaction(pool: PgPool) {
     use sqlx::Connection;
     use std::time::{Duration, Instant};

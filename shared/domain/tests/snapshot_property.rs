@@ -1,9 +1,9 @@
 //! Pure property: folding from a serialised snapshot plus the tail equals folding everything.
 
+use domain::events::{LineItem, OrderEvent};
+use domain::order::{self, OrderCommand, OrderState};
+use domain::{Currency, OrderId, Quantity, UnitPriceCents};
 use proptest::prelude::*;
-use shared::events::{LineItem, OrderEvent};
-use shared::order::{self, OrderCommand, OrderState};
-use shared::{Currency, OrderId, Quantity, UnitPriceCents};
 
 fn line(product: &str, qty: i64, price: i64) -> LineItem {
     LineItem {

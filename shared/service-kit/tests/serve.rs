@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::routing::get;
 use serde_json::Value;
-use shared::serve::JsonErrors;
+use service_kit::serve::JsonErrors;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -6,9 +6,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::order::{DomainError, ErrorKind};
+use domain::order::{DomainError, ErrorKind};
 #[cfg(feature = "store")]
-use crate::store::StoreError;
+use event_store::StoreError;
 
 /// Largest request body the services accept; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

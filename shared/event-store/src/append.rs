@@ -6,8 +6,8 @@ use sqlx::{Acquire, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{EventStore, StoreError};
-use crate::events::EncodedEvent;
-use crate::position::Position;
+use domain::events::EncodedEvent;
+use domain::position::Position;
 
 #[derive(Debug, Clone)]
 pub struct NewEvent {

@@ -10,15 +10,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
-use crate::events::DomainEvent;
-use crate::order::{self, OrderState};
-use crate::product::{self, ProductState};
+use domain::events::DomainEvent;
+use domain::order::{self, OrderState};
+use domain::product::{self, ProductState};
 
 pub use append::{AppendOutcome, IdempotencyRecord, NewEvent, Snapshot, StreamAppend};
 pub use read::{RecordedEvent, StoredResponse, TailRow, UnreadableEvent, Until};
 
 /// Migrations of the event store, embedded at build time.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 /// Channel the write-service notifies after each commit; only a wake-up, never the data.
 pub const EVENTS_CHANNEL: &str = "events_appended";

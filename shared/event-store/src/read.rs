@@ -6,8 +6,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Aggregate, EventStore, Loaded, StoreError};
-use crate::events::{DomainEvent, current_schema_version, upcast};
-use crate::position::Position;
+use domain::events::{DomainEvent, current_schema_version, upcast};
+use domain::position::Position;
 
 /// An event as read back, upcast to its current schema version.
 #[derive(Debug, Clone)]
