@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use domain::events::{DomainEvent, OrderEvent};
 use domain::order::{Order, OrderState};
-use event_store::{EventStore, RecordedEvent, StoreError, TailRow, UnreadableEvent};
+use event_store::{
+    Aggregate, EventStore, OrderAggregate, RecordedEvent, StoreError, TailRow, UnreadableEvent,
+};
 
 /// An order with the event times the views show.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,21 +99,23 @@ pub async fn enrich(
     store: &EventStore,
     rows: Vec<TailRow>,
 ) -> Result<Vec<Result<Enriched, Poison>>, StoreError> {
-    // The first position of each order stream in this batch: its history is what comes before.
+    // The first position of each stream in this batch: its history is what comes before.
+    // The store reads the history of order streams only (by their `stream_type`).
     let mut first: HashMap<String, u64> = HashMap::new();
     for row in &rows {
         let (stream, pos) = match row {
             Ok(e) => (&e.stream_id, e.stream_position),
             Err(u) => (&u.stream_id, u.stream_position),
         };
-        if stream.starts_with("order-") {
-            first.entry(stream.clone()).or_insert(pos);
-        }
+        first.entry(stream.clone()).or_insert(pos);
     }
     let prefixes: Vec<(String, u64)> = first.into_iter().collect();
     let mut facts: HashMap<String, Result<Option<OrderFacts>, String>> = HashMap::new();
     if !prefixes.is_empty() {
-        for row in store.read_stream_prefixes(&prefixes).await? {
+        for row in store
+            .read_stream_prefixes(OrderAggregate::STREAM_TYPE, &prefixes)
+            .await?
+        {
             match row {
                 Ok(e) => {
                     let entry = facts.entry(e.stream_id.clone()).or_insert(Ok(None));
@@ -133,11 +137,9 @@ pub async fn enrich(
         let e = match row {
             Ok(e) => e,
             Err(u) => {
-                if u.stream_id.starts_with("order-") {
-                    let reason =
-                        format!("earlier event {} of this stream is unreadable", u.position);
-                    facts.insert(u.stream_id.clone(), Err(reason));
-                }
+                // Only order events read `facts`, so marking any stream is enough.
+                let reason = format!("earlier event {} of this stream is unreadable", u.position);
+                facts.insert(u.stream_id.clone(), Err(reason));
                 out.push(Err(Poison { event: u }));
                 continue;
             }

@@ -5,7 +5,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{EventStore, StoreError};
+use super::{EventStore, StoreError, stored_u64};
 use domain::events::EncodedEvent;
 use domain::position::Position;
 
@@ -50,8 +50,36 @@ pub struct AppendOutcome {
     pub position: Position,
 }
 
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// An append's versions as the `bigint`s they are stored as: where the stream must be and
+/// where it moves to. Checked before anything is written, so no version is ever clamped.
+#[derive(Debug, Clone, Copy)]
+struct Versions {
+    expected: i64,
+    new: i64,
+    /// `new`, as the caller counts versions.
+    new_u64: u64,
+}
+
+impl Versions {
+    fn of(a: &StreamAppend) -> Result<Self, StoreError> {
+        let overflow = || StoreError::VersionOverflow {
+            stream_id: a.stream_id.clone(),
+            expected: a.expected_version,
+            events: a.events.len(),
+        };
+        let new_u64 = u64::try_from(a.events.len())
+            .ok()
+            .and_then(|n| a.expected_version.checked_add(n))
+            .ok_or_else(overflow)?;
+        let new = i64::try_from(new_u64).map_err(|_| overflow())?;
+        // expected <= new, so it fits as well.
+        let expected = i64::try_from(a.expected_version).map_err(|_| overflow())?;
+        Ok(Versions {
+            expected,
+            new,
+            new_u64,
+        })
+    }
 }
 
 impl EventStore {
@@ -96,13 +124,17 @@ async fn append_on(
     appends: &[StreamAppend],
     idempotency: Option<IdempotencyRecord<'_>>,
 ) -> Result<AppendOutcome, StoreError> {
+    let stream_versions = appends
+        .iter()
+        .map(Versions::of)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut tx = conn.begin().await?;
 
     // Locks in a fixed order so two multi-stream appends cannot deadlock.
     let mut order: Vec<usize> = (0..appends.len()).collect();
     order.sort_by(|&a, &b| appends[a].stream_id.cmp(&appends[b].stream_id));
     for &i in &order {
-        lock_stream(&mut tx, &appends[i]).await?;
+        lock_stream(&mut tx, &appends[i], stream_versions[i]).await?;
     }
 
     let n: usize = appends.iter().map(|a| a.events.len()).sum();
@@ -113,10 +145,10 @@ async fn append_on(
     let mut versions = Vec::with_capacity(n);
     let mut data = Vec::with_capacity(n);
     let mut metadata = Vec::with_capacity(n);
-    for a in appends {
-        for (k, e) in a.events.iter().enumerate() {
+    for (a, v) in appends.iter().zip(&stream_versions) {
+        for (position, e) in (v.expected + 1..=v.new).zip(&a.events) {
             stream_ids.push(a.stream_id.clone());
-            stream_positions.push(to_i64(a.expected_version + k as u64 + 1));
+            stream_positions.push(position);
             event_ids.push(e.event_id);
             types.push(e.event.event_type.to_owned());
             versions.push(e.event.schema_version);
@@ -145,9 +177,8 @@ async fn append_on(
     .await
     .map_err(|e| conflict_from_unique_violation(e, appends))?;
 
-    for a in appends {
+    for (a, v) in appends.iter().zip(&stream_versions) {
         if let Some(s) = &a.snapshot {
-            let version = a.expected_version + a.events.len() as u64;
             sqlx::query(
                 "insert into snapshots (stream_id, stream_version, state_schema, state)
                  values ($1, $2, $3, $4)
@@ -159,7 +190,7 @@ async fn append_on(
                      where snapshots.stream_version < excluded.stream_version",
             )
             .bind(&a.stream_id)
-            .bind(to_i64(version))
+            .bind(v.new)
             .bind(s.state_schema)
             .bind(&s.state)
             .execute(&mut *tx)
@@ -168,12 +199,13 @@ async fn append_on(
     }
 
     let outcome = AppendOutcome {
-        versions: appends
-            .iter()
-            .map(|a| a.expected_version + a.events.len() as u64)
-            .collect(),
+        versions: stream_versions.iter().map(|v| v.new_u64).collect(),
         position: Position {
-            tx_id: u64::try_from(tx_id).unwrap_or(0),
+            tx_id: stored_u64(
+                "events.tx_id",
+                tx_id,
+                format_args!("event at global position {global_position}"),
+            )?,
             global_position,
         },
     };
@@ -210,8 +242,8 @@ async fn append_on(
 async fn lock_stream(
     tx: &mut Transaction<'_, Postgres>,
     a: &StreamAppend,
+    v: Versions,
 ) -> Result<(), StoreError> {
-    let new_version = to_i64(a.expected_version + a.events.len() as u64);
     let moved = if a.expected_version == 0 {
         // A concurrent creator holding the key makes this wait, then do nothing.
         sqlx::query(
@@ -220,7 +252,7 @@ async fn lock_stream(
         )
         .bind(&a.stream_id)
         .bind(a.stream_type)
-        .bind(new_version)
+        .bind(v.new)
         .execute(&mut **tx)
         .await?
     } else {
@@ -230,8 +262,8 @@ async fn lock_stream(
              where stream_id = $1 and version = $2",
         )
         .bind(&a.stream_id)
-        .bind(to_i64(a.expected_version))
-        .bind(new_version)
+        .bind(v.expected)
+        .bind(v.new)
         .execute(&mut **tx)
         .await?
     };
@@ -246,7 +278,17 @@ async fn lock_stream(
     Err(StoreError::WrongExpectedVersion {
         stream_id: a.stream_id.clone(),
         expected: a.expected_version,
-        actual: actual.map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+        // No row: the stream does not exist, which is version 0.
+        actual: actual
+            .map(|v| {
+                stored_u64(
+                    "streams.version",
+                    v,
+                    format_args!("stream `{}`", a.stream_id),
+                )
+            })
+            .transpose()?
+            .unwrap_or(0),
     })
 }
 

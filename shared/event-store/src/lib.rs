@@ -45,8 +45,31 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// A value read from the database that the schema's meaning rules out (e.g. a negative
+    /// version): the stored data is corrupt, and nothing is guessed in its place.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+    /// An append would move a stream past the largest version a `bigint` column holds.
+    #[error("stream `{stream_id}` at version {expected} cannot take {events} more events: versions end at {max}", max = i64::MAX)]
+    VersionOverflow {
+        stream_id: String,
+        expected: u64,
+        events: usize,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// A version, position or xid read from a `bigint` column, as the unsigned number it is; a
+/// negative value is corruption, reported with its column and row.
+fn stored_u64(column: &str, value: i64, row: impl std::fmt::Display) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} = {value} ({row})")))
+}
+
+/// A position bound for a query (`stream_position <= bound`). Every stored position fits an
+/// `i64`, so a larger bound saturates to `i64::MAX` and selects exactly the same rows.
+fn query_bound(bound: u64) -> i64 {
+    i64::try_from(bound).unwrap_or(i64::MAX)
 }
 
 impl StoreError {

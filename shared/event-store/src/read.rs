@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Aggregate, EventStore, Loaded, StoreError};
+use super::{Aggregate, EventStore, Loaded, StoreError, query_bound, stored_u64};
 use domain::events::{DomainEvent, current_schema_version, upcast};
 use domain::position::Position;
 
@@ -58,13 +58,15 @@ pub struct UnreadableEvent {
 /// One row of the tail: decoded, or kept as it was stored.
 pub type TailRow = Result<RecordedEvent, UnreadableEvent>;
 
-// Both variants are about the same size; boxing the error would buy nothing.
-#[allow(clippy::result_large_err)]
-fn decode_row(r: EventRow) -> TailRow {
+/// A row as the tail delivers it. An event that does not decode is kept as it was stored
+/// (`Ok(Err(_))`); a position that no event can have is corruption of the log (`Err`).
+fn decode_row(r: EventRow) -> Result<TailRow, StoreError> {
+    let row = format_args!("event at global position {}", r.global_position);
     let position = Position {
-        tx_id: u64::try_from(r.tx_id).unwrap_or(0),
+        tx_id: stored_u64("events.tx_id", r.tx_id, row)?,
         global_position: r.global_position,
     };
+    let stream_position = stored_u64("events.stream_position", r.stream_position, row)?;
     // Data at the current version (nearly all of it) is decoded in place; only an upcast
     // copies, because an event that fails to decode is kept as it was stored.
     let current = current_schema_version(&r.event_type) == Some(r.schema_version);
@@ -77,10 +79,10 @@ fn decode_row(r: EventRow) -> TailRow {
                 .map(|event| (Some(data), version, event))
         })
     };
-    match decoded {
+    Ok(match decoded {
         Ok((upcast_data, schema_version, event)) => Ok(RecordedEvent {
             position,
-            stream_position: u64::try_from(r.stream_position).unwrap_or(0),
+            stream_position,
             stream_id: r.stream_id,
             event_id: r.event_id,
             event_type: r.event_type,
@@ -93,7 +95,7 @@ fn decode_row(r: EventRow) -> TailRow {
         }),
         Err(e) => Err(UnreadableEvent {
             position,
-            stream_position: u64::try_from(r.stream_position).unwrap_or(0),
+            stream_position,
             stream_id: r.stream_id,
             event_type: r.event_type,
             schema_version: r.schema_version,
@@ -101,12 +103,12 @@ fn decode_row(r: EventRow) -> TailRow {
             recorded_at: r.recorded_at,
             error: e.to_string(),
         }),
-    }
+    })
 }
 
 fn decode_strict(r: EventRow) -> Result<RecordedEvent, StoreError> {
     let global_position = r.global_position;
-    decode_row(r).map_err(|u| StoreError::Decode {
+    decode_row(r)?.map_err(|u| StoreError::Decode {
         global_position,
         stream_id: u.stream_id,
         message: u.error,
@@ -144,7 +146,7 @@ where
 {
     let (max_version, max_time) = match until {
         Until::End => (i64::MAX, None),
-        Until::Version(v) => (i64::try_from(v).unwrap_or(i64::MAX), None),
+        Until::Version(v) => (query_bound(v), None),
         Until::Time(t) => (i64::MAX, Some(t)),
     };
     let sql = format!(
@@ -155,7 +157,7 @@ where
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(stream_id)
-        .bind(i64::try_from(after_version).unwrap_or(i64::MAX))
+        .bind(query_bound(after_version))
         .bind(max_version)
         .bind(max_time)
 }
@@ -195,7 +197,12 @@ impl EventStore {
                         stream_id: stream_id.to_owned(),
                         source,
                     })?;
-                (state, u64::try_from(version).unwrap_or(0))
+                let version = stored_u64(
+                    "snapshots.stream_version",
+                    version,
+                    format_args!("stream `{stream_id}`"),
+                )?;
+                (state, version)
             }
             None => (A::State::default(), 0),
         };
@@ -243,7 +250,11 @@ impl EventStore {
             })?;
             acc = Loaded {
                 state: A::apply(acc.state, &event),
-                version: u64::try_from(stream_position).unwrap_or(0),
+                version: stored_u64(
+                    "events.stream_position",
+                    stream_position,
+                    format_args!("event at global position {global_position}"),
+                )?,
             };
         }
         Ok(acc)
@@ -281,32 +292,39 @@ impl EventStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(decode_row).collect())
+        rows.into_iter().map(decode_row).collect()
     }
 
-    /// For each `(stream, before)`, the stream's events with `stream_position < before`, in
-    /// stream order: the history a projector needs to interpret a batch's events.
+    /// For each `(stream, before)` whose stream is of `stream_type` (the `streams` column set
+    /// by its first append), the stream's events with `stream_position < before`, in stream
+    /// order: the history a projector needs to interpret a batch's events. Streams of another
+    /// type, or unknown, give no rows.
     #[tracing::instrument(skip_all, err)]
     pub async fn read_stream_prefixes(
         &self,
+        stream_type: &str,
         prefixes: &[(String, u64)],
     ) -> Result<Vec<TailRow>, StoreError> {
-        let (streams, bounds): (Vec<String>, Vec<i64>) = prefixes
+        // `< before` as `<= before - 1`, so that the bound saturates exactly.
+        let (streams, lasts): (Vec<String>, Vec<i64>) = prefixes
             .iter()
-            .map(|(s, b)| (s.clone(), i64::try_from(*b).unwrap_or(i64::MAX)))
+            .map(|(s, before)| (s.clone(), query_bound(before.saturating_sub(1))))
             .unzip();
         let sql = format!(
-            "select {EVENT_COLUMNS} from events e
-             join unnest($1::text[], $2::int8[]) as p(stream_id, before) using (stream_id)
-             where e.stream_position < p.before
+            "select {EVENT_COLUMNS}
+             from unnest($1::text[], $2::int8[]) as p(stream_id, last_position)
+             join streams s using (stream_id)
+             join events e using (stream_id)
+             where s.stream_type = $3 and e.stream_position <= p.last_position
              order by stream_id, stream_position"
         );
         let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(streams)
-            .bind(bounds)
+            .bind(lasts)
+            .bind(stream_type)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(decode_row).collect())
+        rows.into_iter().map(decode_row).collect()
     }
 
     /// Committed events after `after` (how far a reader at `after` lags, counting events
@@ -334,9 +352,16 @@ impl EventStore {
         )
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(tx, gp)| Position {
-            tx_id: u64::try_from(tx).unwrap_or(0),
-            global_position: gp,
-        }))
+        row.map(|(tx, gp)| {
+            Ok(Position {
+                tx_id: stored_u64(
+                    "events.tx_id",
+                    tx,
+                    format_args!("event at global position {gp}"),
+                )?,
+                global_position: gp,
+            })
+        })
+        .transpose()
     }
 }

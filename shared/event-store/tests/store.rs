@@ -5,8 +5,8 @@ use domain::events::{DomainEvent, LineItem, OrderEvent};
 use domain::order::{self, OrderCommand, OrderState};
 use domain::{Currency, OrderId, Position, Quantity, UnitPriceCents};
 use event_store::{
-    EventStore, IdempotencyRecord, NewEvent, OrderAggregate, Snapshot, StoreError, StreamAppend,
-    Until,
+    Aggregate, EventStore, IdempotencyRecord, NewEvent, OrderAggregate, Snapshot, StoreError,
+    StreamAppend, Until,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -551,7 +551,7 @@ async fn unreadable_events_keep_their_place_in_the_tail(pool: PgPool) {
     assert!(bad.error.contains("unknown event type"), "{}", bad.error);
 
     let prefix = store
-        .read_stream_prefixes(&[(id.stream_id(), 3)])
+        .read_stream_prefixes(OrderAggregate::STREAM_TYPE, &[(id.stream_id(), 3)])
         .await
         .unwrap();
     assert_eq!(prefix.len(), 2);
@@ -632,4 +632,128 @@ async fn appends_dropped_at_random_moments_leave_no_session_in_a_transaction(poo
     for _ in 0..10 {
         append(store.clone()).await.unwrap();
     }
+}
+
+/// A stored version below 0 is corruption, never "version 0". `snapshots.stream_version` is
+/// the one version column without a check (positions and `streams.version` have theirs).
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_snapshot_with_a_negative_version_is_an_error_not_version_0(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    execute(&store, id, create(id)).await.unwrap();
+    let state = serde_json::to_value(
+        store
+            .load::<OrderAggregate>(&id.stream_id())
+            .await
+            .unwrap()
+            .state,
+    )
+    .unwrap();
+    sqlx::query(
+        "insert into snapshots (stream_id, stream_version, state_schema, state) values ($1, -1, $2, $3)",
+    )
+    .bind(id.stream_id())
+    .bind(order::STATE_SCHEMA_VERSION)
+    .bind(state)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let loaded = store.load::<OrderAggregate>(&id.stream_id()).await;
+    let err = loaded.expect_err("a negative snapshot version must not load");
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("stream_version") && message.contains("-1"),
+        "{message}"
+    );
+}
+
+/// The last version a bigint holds cannot move further: an append past it is refused and
+/// writes nothing, where a clamp to `i64::MAX` would "succeed" without moving the stream.
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_append_past_the_largest_version_is_an_error_not_a_clamp(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    sqlx::query("insert into streams (stream_id, stream_type, version) values ($1, 'order', $2)")
+        .bind(id.stream_id())
+        .bind(i64::MAX)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let append = StreamAppend {
+        stream_id: id.stream_id(),
+        stream_type: "order",
+        expected_version: i64::MAX as u64,
+        events: new_events(vec![OrderEvent::OrderConfirmed]),
+        snapshot: None,
+    };
+    let result = store.append(std::slice::from_ref(&append), None).await;
+    assert!(
+        matches!(result, Err(StoreError::VersionOverflow { events: 1, .. })),
+        "{result:?}"
+    );
+    assert_eq!(count(&pool, "select count(*) from events").await, 0);
+}
+
+/// A stream's kind is its `stream_type` column, whatever its id looks like.
+#[sqlx::test(migrations = "../../migrations")]
+async fn stream_prefixes_are_read_by_the_stream_type_column_not_the_id(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let order = OrderId::new();
+    execute(&store, order, create(order)).await.unwrap();
+    execute(&store, order, OrderCommand::Confirm).await.unwrap();
+    // Named like an order, typed as a product.
+    let impostor = OrderId::new().stream_id();
+    sqlx::query("insert into streams (stream_id, stream_type, version) values ($1, 'product', 1)")
+        .bind(&impostor)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into events (stream_id, stream_position, event_id, event_type, schema_version, data)
+         values ($1, 1, $2, 'StockReceived', 1, '{\"productId\": \"sku-1\", \"quantity\": 1}')",
+    )
+    .bind(&impostor)
+    .bind(Uuid::new_v4())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let prefixes = [(order.stream_id(), 3), (impostor.clone(), 3)];
+    let streams = |rows: Vec<event_store::TailRow>| {
+        rows.into_iter()
+            .map(|r| r.unwrap().stream_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        streams(
+            store
+                .read_stream_prefixes(OrderAggregate::STREAM_TYPE, &prefixes)
+                .await
+                .unwrap()
+        ),
+        vec![order.stream_id(), order.stream_id()]
+    );
+    assert_eq!(
+        streams(
+            store
+                .read_stream_prefixes("product", &prefixes)
+                .await
+                .unwrap()
+        ),
+        vec![impostor]
+    );
+    // `before` is exclusive, and the largest bound reads everything.
+    let rows = store
+        .read_stream_prefixes(OrderAggregate::STREAM_TYPE, &[(order.stream_id(), 2)])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let rows = store
+        .read_stream_prefixes(
+            OrderAggregate::STREAM_TYPE,
+            &[(order.stream_id(), u64::MAX)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
 }
