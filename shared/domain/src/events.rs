@@ -109,15 +109,80 @@ pub enum DecodeError {
     },
 }
 
+/// The one list of event types. Each is stored under its variant's name, with the schema
+/// version written today; `EVENT_TYPES` and `DomainEvent`'s `event_type`, `schema_version`,
+/// `encode` and `decode_current` are generated from this list, so a new event type is one
+/// line in it (plus an upcaster in `upcast` when its version moves).
+macro_rules! event_types {
+    (@pattern $d:ident, $inner:ident::$name:ident, $payload:ty) => { $inner::$name($d) };
+    (@pattern $d:ident, $inner:ident::$name:ident) => { $inner::$name };
+    (@data $d:ident, $payload:ty) => { to_value($d) };
+    (@data $d:ident) => { Value::Object(Default::default()) };
+    (@decode $t:ident, $data:ident, $inner:ident::$name:ident, $payload:ty) => {
+        $inner::$name(parse::<$payload>($t, $data)?)
+    };
+    (@decode $t:ident, $data:ident, $inner:ident::$name:ident) => { $inner::$name };
+    ($(
+        $outer:ident($inner:ident::$name:ident $(($payload:ty))?) = $version:literal
+    ),* $(,)?) => {
+        /// Every event type the store holds: the name it is stored under and the schema
+        /// version written today.
+        pub const EVENT_TYPES: &[(&str, i32)] = &[$((stringify!($name), $version)),*];
+
+        impl DomainEvent {
+            /// The name this event is stored under.
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(DomainEvent::$outer($inner::$name { .. }) => stringify!($name),)*
+                }
+            }
+
+            /// The schema version this event is written with.
+            pub fn schema_version(&self) -> i32 {
+                match self {
+                    $(DomainEvent::$outer($inner::$name { .. }) => $version,)*
+                }
+            }
+
+            fn data(&self) -> Value {
+                match self {
+                    $(DomainEvent::$outer(event_types!(@pattern d, $inner::$name $(, $payload)?))
+                        => event_types!(@data d $(, $payload)?),)*
+                }
+            }
+
+            /// Decodes data already at the current schema version of `event_type`, by
+            /// reference, so a reader that keeps the stored JSON does not copy it.
+            pub fn decode_current(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
+                Ok(match event_type {
+                    $(stringify!($name) => {
+                        event_types!(@decode event_type, data, $inner::$name $(, $payload)?).into()
+                    })*
+                    other => return Err(DecodeError::UnknownType(other.to_owned())),
+                })
+            }
+        }
+    };
+}
+
+event_types! {
+    // v1 had no currency (everything was USD); v2 added it.
+    Order(OrderEvent::OrderCreated(OrderCreated)) = 2,
+    Order(OrderEvent::ItemAdded(LineItem)) = 1,
+    Order(OrderEvent::ItemRemoved(ItemRemoved)) = 1,
+    Order(OrderEvent::OrderConfirmed) = 1,
+    Order(OrderEvent::OrderCancelled(OrderCancelled)) = 1,
+    Order(OrderEvent::OrderShipped(OrderShipped)) = 1,
+    Order(OrderEvent::OrderDelivered) = 1,
+    Product(ProductEvent::StockReceived(StockReceived)) = 1,
+}
+
 /// The schema version written for each event type today.
 pub fn current_schema_version(event_type: &str) -> Option<i32> {
-    Some(match event_type {
-        // v1 had no currency (everything was USD); v2 added it.
-        "OrderCreated" => 2,
-        "ItemAdded" | "ItemRemoved" | "OrderConfirmed" | "OrderCancelled" | "OrderShipped"
-        | "OrderDelivered" | "StockReceived" => 1,
-        _ => return None,
-    })
+    EVENT_TYPES
+        .iter()
+        .find(|(name, _)| *name == event_type)
+        .map(|&(_, version)| version)
 }
 
 /// Brings stored data of an older schema version up to the current one.
@@ -153,41 +218,19 @@ fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-impl DomainEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            DomainEvent::Order(e) => match e {
-                OrderEvent::OrderCreated(_) => "OrderCreated",
-                OrderEvent::ItemAdded(_) => "ItemAdded",
-                OrderEvent::ItemRemoved(_) => "ItemRemoved",
-                OrderEvent::OrderConfirmed => "OrderConfirmed",
-                OrderEvent::OrderCancelled(_) => "OrderCancelled",
-                OrderEvent::OrderShipped(_) => "OrderShipped",
-                OrderEvent::OrderDelivered => "OrderDelivered",
-            },
-            DomainEvent::Product(ProductEvent::StockReceived(_)) => "StockReceived",
-        }
-    }
+fn parse<T: serde::de::DeserializeOwned>(event_type: &str, data: &Value) -> Result<T, DecodeError> {
+    T::deserialize(data).map_err(|source| DecodeError::Data {
+        event_type: event_type.to_owned(),
+        source,
+    })
+}
 
+impl DomainEvent {
     pub fn encode(&self) -> EncodedEvent {
-        let event_type = self.event_type();
-        let data = match self {
-            DomainEvent::Order(e) => match e {
-                OrderEvent::OrderCreated(d) => to_value(d),
-                OrderEvent::ItemAdded(d) => to_value(d),
-                OrderEvent::ItemRemoved(d) => to_value(d),
-                OrderEvent::OrderConfirmed | OrderEvent::OrderDelivered => {
-                    Value::Object(Default::default())
-                }
-                OrderEvent::OrderCancelled(d) => to_value(d),
-                OrderEvent::OrderShipped(d) => to_value(d),
-            },
-            DomainEvent::Product(ProductEvent::StockReceived(d)) => to_value(d),
-        };
         EncodedEvent {
-            event_type,
-            schema_version: current_schema_version(event_type).unwrap_or(1),
-            data,
+            event_type: self.event_type(),
+            schema_version: self.schema_version(),
+            data: self.data(),
         }
     }
 
@@ -195,29 +238,6 @@ impl DomainEvent {
     pub fn decode(event_type: &str, schema_version: i32, data: Value) -> Result<Self, DecodeError> {
         let (data, _) = upcast(event_type, schema_version, data)?;
         Self::decode_current(event_type, &data)
-    }
-
-    /// Decodes data already at the current schema version of `event_type`, by reference, so
-    /// a reader that keeps the stored JSON does not copy it.
-    pub fn decode_current(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
-        fn parse<T: serde::de::DeserializeOwned>(t: &str, d: &Value) -> Result<T, DecodeError> {
-            T::deserialize(d).map_err(|source| DecodeError::Data {
-                event_type: t.to_owned(),
-                source,
-            })
-        }
-        let t = event_type;
-        Ok(match t {
-            "OrderCreated" => OrderEvent::OrderCreated(parse(t, data)?).into(),
-            "ItemAdded" => OrderEvent::ItemAdded(parse(t, data)?).into(),
-            "ItemRemoved" => OrderEvent::ItemRemoved(parse(t, data)?).into(),
-            "OrderConfirmed" => OrderEvent::OrderConfirmed.into(),
-            "OrderCancelled" => OrderEvent::OrderCancelled(parse(t, data)?).into(),
-            "OrderShipped" => OrderEvent::OrderShipped(parse(t, data)?).into(),
-            "OrderDelivered" => OrderEvent::OrderDelivered.into(),
-            "StockReceived" => ProductEvent::StockReceived(parse(t, data)?).into(),
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
-        })
     }
 }
 
@@ -246,8 +266,8 @@ mod tests {
         assert_eq!(e.total_cents, 300);
     }
 
-    #[test]
-    fn every_event_round_trips_through_its_stored_form() {
+    /// One event of each type.
+    fn one_of_each() -> Vec<DomainEvent> {
         let sku: ProductId = "sku-1".parse().unwrap();
         let line = LineItem {
             product_id: sku.clone(),
@@ -285,11 +305,47 @@ mod tests {
             })
             .into(),
         ];
-        for e in events {
+        events
+    }
+
+    #[test]
+    fn every_event_round_trips_through_its_stored_form() {
+        for e in one_of_each() {
             let enc = e.encode();
             let back = DomainEvent::decode(enc.event_type, enc.schema_version, enc.data).unwrap();
             assert_eq!(back, e);
         }
+    }
+
+    #[test]
+    fn every_listed_event_type_round_trips_at_its_listed_version() {
+        let events = one_of_each();
+        let mut names: Vec<&str> = EVENT_TYPES.iter().map(|&(name, _)| name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EVENT_TYPES.len(), "a type is listed twice");
+        assert_eq!(
+            events.len(),
+            EVENT_TYPES.len(),
+            "one sample per listed type"
+        );
+        for &(name, version) in EVENT_TYPES {
+            let e = events
+                .iter()
+                .find(|e| e.event_type() == name)
+                .unwrap_or_else(|| panic!("no sample of `{name}`"));
+            let enc = e.encode();
+            assert_eq!((enc.event_type, enc.schema_version), (name, version));
+            assert_eq!(current_schema_version(name), Some(version));
+            assert_eq!(
+                upcast(name, version, enc.data.clone()).unwrap(),
+                (enc.data.clone(), version),
+                "data at the current version is left alone"
+            );
+            assert_eq!(&DomainEvent::decode_current(name, &enc.data).unwrap(), e);
+            assert_eq!(&DomainEvent::decode(name, version, enc.data).unwrap(), e);
+        }
+        assert_eq!(current_schema_version("Nope"), None);
     }
 
     #[test]
