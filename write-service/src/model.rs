@@ -182,6 +182,28 @@ impl OrderSnapshot {
     }
 }
 
+/// The answers every command shares, beside its own success, 400, 404, 409 and 422.
+#[derive(utoipa::IntoResponses)]
+pub enum CommandFailures {
+    /// `If-Match` names another version than the stream's (`precondition_failed`)
+    #[response(status = 412)]
+    PreconditionFailed(ErrorBody),
+    /// The body is over 64 KiB (`payload_too_large`)
+    #[response(status = 413)]
+    PayloadTooLarge(ErrorBody),
+    /// A body that is not `application/json` (`unsupported_media_type`)
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+}
+
+/// What every endpoint that reads or writes the event store may answer when PostgreSQL is away.
+#[derive(utoipa::IntoResponses)]
+pub enum StoreUnavailable {
+    /// PostgreSQL is unavailable (`unavailable`); see Retry-After
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// Every error: `{"error": {"code", "message", "field"?}}`, plus the `x-request-id` header.
 #[derive(Debug, ToSchema)]
 pub struct ErrorBody {

@@ -15,7 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
 use crate::extract::{AppPath, AppQuery, CommandContext, JsonBody};
-use crate::model::{AuditEvent, AuditTrail, ErrorBody, OrderAccepted, OrderSnapshot};
+use crate::model::{
+    AuditEvent, AuditTrail, CommandFailures, ErrorBody, OrderAccepted, OrderSnapshot,
+    StoreUnavailable,
+};
 use service_kit::api_error::ApiError;
 
 /// A new order. Lines of the same product and price merge into one.
@@ -165,11 +168,9 @@ async fn run(
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`) or header (`invalid_header`)", body = ErrorBody),
         (status = 409, description = "The order id is taken (`order_exists`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        CommandFailures,
         (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+        StoreUnavailable,
     )
 )]
 pub async fn create(
@@ -205,11 +206,9 @@ pub async fn create(
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        CommandFailures,
         (status = 422, description = "A field is missing, unknown or breaks a rule, e.g. another unit price for a product on the order (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+        StoreUnavailable,
     )
 )]
 pub async fn add_item(
@@ -245,11 +244,9 @@ pub async fn add_item(
         (status = 400, description = "Malformed JSON (`malformed_json`), order or product id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`), or the product is not on it (`item_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`), the line is its last (`last_item`: cancel instead), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        CommandFailures,
         (status = 422, description = "The body has fields (`validation_failed`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+        StoreUnavailable,
     )
 )]
 pub async fn remove_item(
@@ -288,11 +285,9 @@ pub async fn remove_item(
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        CommandFailures,
         (status = 422, description = "The body has fields (`validation_failed`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+        StoreUnavailable,
     )
 )]
 pub async fn confirm(
@@ -328,11 +323,9 @@ pub async fn confirm(
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is neither pending nor confirmed (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        CommandFailures,
         (status = 422, description = "`reason` is blank, too long or not a string, or the body has other fields (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+        StoreUnavailable,
     )
 )]
 pub async fn cancel(
@@ -363,11 +356,9 @@ pub async fn cancel(
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not confirmed (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        CommandFailures,
         (status = 422, description = "A field is missing, unknown, blank or too long (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+        StoreUnavailable,
     )
 )]
 pub async fn ship(
@@ -399,11 +390,9 @@ pub async fn ship(
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not shipped (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version than the order's (`precondition_failed`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        CommandFailures,
         (status = 422, description = "The body has fields (`validation_failed`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+        StoreUnavailable,
     )
 )]
 pub async fn deliver(
@@ -437,7 +426,7 @@ fn order_not_found() -> ApiError {
         (status = 200, description = "The order's events, oldest first", body = AuditTrail),
         (status = 400, description = "Malformed order id (`invalid_path`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
-        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+        StoreUnavailable,
     )
 )]
 pub async fn events(
@@ -483,7 +472,7 @@ pub struct StateQuery {
         (status = 400, description = "Malformed order id (`invalid_path`)", body = ErrorBody),
         (status = 404, description = "No such order, or none yet at `at`/`version` (`order_not_found`), or no such version (`version_not_found`)", body = ErrorBody),
         (status = 422, description = "An unknown, malformed or conflicting query parameter (`invalid_parameter`, named in `field` where one is at fault)", body = ErrorBody),
-        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+        StoreUnavailable,
     )
 )]
 pub async fn state(

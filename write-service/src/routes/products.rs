@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
 use crate::extract::{AppPath, CommandContext, JsonBody};
-use crate::model::{ErrorBody, StockAccepted};
+use crate::model::{CommandFailures, ErrorBody, StockAccepted, StoreUnavailable};
 use service_kit::api_error::ApiError;
 
 /// A delivery of stock.
@@ -42,11 +42,9 @@ pub struct ReceiveStock {
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), product id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 409, description = "The product's stream kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version than the product stream's (`precondition_failed`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "A body that is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        CommandFailures,
         (status = 422, description = "`quantity` is missing or out of range, the stock would overflow, or the body has other fields (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 503, description = "PostgreSQL is unavailable (`unavailable`); see Retry-After", body = ErrorBody),
+        StoreUnavailable,
     )
 )]
 pub async fn receive_stock(
