@@ -1,7 +1,7 @@
 //! The PostgreSQL event store: gap-safe appends, stream loads with snapshots, and the
 //! committed-prefix read the projector tails.
 //!
-//! See `migrations/` for the tables and `../shared/DESIGN.md` for why events carry `tx_id`.
+//! See `migrations/` for the tables and `docs/ARCHITECTURE.md` for why events carry `tx_id`.
 
 mod append;
 mod read;
