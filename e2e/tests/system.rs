@@ -193,20 +193,7 @@ impl Drop for Service {
     }
 }
 
-/// DATABASE_URL pointed at another database on the same server.
-fn database_url(database: &str) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let end = base[after_scheme..]
-        .find(['/', '?'])
-        .map_or(base.len(), |i| after_scheme + i);
-    format!("{}/{database}", &base[..end])
-}
-
-fn mongodb_uri() -> String {
-    std::env::var("MONGODB_URI")
-        .expect("MONGODB_URI must name a MongoDB server: run the tests with `make test`")
-}
+use test_support::servers::{database_url, mongodb_uri};
 
 /// The test's own MongoDB database, dropped when the test ends, whether it passed or not.
 struct MongoDatabase {

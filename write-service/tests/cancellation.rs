@@ -49,19 +49,6 @@ async fn status(router: &Router, req: Request<Body>) -> StatusCode {
     router.clone().oneshot(req).await.unwrap().status()
 }
 
-/// Sessions of this test's database (other than the asking one) idle inside a transaction,
-/// with the last statement each ran.
-async fn idle_in_transaction(conn: &mut PgConnection) -> Vec<(String, String)> {
-    sqlx::query_as(
-        "select state, query from pg_stat_activity
-         where datname = current_database() and pid <> pg_backend_pid()
-           and state like 'idle in transaction%'",
-    )
-    .fetch_all(conn)
-    .await
-    .unwrap()
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn commands_dropped_at_random_moments_leave_no_session_in_a_transaction(pool: PgPool) {
     let options: PgConnectOptions = (*pool.connect_options()).clone();
@@ -113,14 +100,9 @@ async fn commands_dropped_at_random_moments_leave_no_session_in_a_transaction(po
         for t in batch(Some(horizon)) {
             t.await.unwrap();
         }
-        // Work that outlives its client finishes on its own; wait (bounded) for the
-        // sessions to settle: none may stay inside a transaction.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut stuck = idle_in_transaction(&mut check).await;
-        while !stuck.is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            stuck = idle_in_transaction(&mut check).await;
-        }
+        // Work that outlives its client finishes on its own: no session may stay inside a
+        // transaction.
+        let stuck = test_support::sessions::left_in_a_transaction(&mut check).await;
         assert!(
             stuck.is_empty(),
             "after round {round}, sessions left inside a transaction: {stuck:?}"
@@ -145,7 +127,8 @@ async fn commands_dropped_at_random_moments_leave_no_session_in_a_transaction(po
         let s = t.await.unwrap();
         assert!(s.is_success(), "a command after the cancellations got {s}");
     }
-    assert!(idle_in_transaction(&mut check).await.is_empty());
+    let stuck = test_support::sessions::left_in_a_transaction(&mut check).await;
+    assert!(stuck.is_empty(), "{stuck:?}");
 }
 
 /// Polls `sql` (a count over this test's database) until it is at least `n`, for at most ten

@@ -17,20 +17,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub fn mongodb_uri() -> String {
-    std::env::var("MONGODB_URI")
-        .expect("MONGODB_URI must name a MongoDB server: run the tests with `make test`")
-}
-
-/// DATABASE_URL pointed at another database on the same server.
-pub fn database_url(database: &str) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let end = base[after_scheme..]
-        .find(['/', '?'])
-        .map_or(base.len(), |i| after_scheme + i);
-    format!("{}/{database}", &base[..end])
-}
+pub use test_support::servers::{database_url, mongodb_uri};
 
 pub struct TestEnv {
     pub pool: PgPool,

@@ -567,7 +567,7 @@ async fn unreadable_events_keep_their_place_in_the_tail(pool: PgPool) {
 #[sqlx::test(migrations = "../../migrations")]
 async fn appends_dropped_at_random_moments_leave_no_session_in_a_transaction(pool: PgPool) {
     use sqlx::Connection;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     let options = (*pool.connect_options()).clone();
     let small = sqlx::postgres::PgPoolOptions::new()
@@ -595,16 +595,6 @@ async fn appends_dropped_at_random_moments_leave_no_session_in_a_transaction(poo
     let horizon = started.elapsed() / 10 * 2;
 
     let mut check = sqlx::PgConnection::connect_with(&options).await.unwrap();
-    let idle_in_transaction = async |conn: &mut sqlx::PgConnection| -> Vec<String> {
-        sqlx::query_scalar(
-            "select query from pg_stat_activity
-             where datname = current_database() and pid <> pg_backend_pid()
-               and state like 'idle in transaction%'",
-        )
-        .fetch_all(conn)
-        .await
-        .unwrap()
-    };
     for round in 0..100 {
         let tasks: Vec<_> = (0..4)
             .map(|_| {
@@ -616,13 +606,7 @@ async fn appends_dropped_at_random_moments_leave_no_session_in_a_transaction(poo
         for t in tasks {
             let _ = t.await.unwrap();
         }
-        // A connection being closed or rolled back settles at once; wait for that (bounded).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut stuck = idle_in_transaction(&mut check).await;
-        while !stuck.is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            stuck = idle_in_transaction(&mut check).await;
-        }
+        let stuck = test_support::sessions::left_in_a_transaction(&mut check).await;
         assert!(
             stuck.is_empty(),
             "after round {round}, sessions left inside a transaction: {stuck:?}"
