@@ -207,9 +207,13 @@ TXT
 tail -n 0 -F "$log_dir/write-service.log" "$log_dir/projector.log" "$log_dir/read-service.log" &
 tail_pid=$!
 # Stay up while the services do; if one dies, say so and stop the rest.
+# No command substitution in this loop: it is where Ctrl-C lands, and bash can run the trap
+# while a `$(...)` child is still being parsed ("unexpected EOF", exit 2 instead of 0).
 while :; do
   for name in "${services[@]}"; do
-    if ! kill -0 "$(cat "$run_dir/$name.pid" 2>/dev/null || echo 0)" 2>/dev/null; then
+    pid=0
+    read -r pid <"$run_dir/$name.pid" 2>/dev/null || true
+    if ! kill -0 "${pid:-0}" 2>/dev/null; then
       log "$name exited; stopping"
       exit 1
     fi
