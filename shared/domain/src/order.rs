@@ -15,8 +15,24 @@ pub use crate::ids::MAX_TEXT_LEN;
 /// are ignored and the state is rebuilt from events.
 pub const STATE_SCHEMA_VERSION: i32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where an order is in its life. Its lowercase name is the one in events' states, views
+/// and APIs alike.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum OrderStatus {
     Pending,
     Confirmed,
@@ -27,13 +43,7 @@ pub enum OrderStatus {
 
 impl OrderStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "pending",
-            OrderStatus::Confirmed => "confirmed",
-            OrderStatus::Cancelled => "cancelled",
-            OrderStatus::Shipped => "shipped",
-            OrderStatus::Delivered => "delivered",
-        }
+        self.into()
     }
 }
 
@@ -394,6 +404,16 @@ impl OrderState {
 mod tests {
     use super::*;
     use crate::ids::UnitPriceCents;
+
+    #[test]
+    fn a_status_has_one_name_in_json_and_in_text() {
+        use strum::VariantArray;
+        for &s in OrderStatus::VARIANTS {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(s.as_str().parse::<OrderStatus>().unwrap(), s);
+        }
+        assert!("Pending".parse::<OrderStatus>().is_err());
+    }
 
     fn line(product: &str, qty: i64, price: i64) -> LineItem {
         LineItem {
