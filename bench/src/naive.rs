@@ -2,7 +2,7 @@
 //! one `updateOne` (`$inc` / `$set`, upsert) per event per view document it touches, and
 //! saves each view's checkpoint once per batch of 500 events (generous: many save it per
 //! event). It reads the same log with the same order context (`projector::context::enrich`,
-//! PostgreSQL) and touches the same documents as the real views (`View::keys`), so the two
+//! PostgreSQL) and touches the same documents as the real views (`Projection::keys`), so the two
 //! differ only in how they talk to MongoDB. It keeps no per-document guard, so unlike the
 //! real projector a replay after a crash would count twice.
 //!
@@ -19,12 +19,13 @@ use domain::order::OrderStatus;
 use event_store::{EventStore, TailRow};
 use mongodb::bson::{self, Bson, Document, doc};
 use projector::context::{Enriched, enrich};
-use projector::views::View;
-use projector::views::daily_sales::DailySalesView;
-use projector::views::inventory::InventoryView;
-use projector::views::orders::{OrderDoc, OrdersView};
-use projector::views::users::{RECENT_ORDERS, UsersView};
-use projector::views::{self, date};
+use projector::projections::Projection;
+use projector::projections::daily_sales::DailySalesProjection;
+use projector::projections::date;
+use projector::projections::inventory::InventoryProjection;
+use projector::projections::orders::OrdersProjection;
+use projector::projections::users::UsersProjection;
+use read_model::{OrderDoc, RECENT_ORDERS, View};
 
 use crate::projection::BATCH;
 
@@ -63,18 +64,18 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
     };
     let total = e.after.as_ref().map_or(0, |a| a.order.total_cents);
 
-    for key in OrdersView::keys(e) {
+    for key in OrdersProjection::keys(e) {
         let mut d = OrderDoc::default();
-        OrdersView::apply(&mut d, &key, e);
+        OrdersProjection::apply(&mut d, &key, e);
         let set = bson::to_document(&d)?;
         out.push(Write {
-            view: OrdersView::NAME,
+            view: OrdersProjection::VIEW.name(),
             filter: doc! {"_id": &key},
             update: doc! {"$set": set},
         });
     }
 
-    for key in UsersView::keys(e) {
+    for key in UsersProjection::keys(e) {
         let set = doc! {"userId": &key, "updatedAt": at};
         let update = match order_event {
             Some(OrderEvent::OrderCreated(_)) => {
@@ -100,13 +101,13 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
             _ => doc! {"$set": set},
         };
         out.push(Write {
-            view: UsersView::NAME,
+            view: UsersProjection::VIEW.name(),
             filter: doc! {"_id": &key},
             update,
         });
     }
 
-    for key in DailySalesView::keys(e) {
+    for key in DailySalesProjection::keys(e) {
         let inc = match order_event {
             Some(OrderEvent::OrderCreated(_)) => doc! {"ordersPlaced": 1_i64},
             Some(OrderEvent::OrderConfirmed) => {
@@ -124,13 +125,13 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
             _ => doc! {"ordersCancelled": 1_i64},
         };
         out.push(Write {
-            view: DailySalesView::NAME,
+            view: DailySalesProjection::VIEW.name(),
             filter: doc! {"_id": &key},
             update: doc! {"$inc": inc, "$set": {"date": &key, "updatedAt": at}},
         });
     }
 
-    for key in InventoryView::keys(e) {
+    for key in InventoryProjection::keys(e) {
         let inc = match &e.event.event {
             DomainEvent::Product(ProductEvent::StockReceived(s)) => {
                 let q = i64::from(s.quantity);
@@ -147,7 +148,7 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
             }
         };
         out.push(Write {
-            view: InventoryView::NAME,
+            view: InventoryProjection::VIEW.name(),
             filter: doc! {"_id": &key},
             update: doc! {"$inc": inc, "$set": {"productId": &key, "updatedAt": at}},
         });
@@ -179,7 +180,7 @@ impl Count {
         }
         self.events += enriched.len() as u64;
         self.batches += 1;
-        self.checkpoints += views::ALL.len() as u64;
+        self.checkpoints += View::ALL.len() as u64;
         Ok(writes)
     }
 }
@@ -245,10 +246,10 @@ pub async fn run(store: &EventStore, db: &mongodb::Database, limit: usize) -> an
                 .upsert(true)
                 .await?;
         }
-        for view in views::ALL {
+        for view in View::ALL {
             db.collection::<Document>(CHECKPOINTS)
                 .update_one(
-                    doc! {"_id": view},
+                    doc! {"_id": view.name()},
                     doc! {"$set": {"position": Bson::String(last.to_string())}},
                 )
                 .upsert(true)

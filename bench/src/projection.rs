@@ -8,10 +8,11 @@ use domain::Position;
 use event_store::EventStore;
 use mongodb::bson::{Document, doc};
 use projector::engine::Engine;
-use projector::mongo::{ViewStore, collection_name, get_int};
+use projector::mongo::{ViewStore, get_int};
+use projector::projections::Projection;
 use projector::rebuild::catch_up;
 use projector::settings::{OnPoison, Transactions};
-use projector::views::View;
+use read_model::{View, ViewDocument};
 use tokio_util::sync::CancellationToken;
 
 use crate::env::Servers;
@@ -71,16 +72,16 @@ impl RebuildRun {
     }
 }
 
-async fn one<V: View>(
+async fn one<V: Projection>(
     engine: &Engine,
     head: Position,
     counted: &Counted,
 ) -> anyhow::Result<ViewRun> {
-    let collection = collection_name(V::NAME, GENERATION);
+    let collection = V::VIEW.collection(GENERATION);
     // As `projector rebuild` does before it starts; not timed, not counted.
     engine
         .views
-        .ensure_indexes(&collection, V::indexes())
+        .ensure_indexes(&collection, <V::Doc as ViewDocument>::indexes())
         .await?;
     let before = counted.proxy.counts();
     let t = Instant::now();
@@ -95,10 +96,10 @@ async fn one<V: View>(
         |n| events += n as u64,
     )
     .await
-    .with_context(|| format!("rebuilding {}", V::NAME))?;
+    .with_context(|| format!("rebuilding {}", V::VIEW))?;
     let seconds = t.elapsed().as_secs_f64();
     Ok(ViewRun {
-        name: V::NAME,
+        name: V::VIEW.name(),
         events,
         seconds,
         round_trips: work_between(&before, &counted.proxy.counts()),
@@ -121,9 +122,8 @@ pub async fn rebuild_all(
     let head = store.head().await?.unwrap_or(Position::ZERO);
     let t = Instant::now();
     let mut runs = Vec::new();
-    for name in projector::views::ALL {
-        let run = projector::for_view!(name, one(&engine, head, counted))
-            .ok_or_else(|| anyhow::anyhow!("unknown view {name}"))??;
+    for &view in View::ALL {
+        let run = projector::for_view!(view, one(&engine, head, counted))?;
         runs.push(run);
     }
     Ok((
@@ -136,9 +136,9 @@ pub async fn rebuild_all(
     ))
 }
 
-async fn all_docs(db: &mongodb::Database, view: &str) -> anyhow::Result<Vec<Document>> {
+async fn all_docs(db: &mongodb::Database, view: View) -> anyhow::Result<Vec<Document>> {
     let mut cursor = db
-        .collection::<Document>(&collection_name(view, GENERATION))
+        .collection::<Document>(&view.collection(GENERATION))
         .find(doc! {})
         .await?;
     let mut out = Vec::new();
@@ -161,7 +161,7 @@ pub async fn verify(db: &mongodb::Database, expected: &Expected) -> anyhow::Resu
             wrong.push(format!("{what}: view {got}, expected {want}"));
         }
     };
-    let days = all_docs(db, projector::views::daily_sales::NAME).await?;
+    let days = all_docs(db, View::DailySales).await?;
     expect(
         "daily ordersPlaced",
         sum(&days, "ordersPlaced"),
@@ -193,7 +193,7 @@ pub async fn verify(db: &mongodb::Database, expected: &Expected) -> anyhow::Resu
         expected.units_confirmed,
     );
 
-    let users = all_docs(db, projector::views::users::NAME).await?;
+    let users = all_docs(db, View::Users).await?;
     expect(
         "users orderCount",
         sum(&users, "orderCount"),
@@ -206,7 +206,7 @@ pub async fn verify(db: &mongodb::Database, expected: &Expected) -> anyhow::Resu
     );
 
     let orders = db
-        .collection::<Document>(&collection_name(projector::views::orders::NAME, GENERATION))
+        .collection::<Document>(&View::Orders.collection(GENERATION))
         .count_documents(doc! {})
         .await?;
     expect(
@@ -215,7 +215,7 @@ pub async fn verify(db: &mongodb::Database, expected: &Expected) -> anyhow::Resu
         expected.orders_placed,
     );
 
-    let products = all_docs(db, projector::views::inventory::NAME).await?;
+    let products = all_docs(db, View::Inventory).await?;
     let mut seen = 0usize;
     for d in &products {
         let id = d.get_str("_id").unwrap_or_default();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use domain::Position;
+use read_model::View;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -132,9 +133,9 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
                 tick.tick().await;
                 let now = Instant::now();
                 let checkpoints: Vec<Position> = match board.lock() {
-                    Ok(b) => projector::views::ALL
+                    Ok(b) => View::ALL
                         .iter()
-                        .map(|v| b.get(v).map_or(Position::ZERO, |p| p.checkpoint))
+                        .map(|v| b.get(v.name()).map_or(Position::ZERO, |p| p.checkpoint))
                         .collect(),
                     Err(_) => continue,
                 };
@@ -230,7 +231,7 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
              the commit happened before it, so the lag is understated by the reply's delivery"
         },
     );
-    let views = projector::views::ALL;
+    let views = View::ALL;
     let mut to_all = Vec::with_capacity(measured.len());
     let mut from_send = Vec::with_capacity(measured.len());
     let mut command_ms = Vec::with_capacity(measured.len());

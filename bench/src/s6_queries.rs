@@ -1,6 +1,6 @@
 //! S6: queries against views holding many orders, each read-service endpoint at fixed rates.
 //!
-//! The views are filled with the projector's own view code (`View::keys`/`View::apply`) folded
+//! The views are filled with the projector's own view code (`Projection::keys`/`Projection::apply`) folded
 //! in memory over a generated log, then bulk-inserted: the real engine through nx-27017 would
 //! take most of an hour for 100k orders. The real read-service then runs in this process and
 //! each endpoint is driven open-loop at fixed request rates.
@@ -15,13 +15,14 @@ use domain::events::DomainEvent;
 use event_store::RecordedEvent;
 use mongodb::bson::{self, Document};
 use projector::context::{Enriched, OrderFacts};
-use projector::mongo::{ViewStore, collection_name};
+use projector::mongo::ViewStore;
+use projector::projections::Projection;
+use projector::projections::daily_sales::DailySalesProjection;
+use projector::projections::inventory::InventoryProjection;
+use projector::projections::orders::OrdersProjection;
+use projector::projections::users::UsersProjection;
 use projector::settings::Transactions;
-use projector::views::View;
-use projector::views::daily_sales::DailySalesView;
-use projector::views::inventory::InventoryView;
-use projector::views::orders::OrdersView;
-use projector::views::users::UsersView;
+use read_model::ViewDocument;
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -83,9 +84,9 @@ struct Loaded {
 }
 
 /// The view documents of one view, with the position of the last event applied to each.
-type Docs<V> = HashMap<String, (<V as View>::Doc, Position)>;
+type Docs<V> = HashMap<String, (<V as Projection>::Doc, Position)>;
 
-fn fold<V: View>(docs: &mut Docs<V>, e: &Enriched) {
+fn fold<V: Projection>(docs: &mut Docs<V>, e: &Enriched) {
     for key in V::keys(e) {
         let slot = docs
             .entry(key.clone())
@@ -97,14 +98,14 @@ fn fold<V: View>(docs: &mut Docs<V>, e: &Enriched) {
 
 /// Inserts one view's documents as the engine writes them (the document, `_id`,
 /// `appliedPosition`) into generation 1; returns how many.
-async fn insert_view<V: View>(store: &ViewStore, docs: Docs<V>) -> anyhow::Result<usize> {
+async fn insert_view<V: Projection>(store: &ViewStore, docs: Docs<V>) -> anyhow::Result<usize> {
     let coll = store
         .database()
-        .collection::<Document>(&collection_name(V::NAME, GENERATION));
+        .collection::<Document>(&V::VIEW.collection(GENERATION));
     let total = docs.len();
     let mut batch = Vec::with_capacity(INSERT_CHUNK.min(total));
     for (id, (doc, applied)) in docs {
-        let mut d = bson::to_document(&doc).with_context(|| format!("a {} document", V::NAME))?;
+        let mut d = bson::to_document(&doc).with_context(|| format!("a {} document", V::VIEW))?;
         d.insert("_id", id);
         d.insert("appliedPosition", applied.to_string());
         batch.push(d);
@@ -121,14 +122,17 @@ async fn insert_view<V: View>(store: &ViewStore, docs: Docs<V>) -> anyhow::Resul
 }
 
 /// Indexes, pointer and checkpoint: what the projector leaves once it has caught up.
-async fn finish_view<V: View>(store: &ViewStore, checkpoint: Position) -> anyhow::Result<()> {
+async fn finish_view<V: Projection>(store: &ViewStore, checkpoint: Position) -> anyhow::Result<()> {
     store
-        .ensure_indexes(&collection_name(V::NAME, GENERATION), V::indexes())
+        .ensure_indexes(
+            &V::VIEW.collection(GENERATION),
+            <V::Doc as ViewDocument>::indexes(),
+        )
         .await?;
     // Creates `{active: 1, latest: 1}` as the projector's first start does.
-    store.active_generation(V::NAME).await?;
+    store.active_generation(V::VIEW).await?;
     store
-        .save_checkpoint(V::NAME, GENERATION, checkpoint, None)
+        .save_checkpoint(V::VIEW, GENERATION, checkpoint, None)
         .await?;
     Ok(())
 }
@@ -147,10 +151,10 @@ async fn load(ctx: &Ctx, scratch: &Scratch, orders: usize) -> anyhow::Result<Loa
     let target = orders as i64;
 
     let mut facts: HashMap<String, OrderFacts> = HashMap::with_capacity(orders);
-    let mut order_docs: Docs<OrdersView> = HashMap::with_capacity(orders);
-    let mut user_docs: Docs<UsersView> = HashMap::new();
-    let mut day_docs: Docs<DailySalesView> = HashMap::new();
-    let mut product_docs: Docs<InventoryView> = HashMap::new();
+    let mut order_docs: Docs<OrdersProjection> = HashMap::with_capacity(orders);
+    let mut user_docs: Docs<UsersProjection> = HashMap::new();
+    let mut day_docs: Docs<DailySalesProjection> = HashMap::new();
+    let mut product_docs: Docs<InventoryProjection> = HashMap::new();
     let (mut global, mut tx_id, mut last) = (0i64, 0u64, Position::ZERO);
     while generator.expected.orders_placed < target {
         // Orders are created at an even pace through the log, so the share already created
@@ -203,10 +207,10 @@ async fn load(ctx: &Ctx, scratch: &Scratch, orders: usize) -> anyhow::Result<Loa
                         after: None,
                     }
                 };
-                fold::<OrdersView>(&mut order_docs, &enriched);
-                fold::<UsersView>(&mut user_docs, &enriched);
-                fold::<DailySalesView>(&mut day_docs, &enriched);
-                fold::<InventoryView>(&mut product_docs, &enriched);
+                fold::<OrdersProjection>(&mut order_docs, &enriched);
+                fold::<UsersProjection>(&mut user_docs, &enriched);
+                fold::<DailySalesProjection>(&mut day_docs, &enriched);
+                fold::<InventoryProjection>(&mut product_docs, &enriched);
             }
         }
     }
@@ -215,7 +219,7 @@ async fn load(ctx: &Ctx, scratch: &Scratch, orders: usize) -> anyhow::Result<Loa
     let mut ordered_products = BTreeSet::new();
     let mut statuses = BTreeSet::new();
     for (doc, _) in order_docs.values() {
-        statuses.insert(doc.status.clone());
+        statuses.insert(doc.status.as_str().to_owned());
         ordered_products.extend(doc.items.iter().map(|i| i.product_id.clone()));
     }
     let mut days: Vec<NaiveDate> = day_docs
@@ -246,28 +250,28 @@ async fn load(ctx: &Ctx, scratch: &Scratch, orders: usize) -> anyhow::Result<Loa
     .await?;
     let documents = vec![
         (
-            OrdersView::NAME,
-            insert_view::<OrdersView>(&store, order_docs).await?,
+            OrdersProjection::VIEW.name(),
+            insert_view::<OrdersProjection>(&store, order_docs).await?,
         ),
         (
-            UsersView::NAME,
-            insert_view::<UsersView>(&store, user_docs).await?,
+            UsersProjection::VIEW.name(),
+            insert_view::<UsersProjection>(&store, user_docs).await?,
         ),
         (
-            DailySalesView::NAME,
-            insert_view::<DailySalesView>(&store, day_docs).await?,
+            DailySalesProjection::VIEW.name(),
+            insert_view::<DailySalesProjection>(&store, day_docs).await?,
         ),
         (
-            InventoryView::NAME,
-            insert_view::<InventoryView>(&store, product_docs).await?,
+            InventoryProjection::VIEW.name(),
+            insert_view::<InventoryProjection>(&store, product_docs).await?,
         ),
     ];
     let insert_seconds = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    finish_view::<OrdersView>(&store, last).await?;
-    finish_view::<UsersView>(&store, last).await?;
-    finish_view::<DailySalesView>(&store, last).await?;
-    finish_view::<InventoryView>(&store, last).await?;
+    finish_view::<OrdersProjection>(&store, last).await?;
+    finish_view::<UsersProjection>(&store, last).await?;
+    finish_view::<DailySalesProjection>(&store, last).await?;
+    finish_view::<InventoryProjection>(&store, last).await?;
     let index_seconds = t.elapsed().as_secs_f64();
     Ok(Loaded {
         fixture,
@@ -552,7 +556,7 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
             "The views are filled with the projector's own view code: a realistic log (the S4 \
          generator, through the domain's `decide`, `recorded_at` spread over the last 90 days) is \
          decoded and enriched with each order's facts in memory, folded with each view's \
-         `View::keys` and `View::apply`, and the documents are bulk-inserted as the engine writes \
+         `Projection::keys` and `Projection::apply`, and the documents are bulk-inserted as the engine writes \
          them (with `appliedPosition`) into generation 1, followed by the projector's indexes, \
          pointers and checkpoints, so the read-service sees caught-up views (the real engine \
          through nx-27017 would take most of an hour for this log). The real read-service \

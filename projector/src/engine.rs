@@ -15,9 +15,11 @@ use event_store::{EventStore, StoreError, TailRow};
 use mongodb::bson::{self, Bson, Document, doc};
 
 use crate::context::{self, Poison};
-use crate::mongo::{DEAD_LETTERS, GuardedWrite, MongoError, ViewStore, collection_name};
+use read_model::DEAD_LETTERS;
+
+use crate::mongo::{GuardedWrite, MongoError, ViewStore};
+use crate::projections::Projection;
 use crate::settings::OnPoison;
-use crate::views::View;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
@@ -90,7 +92,7 @@ pub(crate) fn row_position(row: &TailRow) -> Position {
 }
 
 impl Engine {
-    pub async fn apply_batch<V: View>(
+    pub async fn apply_batch<V: Projection>(
         &self,
         generation: i64,
         rows: Vec<TailRow>,
@@ -124,7 +126,7 @@ impl Engine {
             None => Some(last),
         };
 
-        let collection = collection_name(V::NAME, generation);
+        let collection = V::VIEW.collection(generation);
         let mut session = self.views.start_session().await?;
         let mut round_trips = 0;
 
@@ -198,7 +200,7 @@ impl Engine {
 
         for p in &parked {
             tracing::warn!(
-                projection = V::NAME,
+                projection = V::VIEW.name(),
                 position = %p.event.position,
                 stream = %p.event.stream_id,
                 event_type = %p.event.event_type,
@@ -206,15 +208,16 @@ impl Engine {
                 "parked an event the projection cannot apply in {DEAD_LETTERS}"
             );
             self.views
-                .park(dead_letter(V::NAME, generation, p), session.as_mut())
+                .park(dead_letter(V::VIEW.name(), generation, p), session.as_mut())
                 .await?;
             round_trips += 1;
-            metrics::counter!("projector_dead_letters_total", "projection" => V::NAME).increment(1);
+            metrics::counter!("projector_dead_letters_total", "projection" => V::VIEW.name())
+                .increment(1);
         }
 
         if let Some(c) = checkpoint {
             self.views
-                .save_checkpoint(V::NAME, generation, c, session.as_mut())
+                .save_checkpoint(V::VIEW, generation, c, session.as_mut())
                 .await?;
             round_trips += 1;
         }

@@ -9,11 +9,11 @@ pub mod http;
 pub mod lease;
 pub mod log_head;
 pub mod mongo;
+pub mod projections;
 pub mod rebuild;
 pub mod runner;
 pub mod settings;
 pub mod status;
-pub mod views;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,24 +26,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::mongo::ViewStore;
+use crate::projections::Projection;
+use crate::projections::daily_sales::DailySalesProjection;
+use crate::projections::inventory::InventoryProjection;
+use crate::projections::orders::OrdersProjection;
+use crate::projections::users::UsersProjection;
 use crate::runner::{Runner, StatusBoard};
 pub use crate::settings::Settings;
-use crate::views::View;
-use crate::views::daily_sales::DailySalesView;
-use crate::views::inventory::InventoryView;
-use crate::views::orders::OrdersView;
-use crate::views::users::UsersView;
 
-/// Calls `$f::<ViewType>($args)` for the view named `$name`.
+/// Calls `$f::<P>($args)` with `P` the projection that maintains `$view` (a `read_model::View`).
 #[macro_export]
 macro_rules! for_view {
-    ($name:expr, $($f:ident)::+ ( $($arg:expr),* )) => {
-        match $name {
-            $crate::views::orders::NAME => Some($($f)::+::<$crate::views::orders::OrdersView>($($arg),*).await),
-            $crate::views::users::NAME => Some($($f)::+::<$crate::views::users::UsersView>($($arg),*).await),
-            $crate::views::daily_sales::NAME => Some($($f)::+::<$crate::views::daily_sales::DailySalesView>($($arg),*).await),
-            $crate::views::inventory::NAME => Some($($f)::+::<$crate::views::inventory::InventoryView>($($arg),*).await),
-            _ => None,
+    ($view:expr, $($f:ident)::+ ( $($arg:expr),* )) => {
+        match $view {
+            $crate::projections::View::Orders => $($f)::+::<$crate::projections::orders::OrdersProjection>($($arg),*).await,
+            $crate::projections::View::Users => $($f)::+::<$crate::projections::users::UsersProjection>($($arg),*).await,
+            $crate::projections::View::DailySales => $($f)::+::<$crate::projections::daily_sales::DailySalesProjection>($($arg),*).await,
+            $crate::projections::View::Inventory => $($f)::+::<$crate::projections::inventory::InventoryProjection>($($arg),*).await,
         }
     };
 }
@@ -130,17 +129,17 @@ impl Application {
             wake: wake_rx,
             board: self.board.clone(),
         };
-        fn spawn<V: View>(
+        fn spawn<V: Projection>(
             tasks: &mut tokio::task::JoinSet<()>,
             runner: &Runner,
             cancel: &CancellationToken,
         ) {
             tasks.spawn(runner.clone().run::<V>(cancel.clone()));
         }
-        spawn::<OrdersView>(&mut tasks, &runner, &cancel);
-        spawn::<UsersView>(&mut tasks, &runner, &cancel);
-        spawn::<DailySalesView>(&mut tasks, &runner, &cancel);
-        spawn::<InventoryView>(&mut tasks, &runner, &cancel);
+        spawn::<OrdersProjection>(&mut tasks, &runner, &cancel);
+        spawn::<UsersProjection>(&mut tasks, &runner, &cancel);
+        spawn::<DailySalesProjection>(&mut tasks, &runner, &cancel);
+        spawn::<InventoryProjection>(&mut tasks, &runner, &cancel);
         tasks.spawn(log_head::keep_recorded(
             p.engine.store.clone(),
             p.engine.views.clone(),

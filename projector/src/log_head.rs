@@ -5,22 +5,14 @@
 use std::time::Duration;
 
 use event_store::EventStore;
-use mongodb::bson::doc;
+use mongodb::bson::{self, doc};
+use read_model::{LOG_HEAD, LogHead, POINTERS};
 use tokio_util::sync::CancellationToken;
 
-use crate::mongo::{POINTERS, ViewStore};
-
-/// `_id` of the document in the pointers collection that holds the head.
-pub const LOG_HEAD: &str = "log_head";
+use crate::mongo::ViewStore;
 
 /// How far the log reaches now: its highest global position and PostgreSQL's next
 /// transaction id (every event appended later has a `tx_id` at least that high).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogHead {
-    pub max_global_position: i64,
-    pub next_tx_id: i64,
-}
-
 pub async fn read(store: &EventStore) -> Result<LogHead, sqlx::Error> {
     let (max_global_position, next_tx_id): (i64, i64) = sqlx::query_as(
         "select coalesce(max(global_position), 0),
@@ -41,10 +33,7 @@ pub async fn record(views: &ViewStore, head: LogHead) -> Result<(), mongodb::err
         .collection::<mongodb::bson::Document>(POINTERS)
         .update_one(
             doc! {"_id": LOG_HEAD},
-            doc! {"$set": {
-                "maxGlobalPosition": head.max_global_position,
-                "nextTxId": head.next_tx_id,
-            }},
+            doc! {"$set": bson::to_document(&head)?},
         )
         .upsert(true)
         .await?;

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use projector::views::ALL;
+use projector::projections::View;
 use projector::{Application, Projector, Settings, for_view, rebuild, status};
 use service_kit::shutdown::shutdown_signal;
 use service_kit::telemetry;
@@ -24,7 +24,7 @@ enum Command {
     /// Build new generations from position zero, then switch readers to them.
     Rebuild {
         /// Projection to rebuild (repeatable); all when omitted.
-        #[arg(long = "projection", value_parser = clap::builder::PossibleValuesParser::new(ALL))]
+        #[arg(long = "projection", value_parser = clap::builder::PossibleValuesParser::new(View::ALL.iter().map(|v| v.name())))]
         projections: Vec<String>,
         /// Drop the previous generation once the new one serves.
         #[arg(long)]
@@ -56,17 +56,16 @@ async fn main() -> anyhow::Result<()> {
             drop_old,
         } => {
             let projector = Projector::connect(&cli.settings).await?;
-            let names: Vec<String> = if projections.is_empty() {
-                ALL.iter().map(|s| s.to_string()).collect()
+            let views: Vec<View> = if projections.is_empty() {
+                View::ALL.to_vec()
             } else {
                 projections
+                    .iter()
+                    .map(|name| name.parse())
+                    .collect::<Result<_, _>>()?
             };
-            for name in names {
-                let report = for_view!(
-                    name.as_str(),
-                    rebuild::rebuild(&projector, drop_old, &cancel)
-                )
-                .ok_or_else(|| anyhow::anyhow!("unknown projection {name}"))??;
+            for view in views {
+                let report = for_view!(view, rebuild::rebuild(&projector, drop_old, &cancel))?;
                 println!(
                     "{}: generation {} -> {} ({} events in {:.1}s)",
                     report.projection,

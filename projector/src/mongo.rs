@@ -8,16 +8,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use domain::Position;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, ClientSession, Database, IndexModel};
 
-use crate::settings::Transactions;
+use read_model::{CHECKPOINTS, Checkpoint, DEAD_LETTERS, POINTERS, Pointer, View};
 
-/// Names the active generation of each view: `{_id: view, active, latest}`.
-pub const POINTERS: &str = "projections";
-pub const CHECKPOINTS: &str = "projection_checkpoints";
-pub const DEAD_LETTERS: &str = "projection_dead_letters";
+use crate::settings::Transactions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MongoError {
@@ -37,20 +34,6 @@ pub fn get_int(doc: &Document, key: &str) -> Option<i64> {
         Bson::Double(v) if v.fract() == 0.0 => Some(*v as i64),
         _ => None,
     }
-}
-
-pub fn collection_name(view: &str, generation: i64) -> String {
-    format!("{view}_g{generation}")
-}
-
-fn checkpoint_id(view: &str, generation: i64) -> String {
-    format!("{view}_g{generation}")
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pointer {
-    pub active: i64,
-    pub latest: i64,
 }
 
 /// One guarded write: replace (or insert) `_id` only if it is still at `expected`.
@@ -134,20 +117,22 @@ impl ViewStore {
         })
     }
 
-    pub async fn pointer(&self, view: &str) -> Result<Option<Pointer>, MongoError> {
+    pub async fn pointer(&self, view: View) -> Result<Option<Pointer>, MongoError> {
         let found = self
             .db
             .collection::<Document>(POINTERS)
-            .find_one(doc! {"_id": view})
+            .find_one(doc! {"_id": view.name()})
             .await?;
-        Ok(found.map(|d| Pointer {
-            active: get_int(&d, "active").unwrap_or(0),
-            latest: get_int(&d, "latest").unwrap_or(0),
-        }))
+        found
+            .map(|d| {
+                bson::from_document(d)
+                    .map_err(|e| MongoError::Shape(format!("pointer of {view}: {e}")))
+            })
+            .transpose()
     }
 
     /// The active generation, creating generation 1 on first use.
-    pub async fn active_generation(&self, view: &str) -> Result<i64, MongoError> {
+    pub async fn active_generation(&self, view: View) -> Result<i64, MongoError> {
         if let Some(p) = self.pointer(view).await?
             && p.active > 0
         {
@@ -157,7 +142,7 @@ impl ViewStore {
         // Insert-if-absent; a concurrent first start may win, then we read theirs.
         let _ = pointers
             .update_one(
-                doc! {"_id": view},
+                doc! {"_id": view.name()},
                 doc! {"$setOnInsert": {"active": 1_i64, "latest": 1_i64}},
             )
             .upsert(true)
@@ -166,7 +151,7 @@ impl ViewStore {
     }
 
     /// Reserves the next generation number for a rebuild.
-    pub async fn reserve_generation(&self, view: &str) -> Result<i64, MongoError> {
+    pub async fn reserve_generation(&self, view: View) -> Result<i64, MongoError> {
         let current = self.active_generation(view).await?;
         let pointer = self.pointer(view).await?.unwrap_or(Pointer {
             active: current,
@@ -175,32 +160,36 @@ impl ViewStore {
         let next = pointer.latest.max(pointer.active) + 1;
         self.db
             .collection::<Document>(POINTERS)
-            .update_one(doc! {"_id": view}, doc! {"$set": {"latest": next}})
+            .update_one(doc! {"_id": view.name()}, doc! {"$set": {"latest": next}})
             .await?;
         Ok(next)
     }
 
     /// Makes `generation` the one readers see: one single-document write, atomic.
-    pub async fn activate(&self, view: &str, generation: i64) -> Result<(), MongoError> {
+    pub async fn activate(&self, view: View, generation: i64) -> Result<(), MongoError> {
         self.db
             .collection::<Document>(POINTERS)
-            .update_one(doc! {"_id": view}, doc! {"$set": {"active": generation}})
+            .update_one(
+                doc! {"_id": view.name()},
+                doc! {"$set": {"active": generation}},
+            )
             .upsert(true)
             .await?;
         Ok(())
     }
 
-    pub async fn checkpoint(&self, view: &str, generation: i64) -> Result<Position, MongoError> {
+    pub async fn checkpoint(&self, view: View, generation: i64) -> Result<Position, MongoError> {
+        let id = view.checkpoint_id(generation);
         let found = self
             .db
             .collection::<Document>(CHECKPOINTS)
-            .find_one(doc! {"_id": checkpoint_id(view, generation)})
+            .find_one(doc! {"_id": &id})
             .await?;
-        match found.as_ref().and_then(|d| d.get_str("position").ok()) {
+        match found {
             None => Ok(Position::ZERO),
-            Some(token) => token
-                .parse()
-                .map_err(|_| MongoError::Shape(format!("bad checkpoint `{token}` for {view}"))),
+            Some(d) => bson::from_document::<Checkpoint>(d)
+                .map(|c| c.position)
+                .map_err(|e| MongoError::Shape(format!("checkpoint {id}: {e}"))),
         }
     }
 
@@ -292,17 +281,20 @@ impl ViewStore {
 
     pub async fn save_checkpoint(
         &self,
-        view: &str,
+        view: View,
         generation: i64,
         position: Position,
         session: Option<&mut ClientSession>,
     ) -> Result<(), MongoError> {
-        let id = checkpoint_id(view, generation);
-        let update = doc! {
-            "q": {"_id": &id},
-            "u": {"_id": &id, "projection": view, "generation": generation, "position": position.to_string()},
-            "upsert": true,
+        let checkpoint = Checkpoint {
+            id: view.checkpoint_id(generation),
+            projection: view.name().to_owned(),
+            generation,
+            position,
         };
+        let replacement =
+            bson::to_document(&checkpoint).map_err(|e| MongoError::Shape(e.to_string()))?;
+        let update = doc! {"q": {"_id": &checkpoint.id}, "u": replacement, "upsert": true};
         self.command(doc! {"update": CHECKPOINTS, "updates": [update]}, session)
             .await?;
         Ok(())
@@ -339,14 +331,14 @@ impl ViewStore {
     }
 
     /// Removes a generation's collection and checkpoint.
-    pub async fn drop_generation(&self, view: &str, generation: i64) -> Result<(), MongoError> {
+    pub async fn drop_generation(&self, view: View, generation: i64) -> Result<(), MongoError> {
         self.db
-            .collection::<Document>(&collection_name(view, generation))
+            .collection::<Document>(&view.collection(generation))
             .drop()
             .await?;
         self.db
             .collection::<Document>(CHECKPOINTS)
-            .delete_one(doc! {"_id": checkpoint_id(view, generation)})
+            .delete_one(doc! {"_id": view.checkpoint_id(generation)})
             .await?;
         Ok(())
     }

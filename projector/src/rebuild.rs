@@ -10,11 +10,12 @@ use event_store::TailRow;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
+use read_model::ViewDocument;
+
 use crate::Projector;
 use crate::engine::{BatchOutcome, Engine, ProjectorError, row_position};
 use crate::lease::Lease;
-use crate::mongo::collection_name;
-use crate::views::View;
+use crate::projections::Projection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatchUpError {
@@ -34,7 +35,7 @@ pub enum CatchUpError {
 /// Applies batches into `generation` from `from` until it has applied `until` (the head
 /// when it started, say). Events committed but held back by an older open transaction are
 /// waited for, not skipped. `progress` is called with the number of events of each batch.
-pub async fn catch_up<V: View>(
+pub async fn catch_up<V: Projection>(
     engine: &Engine,
     generation: i64,
     from: Position,
@@ -126,7 +127,7 @@ fn progress_bar(name: &str, total: u64) -> ProgressBar {
     bar
 }
 
-pub async fn rebuild<V: View>(
+pub async fn rebuild<V: Projection>(
     projector: &Projector,
     drop_old: bool,
     cancel: &CancellationToken,
@@ -134,35 +135,38 @@ pub async fn rebuild<V: View>(
     let engine = &projector.engine;
     let views = &engine.views;
     let started = Instant::now();
-    let previous = views.active_generation(V::NAME).await?;
-    let generation = views.reserve_generation(V::NAME).await?;
+    let previous = views.active_generation(V::VIEW).await?;
+    let generation = views.reserve_generation(V::VIEW).await?;
     let Some(lease) = Lease::try_acquire(
         &projector.pg_options,
-        &Lease::name_for(views.database().name(), V::NAME, generation),
+        &Lease::name_for(views.database().name(), V::VIEW.name(), generation),
     )
     .await?
     else {
         anyhow::bail!(
             "{} generation {generation} is being written by another process",
-            V::NAME
+            V::VIEW.name()
         );
     };
     // Leftovers of an interrupted rebuild to this generation number.
-    views.drop_generation(V::NAME, generation).await?;
+    views.drop_generation(V::VIEW, generation).await?;
     views
-        .ensure_indexes(&collection_name(V::NAME, generation), V::indexes())
+        .ensure_indexes(
+            &V::VIEW.collection(generation),
+            <V::Doc as ViewDocument>::indexes(),
+        )
         .await?;
     let head = engine.store.head().await?.unwrap_or(Position::ZERO);
     let (total, _) = engine.store.lag_after(Position::ZERO).await?;
     tracing::info!(
-        projection = V::NAME,
+        projection = V::VIEW.name(),
         previous,
         generation,
         total,
         "rebuilding"
     );
 
-    let bar = progress_bar(V::NAME, u64::try_from(total).unwrap_or(0));
+    let bar = progress_bar(V::VIEW.name(), u64::try_from(total).unwrap_or(0));
     let mut done = 0u64;
     let mut last_log = Instant::now();
     let result = catch_up::<V>(
@@ -179,7 +183,7 @@ pub async fn rebuild<V: View>(
                 last_log = Instant::now();
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
                 tracing::info!(
-                    projection = V::NAME,
+                    projection = V::VIEW.name(),
                     done,
                     total,
                     events_per_second = rate as u64,
@@ -192,18 +196,18 @@ pub async fn rebuild<V: View>(
     bar.finish_and_clear();
     if let Err(e) = result {
         // The active generation was never touched; remove the partial one.
-        let _ = views.drop_generation(V::NAME, generation).await;
+        let _ = views.drop_generation(V::VIEW, generation).await;
         lease.release().await;
         anyhow::bail!(
             "{} rebuild abandoned ({e}); generation {previous} still serves",
-            V::NAME
+            V::VIEW.name()
         );
     }
 
-    views.activate(V::NAME, generation).await?;
+    views.activate(V::VIEW, generation).await?;
     lease.release().await;
     tracing::info!(
-        projection = V::NAME,
+        projection = V::VIEW.name(),
         from = previous,
         to = generation,
         events = done,
@@ -213,14 +217,14 @@ pub async fn rebuild<V: View>(
     if drop_old && previous != generation {
         // Wait until no runner writes the old generation (it follows the pointer within a
         // second), so nothing recreates what we drop.
-        let old_lease = Lease::name_for(views.database().name(), V::NAME, previous);
+        let old_lease = Lease::name_for(views.database().name(), V::VIEW.name(), previous);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(l) = Lease::try_acquire(&projector.pg_options, &old_lease).await? {
-                views.drop_generation(V::NAME, previous).await?;
+                views.drop_generation(V::VIEW, previous).await?;
                 l.release().await;
                 tracing::info!(
-                    projection = V::NAME,
+                    projection = V::VIEW.name(),
                     generation = previous,
                     "dropped the previous generation"
                 );
@@ -228,7 +232,7 @@ pub async fn rebuild<V: View>(
             }
             if Instant::now() > deadline {
                 tracing::warn!(
-                    projection = V::NAME,
+                    projection = V::VIEW.name(),
                     generation = previous,
                     "previous generation still in use; not dropped"
                 );
@@ -238,7 +242,7 @@ pub async fn rebuild<V: View>(
         }
     }
     Ok(RebuildReport {
-        projection: V::NAME,
+        projection: V::VIEW.name(),
         previous,
         generation,
         events: done,

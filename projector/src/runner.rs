@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{BatchOutcome, Engine};
 use crate::lease::Lease;
-use crate::mongo::collection_name;
-use crate::views::View;
+use read_model::ViewDocument;
+
+use crate::projections::Projection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,29 +108,39 @@ impl Runner {
 
     /// Runs one projection until `cancel`. Never returns early on errors: it reports,
     /// backs off and resumes from its checkpoint, so nothing is lost.
-    pub async fn run<V: View>(self, cancel: CancellationToken) {
+    pub async fn run<V: Projection>(self, cancel: CancellationToken) {
         let views = &self.engine.views;
         let mut backoff = Backoff::new();
-        self.report(V::NAME, State::Starting, 0, Position::ZERO, None);
+        self.report(V::VIEW.name(), State::Starting, 0, Position::ZERO, None);
         'generation: while !cancel.is_cancelled() {
-            let generation = match views.active_generation(V::NAME).await {
+            let generation = match views.active_generation(V::VIEW).await {
                 Ok(g) => g,
                 Err(e) => {
                     self.report(
-                        V::NAME,
+                        V::VIEW.name(),
                         State::Retrying,
                         0,
                         Position::ZERO,
                         Some(e.to_string()),
                     );
-                    backoff.wait(&cancel, V::NAME, &e).await;
+                    backoff.wait(&cancel, V::VIEW.name(), &e).await;
                     continue;
                 }
             };
-            self.report(V::NAME, State::Standby, generation, Position::ZERO, None);
+            self.report(
+                V::VIEW.name(),
+                State::Standby,
+                generation,
+                Position::ZERO,
+                None,
+            );
             let Some(mut lease) = Lease::acquire(
                 &self.pg_options,
-                &Lease::name_for(self.engine.views.database().name(), V::NAME, generation),
+                &Lease::name_for(
+                    self.engine.views.database().name(),
+                    V::VIEW.name(),
+                    generation,
+                ),
                 &cancel,
             )
             .await
@@ -138,27 +149,30 @@ impl Runner {
             };
             let setup = async {
                 views
-                    .ensure_indexes(&collection_name(V::NAME, generation), V::indexes())
+                    .ensure_indexes(
+                        &V::VIEW.collection(generation),
+                        <V::Doc as ViewDocument>::indexes(),
+                    )
                     .await?;
-                views.checkpoint(V::NAME, generation).await
+                views.checkpoint(V::VIEW, generation).await
             };
             let mut checkpoint = match setup.await {
                 Ok(c) => c,
                 Err(e) => {
                     lease.release().await;
                     self.report(
-                        V::NAME,
+                        V::VIEW.name(),
                         State::Retrying,
                         generation,
                         Position::ZERO,
                         Some(e.to_string()),
                     );
-                    backoff.wait(&cancel, V::NAME, &e).await;
+                    backoff.wait(&cancel, V::VIEW.name(), &e).await;
                     continue;
                 }
             };
-            tracing::info!(projection = V::NAME, generation, %checkpoint, "projecting");
-            self.report(V::NAME, State::Running, generation, checkpoint, None);
+            tracing::info!(projection = V::VIEW.name(), generation, %checkpoint, "projecting");
+            self.report(V::VIEW.name(), State::Running, generation, checkpoint, None);
             let mut wake = self.wake.clone();
             let mut idle = Duration::from_millis(10);
             let mut last_check = Instant::now();
@@ -171,15 +185,15 @@ impl Runner {
                     last_check = Instant::now();
                     if !lease.is_held().await {
                         tracing::warn!(
-                            projection = V::NAME,
+                            projection = V::VIEW.name(),
                             "lost the lease connection; re-acquiring"
                         );
                         continue 'generation;
                     }
-                    match views.active_generation(V::NAME).await {
+                    match views.active_generation(V::VIEW).await {
                         Ok(g) if g != generation => {
                             tracing::info!(
-                                projection = V::NAME,
+                                projection = V::VIEW.name(),
                                 from = generation,
                                 to = g,
                                 "active generation switched"
@@ -189,7 +203,7 @@ impl Runner {
                         }
                         _ => {}
                     }
-                    self.record_lag(V::NAME, checkpoint).await;
+                    self.record_lag(V::VIEW.name(), checkpoint).await;
                 }
                 let rows = match self
                     .engine
@@ -200,13 +214,13 @@ impl Runner {
                     Ok(rows) => rows,
                     Err(e) => {
                         self.report(
-                            V::NAME,
+                            V::VIEW.name(),
                             State::Retrying,
                             generation,
                             checkpoint,
                             Some(e.to_string()),
                         );
-                        backoff.wait(&cancel, V::NAME, &e).await;
+                        backoff.wait(&cancel, V::VIEW.name(), &e).await;
                         continue;
                     }
                 };
@@ -230,14 +244,14 @@ impl Runner {
                     }) => {
                         checkpoint = c;
                         backoff.reset();
-                        self.report(V::NAME, State::Running, generation, checkpoint, None);
-                        metrics::counter!("projector_events_total", "projection" => V::NAME)
+                        self.report(V::VIEW.name(), State::Running, generation, checkpoint, None);
+                        metrics::counter!("projector_events_total", "projection" => V::VIEW.name())
                             .increment(events as u64);
-                        metrics::histogram!("projector_batch_duration_seconds", "projection" => V::NAME)
+                        metrics::histogram!("projector_batch_duration_seconds", "projection" => V::VIEW.name())
                             .record(started.elapsed().as_secs_f64());
-                        metrics::histogram!("projector_mongo_ops_per_batch", "projection" => V::NAME)
+                        metrics::histogram!("projector_mongo_ops_per_batch", "projection" => V::VIEW.name())
                             .record(round_trips as f64);
-                        metrics::gauge!("projector_checkpoint_global_position", "projection" => V::NAME)
+                        metrics::gauge!("projector_checkpoint_global_position", "projection" => V::VIEW.name())
                             .set(checkpoint.global_position as f64);
                     }
                     Ok(BatchOutcome::Stopped {
@@ -249,7 +263,7 @@ impl Runner {
                         }
                         let e = &poison.event;
                         tracing::error!(
-                            projection = V::NAME,
+                            projection = V::VIEW.name(),
                             position = %e.position,
                             stream = %e.stream_id,
                             event_type = %e.event_type,
@@ -261,7 +275,7 @@ impl Runner {
                             e.position, e.stream_id, e.event_type, e.error
                         );
                         self.report(
-                            V::NAME,
+                            V::VIEW.name(),
                             State::Stopped,
                             generation,
                             checkpoint,
@@ -274,15 +288,15 @@ impl Runner {
                     }
                     Err(e) => {
                         self.report(
-                            V::NAME,
+                            V::VIEW.name(),
                             State::Retrying,
                             generation,
                             checkpoint,
                             Some(e.to_string()),
                         );
-                        backoff.wait(&cancel, V::NAME, &e).await;
+                        backoff.wait(&cancel, V::VIEW.name(), &e).await;
                         // Resume from what is durably recorded; guards make any replay harmless.
-                        match views.checkpoint(V::NAME, generation).await {
+                        match views.checkpoint(V::VIEW, generation).await {
                             Ok(c) => checkpoint = c,
                             Err(_) => continue 'generation,
                         }

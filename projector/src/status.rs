@@ -4,7 +4,7 @@ use domain::Position;
 use serde::Serialize;
 
 use crate::Projector;
-use crate::views::ALL;
+use read_model::View;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -22,16 +22,16 @@ pub async fn standings(projector: &Projector) -> anyhow::Result<Vec<Standing>> {
     let store = &projector.engine.store;
     let head = store.head().await?;
     let mut out = Vec::new();
-    for name in ALL {
-        let generation = views.pointer(name).await?.map_or(0, |p| p.active);
-        let checkpoint = views.checkpoint(name, generation).await?;
+    for &view in View::ALL {
+        let generation = views.pointer(view).await?.map_or(0, |p| p.active);
+        let checkpoint = views.checkpoint(view, generation).await?;
         let (lag_events, oldest) = store.lag_after(checkpoint).await?;
         // Lag in seconds is measured against now: how long the oldest unapplied event waits.
         let lag_seconds = oldest.map_or(0.0, |t| {
             (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
         });
         out.push(Standing {
-            projection: name,
+            projection: view.name(),
             generation,
             checkpoint,
             head,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{TestEnv, create, line};
 use domain::order::OrderCommand;
 use domain::{OrderId, Position};
-use projector::views::ALL;
+use projector::projections::View;
 use projector::{Projector, for_view};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -112,7 +112,7 @@ async fn wait_caught_up(env: &TestEnv, limit: Duration) {
     let head = env.store.head().await.unwrap().unwrap_or(Position::ZERO);
     let views = &env.projector.engine.views;
     let deadline = Instant::now() + limit;
-    for name in ALL {
+    for &name in View::ALL {
         loop {
             let g = views.active_generation(name).await.unwrap();
             if views.checkpoint(name, g).await.unwrap() >= head {
@@ -131,7 +131,7 @@ async fn wait_caught_up(env: &TestEnv, limit: Duration) {
 async fn clean_replay(env: &TestEnv, generation: i64) -> Vec<Vec<mongodb::bson::Document>> {
     let head = env.store.head().await.unwrap().unwrap_or(Position::ZERO);
     let cancel = CancellationToken::new();
-    async fn one<V: projector::views::View>(
+    async fn one<V: projector::projections::Projection>(
         p: &Projector,
         g: i64,
         head: Position,
@@ -142,8 +142,8 @@ async fn clean_replay(env: &TestEnv, generation: i64) -> Vec<Vec<mongodb::bson::
             .unwrap();
     }
     let mut all = vec![];
-    for name in ALL {
-        for_view!(name, one(&env.projector, generation, head, &cancel)).unwrap();
+    for &name in View::ALL {
+        for_view!(name, one(&env.projector, generation, head, &cancel));
         all.push(env.docs(name, generation).await);
     }
     all
@@ -169,7 +169,7 @@ async fn sigkill_at_random_moments_neither_loses_nor_double_counts(pool: PgPool)
         .projector
         .engine
         .views
-        .checkpoint("orders_view", 1)
+        .checkpoint(View::Orders, 1)
         .await
         .unwrap();
     let head = env.store.head().await.unwrap().unwrap();
@@ -182,7 +182,7 @@ async fn sigkill_at_random_moments_neither_loses_nor_double_counts(pool: PgPool)
     child.wait().await.unwrap();
 
     let mut survived = vec![];
-    for name in ALL {
+    for &name in View::ALL {
         survived.push(env.docs(name, 1).await);
     }
     assert_eq!(
@@ -208,7 +208,7 @@ async fn wait_for_state(port: u16, state: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
         let states = projection_states(port).await;
-        if ALL.iter().all(|n| states[n]["state"] == state) {
+        if View::ALL.iter().all(|n| states[n.name()]["state"] == state) {
             return;
         }
         assert!(
@@ -244,7 +244,7 @@ async fn a_standby_takes_over_when_the_leader_is_killed(pool: PgPool) {
     wait_caught_up(&env, Duration::from_secs(20)).await;
     let took_over = killed_at.elapsed();
     assert!(took_over < Duration::from_secs(20));
-    let user = env.doc("users_orders_view", "lee").await;
+    let user = env.doc(View::Users, "lee").await;
     assert_eq!(common::int(&user, "orderCount"), 2);
     standby.start_kill().unwrap();
     standby.wait().await.unwrap();

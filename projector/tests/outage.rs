@@ -8,27 +8,18 @@ use std::time::{Duration, Instant};
 use common::{TestEnv, create, line};
 use domain::order::OrderCommand;
 use domain::{OrderId, Position};
+use projector::projections::View;
 use projector::runner::State;
-use projector::views::ALL;
 use projector::{Application, Settings};
 use sqlx::PgPool;
 use test_support::TcpSwitch;
+use test_support::servers::host_port;
 use tokio_util::sync::CancellationToken;
-
-fn host_port(url: &str, default_port: u16) -> (String, u16) {
-    let rest = url.split("://").nth(1).unwrap();
-    let rest = rest.rsplit('@').next().unwrap();
-    let hostport = rest.split(['/', '?']).next().unwrap();
-    match hostport.rsplit_once(':') {
-        Some((h, p)) => (h.to_owned(), p.parse().unwrap()),
-        None => (hostport.to_owned(), default_port),
-    }
-}
 
 async fn wait_caught_up(env: &TestEnv) {
     let head = env.store.head().await.unwrap().unwrap_or(Position::ZERO);
     let deadline = Instant::now() + Duration::from_secs(60);
-    for name in ALL {
+    for &name in View::ALL {
         while env
             .projector
             .engine
@@ -114,26 +105,26 @@ async fn outages_of_either_store_pause_and_lose_nothing(pool: PgPool) {
     cancel.cancel();
     running.await.unwrap().unwrap();
     let survived: Vec<_> = all_docs(&env, 1).await;
-    for name in ALL {
-        projector::for_view!(name, replay(&env)).unwrap();
+    for &name in View::ALL {
+        projector::for_view!(name, replay(&env));
     }
     assert_eq!(
         survived,
         all_docs(&env, 7).await,
         "views after outages differ from a clean replay"
     );
-    let user = env.doc("users_orders_view", "u0").await;
+    let user = env.doc(View::Users, "u0").await;
     assert_eq!(common::int(&user, "orderCount"), 3);
     env.cleanup().await;
 }
 
-async fn replay<V: projector::views::View>(env: &TestEnv) {
+async fn replay<V: projector::projections::Projection>(env: &TestEnv) {
     env.catch_up::<V>(7).await;
 }
 
 async fn all_docs(env: &TestEnv, generation: i64) -> Vec<Vec<mongodb::bson::Document>> {
     let mut all = vec![];
-    for name in ALL {
+    for &name in View::ALL {
         all.push(env.docs(name, generation).await);
     }
     all

@@ -6,7 +6,7 @@ mod common;
 use mongodb::bson::{self, Bson, Document, doc};
 use projector::mongo::{GuardedWrite, MongoError, ViewStore, get_int};
 use projector::settings::Transactions;
-use projector::views::View;
+use read_model::View;
 
 async fn store() -> ViewStore {
     let name = format!("c{}", uuid::Uuid::new_v4().simple());
@@ -73,47 +73,48 @@ async fn guarded_upserts_insert_replace_and_detect_a_moved_document() {
 async fn pointers_checkpoints_and_generations() {
     let s = store().await;
     assert_eq!(
-        s.active_generation("v").await.unwrap(),
+        s.active_generation(View::Orders).await.unwrap(),
         1,
         "first use creates generation 1"
     );
-    assert_eq!(s.active_generation("v").await.unwrap(), 1);
-    assert_eq!(s.reserve_generation("v").await.unwrap(), 2);
+    assert_eq!(s.active_generation(View::Orders).await.unwrap(), 1);
+    assert_eq!(s.reserve_generation(View::Orders).await.unwrap(), 2);
     assert_eq!(
-        s.reserve_generation("v").await.unwrap(),
+        s.reserve_generation(View::Orders).await.unwrap(),
         3,
         "an abandoned reservation is not reused"
     );
-    s.activate("v", 3).await.unwrap();
-    assert_eq!(s.active_generation("v").await.unwrap(), 3);
+    s.activate(View::Orders, 3).await.unwrap();
+    assert_eq!(s.active_generation(View::Orders).await.unwrap(), 3);
 
     let p: domain::Position = "00000000000000aa-0000000000000010".parse().unwrap();
-    assert_eq!(s.checkpoint("v", 3).await.unwrap(), domain::Position::ZERO);
-    s.save_checkpoint("v", 3, p, None).await.unwrap();
-    assert_eq!(s.checkpoint("v", 3).await.unwrap(), p);
+    assert_eq!(
+        s.checkpoint(View::Orders, 3).await.unwrap(),
+        domain::Position::ZERO
+    );
+    s.save_checkpoint(View::Orders, 3, p, None).await.unwrap();
+    assert_eq!(s.checkpoint(View::Orders, 3).await.unwrap(), p);
     // Tokens compare as strings on the server the way positions compare (read-your-writes).
-    let coll = s
-        .database()
-        .collection::<Document>(projector::mongo::CHECKPOINTS);
+    let coll = s.database().collection::<Document>(read_model::CHECKPOINTS);
     let ahead = coll
         .count_documents(
-            doc! {"_id": "v_g3", "position": {"$gte": "00000000000000a9-00000000000000ff"}},
+            doc! {"_id": "orders_view_g3", "position": {"$gte": "00000000000000a9-00000000000000ff"}},
         )
         .await
         .unwrap();
     let behind = coll
         .count_documents(
-            doc! {"_id": "v_g3", "position": {"$gte": "00000000000000ab-0000000000000001"}},
+            doc! {"_id": "orders_view_g3", "position": {"$gte": "00000000000000ab-0000000000000001"}},
         )
         .await
         .unwrap();
     assert_eq!((ahead, behind), (1, 0));
 
-    s.write_guarded("v_g3", vec![write("x", None, "01", 1)], None)
+    s.write_guarded("orders_view_g3", vec![write("x", None, "01", 1)], None)
         .await
         .unwrap();
     s.ensure_indexes(
-        "v_g3",
+        "orders_view_g3",
         vec![doc! {"n": 1}, doc! {"userId": 1, "createdAt": -1}],
     )
     .await
@@ -123,17 +124,20 @@ async fn pointers_checkpoints_and_generations() {
             .list_collection_names()
             .await
             .unwrap()
-            .contains(&"v_g3".to_string())
+            .contains(&"orders_view_g3".to_string())
     );
-    s.drop_generation("v", 3).await.unwrap();
+    s.drop_generation(View::Orders, 3).await.unwrap();
     assert!(
         !s.database()
             .list_collection_names()
             .await
             .unwrap()
-            .contains(&"v_g3".to_string())
+            .contains(&"orders_view_g3".to_string())
     );
-    assert_eq!(s.checkpoint("v", 3).await.unwrap(), domain::Position::ZERO);
+    assert_eq!(
+        s.checkpoint(View::Orders, 3).await.unwrap(),
+        domain::Position::ZERO
+    );
     s.database().drop().await.unwrap();
 }
 
@@ -188,9 +192,12 @@ async fn order_queries_filter_sort_and_page() {
     coll.insert_many(docs).await.unwrap();
     // The indexes the projector creates on orders_view (some servers query differently
     // once a path is indexed).
-    s.ensure_indexes("orders", projector::views::orders::OrdersView::indexes())
-        .await
-        .unwrap();
+    s.ensure_indexes(
+        "orders",
+        <read_model::OrderDoc as read_model::ViewDocument>::indexes(),
+    )
+    .await
+    .unwrap();
     let ids = |docs: Vec<Document>| {
         docs.iter()
             .map(|d| d.get_str("_id").unwrap().to_owned())

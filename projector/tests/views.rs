@@ -6,13 +6,13 @@ use common::{TestEnv, create, int, line};
 use domain::order::OrderCommand;
 use domain::{OrderId, Position};
 use mongodb::bson::doc;
+use projector::projections::daily_sales::DailySalesProjection;
+use projector::projections::inventory::InventoryProjection;
+use projector::projections::orders::OrdersProjection;
+use projector::projections::users::UsersProjection;
+use projector::projections::{Projection, View};
 use projector::rebuild::{CatchUpError, catch_up};
 use projector::settings::OnPoison;
-use projector::views::daily_sales::DailySalesView;
-use projector::views::inventory::InventoryView;
-use projector::views::orders::OrdersView;
-use projector::views::users::UsersView;
-use projector::views::{ALL, View};
 use projector::{Projector, for_view};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +81,7 @@ async fn every_view_shows_the_exact_numbers(pool: PgPool) {
     let [a, b, _, d] = scripted_history(&env).await;
     env.catch_up_all().await;
 
-    let order_a = env.doc("orders_view", &a.to_string()).await;
+    let order_a = env.doc(View::Orders, &a.to_string()).await;
     assert_eq!(order_a.get_str("status").unwrap(), "confirmed");
     assert_eq!(int(&order_a, "totalCents"), 2500);
     assert_eq!(int(&order_a, "itemCount"), 3);
@@ -90,7 +90,7 @@ async fn every_view_shows_the_exact_numbers(pool: PgPool) {
     let items = order_a.get_array("items").unwrap();
     assert_eq!(int(items[0].as_document().unwrap(), "lineTotalCents"), 2000);
     assert!(order_a.get_datetime("confirmedAt").is_ok());
-    let order_b = env.doc("orders_view", &b.to_string()).await;
+    let order_b = env.doc(View::Orders, &b.to_string()).await;
     assert_eq!(
         (
             order_b.get_str("status").unwrap(),
@@ -99,13 +99,13 @@ async fn every_view_shows_the_exact_numbers(pool: PgPool) {
         ("cancelled", 1000)
     );
     assert_eq!(order_b.get_str("cancelReason").unwrap(), "duplicate");
-    let order_d = env.doc("orders_view", &d.to_string()).await;
+    let order_d = env.doc(View::Orders, &d.to_string()).await;
     assert_eq!(order_d.get_str("status").unwrap(), "delivered");
     assert_eq!(order_d.get_str("trackingNumber").unwrap(), "JD1");
     assert!(order_d.get_datetime("deliveredAt").is_ok());
-    assert_eq!(env.docs("orders_view", 1).await.len(), 4);
+    assert_eq!(env.docs(View::Orders, 1).await.len(), 4);
 
-    let alice = env.doc("users_orders_view", "alice").await;
+    let alice = env.doc(View::Users, "alice").await;
     assert_eq!(
         (int(&alice, "orderCount"), int(&alice, "totalSpentCents")),
         (2, 2500)
@@ -121,14 +121,14 @@ async fn every_view_shows_the_exact_numbers(pool: PgPool) {
         recent[0].as_document().unwrap().get_str("status").unwrap(),
         "cancelled"
     );
-    let bob = env.doc("users_orders_view", "bob").await;
+    let bob = env.doc(View::Users, "bob").await;
     assert_eq!(
         (int(&bob, "orderCount"), int(&bob, "totalSpentCents")),
         (2, 6000),
         "c was refunded"
     );
 
-    let day = env.doc("daily_sales", &today()).await;
+    let day = env.doc(View::DailySales, &today()).await;
     assert_eq!(int(&day, "ordersPlaced"), 4);
     assert_eq!(int(&day, "ordersConfirmed"), 3);
     assert_eq!(int(&day, "ordersCancelled"), 2);
@@ -137,7 +137,7 @@ async fn every_view_shows_the_exact_numbers(pool: PgPool) {
     assert_eq!(int(&day, "netRevenueCents"), 8500);
     assert_eq!(int(&day, "unitsSold"), 3 + 3 + 6);
 
-    let sku1 = env.doc("inventory_view", "sku-1").await;
+    let sku1 = env.doc(View::Inventory, "sku-1").await;
     assert_eq!(
         (
             int(&sku1, "receivedUnits"),
@@ -146,7 +146,7 @@ async fn every_view_shows_the_exact_numbers(pool: PgPool) {
         ),
         (100, 8, 92)
     );
-    let sku2 = env.doc("inventory_view", "sku-2").await;
+    let sku2 = env.doc(View::Inventory, "sku-2").await;
     assert_eq!(
         (
             int(&sku2, "receivedUnits"),
@@ -167,7 +167,7 @@ async fn overselling_shows_as_negative_availability(pool: PgPool) {
         .await;
     env.order(o, OrderCommand::Confirm).await;
     env.catch_up_all().await;
-    let rare = env.doc("inventory_view", "rare").await;
+    let rare = env.doc(View::Inventory, "rare").await;
     assert_eq!(int(&rare, "availableUnits"), -2);
     env.cleanup().await;
 }
@@ -207,14 +207,14 @@ async fn out_of_order_commits_both_reach_the_views(pool: PgPool) {
     writer_a.commit().await.unwrap();
     env.catch_up_all().await;
 
-    let orders = env.docs("orders_view", 1).await;
+    let orders = env.docs(View::Orders, 1).await;
     let ids: Vec<&str> = orders.iter().map(|d| d.get_str("_id").unwrap()).collect();
     assert!(
         ids.contains(&a.to_string().as_str()),
         "A, committed late, was skipped"
     );
     assert!(ids.contains(&b.to_string().as_str()));
-    let day = env.doc("daily_sales", &today()).await;
+    let day = env.doc(View::DailySales, &today()).await;
     assert_eq!(int(&day, "ordersPlaced"), 2);
     env.cleanup().await;
 }
@@ -230,7 +230,7 @@ async fn replays_after_a_crash_count_nothing_twice(pool: PgPool) {
 
     let views = &env.projector.engine.views;
     for batch_size in [1, 3, 7, 500] {
-        for name in ALL {
+        for &name in View::ALL {
             // Forget the checkpoint, as if the process died right after writing the views.
             views
                 .save_checkpoint(name, 1, Position::ZERO, None)
@@ -262,7 +262,7 @@ fn clone_env(env: &TestEnv) -> TestEnv {
 
 async fn all_docs(env: &TestEnv, generation: i64) -> Vec<Vec<mongodb::bson::Document>> {
     let mut all = vec![];
-    for name in ALL {
+    for &name in View::ALL {
         all.push(env.docs(name, generation).await);
     }
     all
@@ -297,19 +297,18 @@ async fn a_rebuild_reproduces_the_views_and_switches_generation(pool: PgPool) {
     let incremental = all_docs(&env, 1).await;
 
     let cancel = CancellationToken::new();
-    for name in ALL {
+    for &name in View::ALL {
         let report = for_view!(
             name,
             projector::rebuild::rebuild(&env.projector, true, &cancel)
         )
-        .unwrap()
         .unwrap();
         assert_eq!((report.previous, report.generation), (1, 2));
     }
     let rebuilt = all_docs(&env, 2).await;
     assert_eq!(rebuilt, incremental);
     let views = &env.projector.engine.views;
-    for name in ALL {
+    for &name in View::ALL {
         assert_eq!(views.active_generation(name).await.unwrap(), 2);
     }
     let collections = env.mongo.list_collection_names().await.unwrap();
@@ -331,11 +330,12 @@ async fn a_cancelled_rebuild_leaves_the_serving_generation_alone(pool: PgPool) {
     env.catch_up_all().await;
     let cancel = CancellationToken::new();
     cancel.cancel();
-    let result = projector::rebuild::rebuild::<OrdersView>(&env.projector, true, &cancel).await;
+    let result =
+        projector::rebuild::rebuild::<OrdersProjection>(&env.projector, true, &cancel).await;
     assert!(result.is_err());
     let views = &env.projector.engine.views;
-    assert_eq!(views.active_generation("orders_view").await.unwrap(), 1);
-    assert_eq!(env.docs("orders_view", 1).await.len(), 4);
+    assert_eq!(views.active_generation(View::Orders).await.unwrap(), 1);
+    assert_eq!(env.docs(View::Orders, 1).await.len(), 4);
     let collections = env.mongo.list_collection_names().await.unwrap();
     assert!(
         !collections.contains(&"orders_view_g2".to_string()),
@@ -371,7 +371,7 @@ async fn a_poison_event_stops_the_projection_by_default(pool: PgPool) {
     let b = OrderId::new();
     let head = env.order(b, create(b, "pat", vec![line("p", 1, 1)])).await;
 
-    let err = catch_up::<OrdersView>(
+    let err = catch_up::<OrdersProjection>(
         &env.projector.engine,
         1,
         Position::ZERO,
@@ -386,7 +386,7 @@ async fn a_poison_event_stops_the_projection_by_default(pool: PgPool) {
         panic!("{err:?}")
     };
     assert_eq!(event_type, "OrderTeleported");
-    let docs = env.docs("orders_view", 1).await;
+    let docs = env.docs(View::Orders, 1).await;
     assert_eq!(
         docs.len(),
         1,
@@ -397,7 +397,7 @@ async fn a_poison_event_stops_the_projection_by_default(pool: PgPool) {
         .projector
         .engine
         .views
-        .checkpoint("orders_view", 1)
+        .checkpoint(View::Orders, 1)
         .await
         .unwrap();
     assert!(checkpoint > Position::ZERO);
@@ -410,9 +410,9 @@ async fn park_mode_records_a_dead_letter_and_goes_on(pool: PgPool) {
     insert_poison(&pool).await;
     let b = OrderId::new();
     env.order(b, create(b, "pat", vec![line("p", 1, 1)])).await;
-    env.catch_up::<OrdersView>(1).await;
-    env.catch_up::<UsersView>(1).await;
-    assert_eq!(env.docs("orders_view", 1).await.len(), 1);
+    env.catch_up::<OrdersProjection>(1).await;
+    env.catch_up::<UsersProjection>(1).await;
+    assert_eq!(env.docs(View::Orders, 1).await.len(), 1);
     let letters = env
         .mongo
         .collection::<mongodb::bson::Document>("projection_dead_letters")
@@ -431,14 +431,16 @@ async fn park_mode_records_a_dead_letter_and_goes_on(pool: PgPool) {
     env.cleanup().await;
 }
 
-/// The view logic alone, for completeness of the generic engine: keys are stable.
+/// Each view has one projection, and `for_view!` picks it.
 #[test]
-fn views_have_distinct_names() {
-    let names = [
-        OrdersView::NAME,
-        UsersView::NAME,
-        DailySalesView::NAME,
-        InventoryView::NAME,
-    ];
-    assert_eq!(names, ALL);
+fn every_view_has_its_projection() {
+    assert_eq!(
+        [
+            OrdersProjection::VIEW,
+            UsersProjection::VIEW,
+            DailySalesProjection::VIEW,
+            InventoryProjection::VIEW,
+        ],
+        View::ALL
+    );
 }

@@ -8,7 +8,6 @@ pub mod cursor;
 pub mod model;
 pub mod openapi;
 pub mod query;
-pub mod records;
 pub mod reply;
 pub mod routes;
 pub mod settings;

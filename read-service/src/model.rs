@@ -4,56 +4,14 @@
 use std::ops::AddAssign;
 
 use chrono::{DateTime, NaiveDate, Utc};
+pub use domain::order::OrderStatus;
 use mongodb::bson;
-use serde::{Deserialize, Serialize};
+use read_model::{DayDoc, OrderDoc, ProductDoc};
+use serde::Serialize;
 use utoipa::ToSchema;
-
-use crate::records::{DayRecord, ItemRecord, OrderRecord, ProductRecord};
 
 fn time(t: Option<bson::DateTime>) -> Option<DateTime<Utc>> {
     t.and_then(|t| DateTime::from_timestamp_millis(t.timestamp_millis()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderStatus {
-    Pending,
-    Confirmed,
-    Cancelled,
-    Shipped,
-    Delivered,
-}
-
-impl OrderStatus {
-    pub const ALL: [OrderStatus; 5] = [
-        OrderStatus::Pending,
-        OrderStatus::Confirmed,
-        OrderStatus::Cancelled,
-        OrderStatus::Shipped,
-        OrderStatus::Delivered,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "pending",
-            OrderStatus::Confirmed => "confirmed",
-            OrderStatus::Cancelled => "cancelled",
-            OrderStatus::Shipped => "shipped",
-            OrderStatus::Delivered => "delivered",
-        }
-    }
-}
-
-impl std::str::FromStr for OrderStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        OrderStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| {
-                "status must be one of pending, confirmed, cancelled, shipped, delivered".into()
-            })
-    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -93,8 +51,8 @@ pub struct Order {
     pub version: i64,
 }
 
-impl From<ItemRecord> for OrderItem {
-    fn from(i: ItemRecord) -> Self {
+impl From<read_model::OrderItem> for OrderItem {
+    fn from(i: read_model::OrderItem) -> Self {
         Self {
             product_id: i.product_id,
             quantity: i.quantity,
@@ -104,8 +62,8 @@ impl From<ItemRecord> for OrderItem {
     }
 }
 
-impl From<OrderRecord> for Order {
-    fn from(o: OrderRecord) -> Self {
+impl From<OrderDoc> for Order {
+    fn from(o: OrderDoc) -> Self {
         Self {
             order_id: o.order_id,
             user_id: o.user_id,
@@ -177,8 +135,8 @@ impl AddAssign for SalesFigures {
     }
 }
 
-impl From<&DayRecord> for SalesFigures {
-    fn from(d: &DayRecord) -> Self {
+impl From<&DayDoc> for SalesFigures {
+    fn from(d: &DayDoc) -> Self {
         Self {
             orders_placed: d.orders_placed,
             orders_confirmed: d.orders_confirmed,
@@ -222,8 +180,8 @@ pub struct InventoryItem {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-impl From<ProductRecord> for InventoryItem {
-    fn from(p: ProductRecord) -> Self {
+impl From<ProductDoc> for InventoryItem {
+    fn from(p: ProductDoc) -> Self {
         Self {
             product_id: p.product_id,
             received_units: p.received_units,

@@ -11,7 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::cursor::{Cursor, Signer};
 use crate::model::OrderStatus;
-use crate::records::OrderRecord;
+use read_model::OrderDoc;
+use strum::VariantArray;
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
@@ -291,7 +292,7 @@ impl OrderSort {
     }
 
     /// The cursor key of an order: creation time in milliseconds, or its total.
-    pub fn key_of(self, o: &OrderRecord) -> i64 {
+    pub fn key_of(self, o: &OrderDoc) -> i64 {
         match self.field() {
             "createdAt" => o.created_at.map_or(0, |t| t.timestamp_millis()),
             _ => o.total_cents,
@@ -380,7 +381,7 @@ impl OrderListing<'_> {
     }
 
     /// Whether an order the server returned belongs to the listing, exactly.
-    pub fn keeps(&self, o: &OrderRecord) -> bool {
+    pub fn keeps(&self, o: &OrderDoc) -> bool {
         let created = o.created_at.map_or(i64::MIN, |t| t.timestamp_millis());
         let created = DateTime::from_timestamp_millis(created);
         if let Some(from) = self.created_from
@@ -465,7 +466,13 @@ impl OrderSearch {
         let sort = p.get("sort", OrderSort::parse)?.unwrap_or_default();
         let search = Self {
             user_id: p.get("userId", user_id)?,
-            status: p.get("status", |v| v.parse())?,
+            status: p.get("status", |v| {
+                v.parse().map_err(|_| {
+                    let names: Vec<&str> =
+                        OrderStatus::VARIANTS.iter().map(|s| s.as_str()).collect();
+                    format!("status must be one of {}", names.join(", "))
+                })
+            })?,
             product_id: p.get("productId", product_id)?,
             min_total_cents: p.get("minTotalCents", cents)?,
             max_total_cents: p.get("maxTotalCents", cents)?,
@@ -717,8 +724,8 @@ mod tests {
         assert_eq!(s.sort.sort(), doc! {"totalCents": 1, "_id": 1});
     }
 
-    fn order(id: &str, created_ms: i64, total: i64) -> OrderRecord {
-        OrderRecord {
+    fn order(id: &str, created_ms: i64, total: i64) -> OrderDoc {
+        OrderDoc {
             order_id: id.into(),
             user_id: "u".into(),
             currency: "USD".into(),

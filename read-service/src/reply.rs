@@ -8,8 +8,6 @@ use domain::Position;
 use serde::Serialize;
 use service_kit::api_error::ApiError;
 
-use crate::store::StoreError;
-
 /// Response header: the lowest checkpoint of the views behind the answer. The data is at
 /// least that fresh (the checkpoint is read before the data).
 pub const PROJECTION_POSITION: HeaderName = HeaderName::from_static("x-projection-position");
@@ -57,12 +55,6 @@ impl From<ApiError> for ReadError {
             error,
             position: None,
         }
-    }
-}
-
-impl From<StoreError> for ReadError {
-    fn from(e: StoreError) -> Self {
-        ApiError::from(e).into()
     }
 }
 

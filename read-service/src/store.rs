@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use domain::Position;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::ErrorKind;
 use mongodb::{Cursor, Database};
 use serde::de::DeserializeOwned;
@@ -28,41 +28,14 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tracing::instrument;
 
-use crate::reply::ReadError;
+pub use read_model::View;
+use read_model::{CHECKPOINTS, Checkpoint, LOG_HEAD, LogHead, POINTERS, Pointer};
 
-/// Names the active generation of each view: `{_id: view, active, latest}`.
-pub const POINTERS: &str = "projections";
-/// `{_id: "<view>_g<N>", projection, generation, position}`.
-pub const CHECKPOINTS: &str = "projection_checkpoints";
-/// The document in [`POINTERS`] where the projector records how far the log reaches:
-/// `{_id: "log_head", maxGlobalPosition, nextTxId}`.
-pub const LOG_HEAD: &str = "log_head";
+use crate::reply::ReadError;
 /// How far past the recorded head a token may lie and still be one a write issued since the
 /// projector recorded it (it does so every poll interval). Far beyond what one interval can
 /// add, and far below what a forged token picks.
 pub const LOG_HEAD_SLACK: i64 = 1_000_000;
-
-/// The views the projector maintains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum View {
-    Orders,
-    Users,
-    DailySales,
-    Inventory,
-}
-
-impl View {
-    pub const ALL: [View; 4] = [View::Orders, View::Users, View::DailySales, View::Inventory];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            View::Orders => "orders_view",
-            View::Users => "users_orders_view",
-            View::DailySales => "daily_sales",
-            View::Inventory => "inventory_view",
-        }
-    }
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -95,6 +68,12 @@ impl StoreError {
     }
 }
 
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         if e.is_unavailable() {
@@ -102,16 +81,6 @@ impl From<StoreError> for ApiError {
             return ApiError::unavailable("the view store");
         }
         ApiError::internal("view store error", &e)
-    }
-}
-
-/// Reads an integer however the server stored it (some return small Int64 as Int32).
-fn get_int(doc: &Document, key: &str) -> Option<i64> {
-    match doc.get(key)? {
-        Bson::Int32(v) => Some(i64::from(*v)),
-        Bson::Int64(v) => Some(*v),
-        Bson::Double(v) if v.fract() == 0.0 => Some(*v as i64),
-        _ => None,
     }
 }
 
@@ -124,22 +93,12 @@ pub struct ViewState {
     pub position: Position,
 }
 
-/// How far the event log reached when the projector last looked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogHead {
-    pub max_global_position: i64,
-    /// PostgreSQL's next transaction id then: every event written since has one at least as high.
-    pub next_tx_id: i64,
-}
-
-impl LogHead {
-    /// Whether a write could have returned `token`: one beyond the head by more than
-    /// [`LOG_HEAD_SLACK`] was not issued by this deployment's write-service.
-    pub fn could_have_issued(&self, token: Position) -> bool {
-        let tx_limit = self.next_tx_id.saturating_add(LOG_HEAD_SLACK);
-        u64::try_from(tx_limit).is_ok_and(|limit| token.tx_id <= limit)
-            && token.global_position <= self.max_global_position.saturating_add(LOG_HEAD_SLACK)
-    }
+/// Whether a write could have returned `token`: one beyond the head by more than
+/// [`LOG_HEAD_SLACK`] was not issued by this deployment's write-service.
+pub fn could_have_issued(head: &LogHead, token: Position) -> bool {
+    let tx_limit = head.next_tx_id.saturating_add(LOG_HEAD_SLACK);
+    u64::try_from(tx_limit).is_ok_and(|limit| token.tx_id <= limit)
+        && token.global_position <= head.max_global_position.saturating_add(LOG_HEAD_SLACK)
 }
 
 /// The views behind one request, read before its data so the data is at least this fresh.
@@ -168,7 +127,7 @@ impl Snapshot {
             .iter()
             .find(|v| v.view == view)
             .map_or(1, |v| v.generation);
-        format!("{}_g{generation}", view.name())
+        view.collection(generation)
     }
 
     /// The part of this snapshot that covers `views`, if it covers them all.
@@ -254,7 +213,7 @@ async fn poll_while_waited(
         }
         let mut pause = Duration::from_millis(5);
         while *waiting.borrow_and_update() > 0 {
-            let seen = snapshot_of(&db, &View::ALL).await.map(Arc::new);
+            let seen = snapshot_of(&db, View::ALL).await.map(Arc::new);
             polled.send_modify(|p| {
                 p.seq += 1;
                 p.snapshot = Some(seen);
@@ -293,43 +252,43 @@ async fn snapshot_of(db: &Database, views: &[View]) -> Result<Snapshot, StoreErr
         find_in(db, CHECKPOINTS, "projection", &names),
     )?;
 
-    let active: HashMap<&str, i64> = pointers
-        .iter()
-        .filter_map(|p| Some((p.get_str("_id").ok()?, get_int(p, "active")?)))
-        .collect();
-    let log_head = pointers
-        .iter()
-        .find(|p| p.get_str("_id") == Ok(LOG_HEAD))
-        .and_then(|p| {
-            Some(LogHead {
-                max_global_position: get_int(p, "maxGlobalPosition")?,
-                next_tx_id: get_int(p, "nextTxId")?,
-            })
-        });
-    let applied: HashMap<&str, &str> = checkpoints
-        .iter()
-        .filter_map(|c| Some((c.get_str("_id").ok()?, c.get_str("position").ok()?)))
-        .collect();
-    views
+    let shape = |what: &str, e: bson::de::Error| StoreError::Shape(format!("{what}: {e}"));
+    let mut active: HashMap<String, i64> = HashMap::new();
+    let mut log_head = None;
+    for p in pointers {
+        let id = p.get_str("_id").unwrap_or_default().to_owned();
+        if id == LOG_HEAD {
+            log_head = Some(bson::from_document::<LogHead>(p).map_err(|e| shape(LOG_HEAD, e))?);
+        } else {
+            let pointer = bson::from_document::<Pointer>(p).map_err(|e| shape(&id, e))?;
+            active.insert(id, pointer.active);
+        }
+    }
+    let applied: HashMap<String, Position> = checkpoints
+        .into_iter()
+        .map(|c| {
+            bson::from_document::<Checkpoint>(c)
+                .map(|c| (c.id, c.position))
+                .map_err(|e| shape(CHECKPOINTS, e))
+        })
+        .collect::<Result<_, _>>()?;
+    let views = views
         .iter()
         .map(|&view| {
             // No pointer yet means the projector's first generation.
             let generation = active.get(view.name()).copied().unwrap_or(1).max(1);
-            let id = format!("{}_g{generation}", view.name());
-            let position = match applied.get(id.as_str()) {
-                None => Position::ZERO,
-                Some(token) => token
-                    .parse()
-                    .map_err(|_| StoreError::Shape(format!("checkpoint {id} holds `{token}`")))?,
-            };
-            Ok(ViewState {
+            let position = applied
+                .get(&view.checkpoint_id(generation))
+                .copied()
+                .unwrap_or(Position::ZERO);
+            ViewState {
                 view,
                 generation,
                 position,
-            })
+            }
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|views| Snapshot { views, log_head })
+        .collect();
+    Ok(Snapshot { views, log_head })
 }
 
 impl Views {
@@ -396,7 +355,7 @@ impl Views {
             return Ok(snapshot);
         }
         if let Some(head) = snapshot.log_head
-            && !head.could_have_issued(token)
+            && !could_have_issued(&head, token)
         {
             metrics::counter!("read_consistency_refused_total", "reason" => "beyond_head")
                 .increment(1);

@@ -8,12 +8,10 @@ use std::time::{Duration, Instant};
 use common::Mongo;
 use domain::Position;
 use mongodb::bson::doc;
-use projector::log_head::LogHead;
+use read_model::{LogHead, View};
 use read_service::Application;
 use reqwest::StatusCode;
 use serde_json::Value;
-
-const ORDERS: &str = "orders_view";
 
 struct Server {
     base: String,
@@ -173,18 +171,7 @@ async fn waiting_places_are_bounded_and_waiters_share_one_poll() {
     assert_eq!(third.headers["retry-after"], "1");
 
     // The view applies the token: both waiters see it through the shared poll.
-    let g = mongo.views.active_generation(ORDERS).await.unwrap();
-    mongo
-        .db()
-        .collection::<mongodb::bson::Document>("projection_checkpoints")
-        .insert_one(doc! {
-            "_id": format!("{ORDERS}_g{g}"),
-            "projection": ORDERS,
-            "generation": g,
-            "position": token.to_string(),
-        })
-        .await
-        .unwrap();
+    mongo.checkpoint(View::Orders, token).await;
     for w in waiters {
         let r = w.await.unwrap();
         assert_eq!(
@@ -207,15 +194,12 @@ async fn waiting_places_are_bounded_and_waiters_share_one_poll() {
 #[tokio::test]
 async fn a_token_beyond_the_log_head_is_refused_at_once() {
     let mongo = Mongo::new().await;
-    projector::log_head::record(
-        &mongo.views,
-        LogHead {
+    mongo
+        .log_head(LogHead {
             max_global_position: 10,
             next_tx_id: 1000,
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await;
     let mut settings = mongo.settings();
     // Long enough that a wait shows as a hang, not as a quick 503.
     settings.consistency_timeout_ms = 60_000;

@@ -2,21 +2,20 @@
 //! database (MONGODB_URI names the server; `make test` starts one).
 #![allow(dead_code)]
 
-use domain::events::{DomainEvent, LineItem};
-use domain::order::{self, OrderCommand};
-use domain::product::{self, ProductCommand};
-use domain::{Currency, OrderId, Position, Quantity, StockQuantity, UnitPriceCents};
-use event_store::{EventStore, OrderAggregate, ProductAggregate};
+use domain::order::OrderCommand;
+use domain::{OrderId, Position};
+use event_store::EventStore;
 use mongodb::bson::{Document, doc};
-use projector::mongo::collection_name;
+use projector::projections::{Projection, View};
 use projector::rebuild::catch_up;
 use projector::settings::{OnPoison, Transactions};
-use projector::views::View;
 use projector::{Projector, Settings};
-use serde_json::json;
 use sqlx::PgPool;
+use test_support::events::Events;
 use tokio_util::sync::CancellationToken;
 
+#[allow(unused_imports)]
+pub use test_support::events::{create, line};
 pub use test_support::servers::{database_url, mongodb_uri};
 
 pub struct TestEnv {
@@ -41,7 +40,7 @@ impl TestEnv {
         let mut settings = Settings {
             database_url: database_url(&pg_db),
             mongodb_uri: mongodb_uri(),
-            mongodb_database: format!("t{}", uuid::Uuid::new_v4().simple()),
+            mongodb_database: test_support::servers::fresh_database_name("t"),
             batch_size: 500,
             on_poison: OnPoison::Stop,
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -52,7 +51,7 @@ impl TestEnv {
         let projector = Projector::connect(&settings).await.unwrap();
         let mongo = projector.engine.views.database().clone();
         TestEnv {
-            store: EventStore::new(pool.clone(), 100),
+            store: Events::new(pool.clone()).store,
             pool,
             settings,
             projector,
@@ -64,58 +63,36 @@ impl TestEnv {
         let _ = self.mongo.drop().await;
     }
 
+    fn events(&self) -> Events {
+        Events {
+            store: self.store.clone(),
+        }
+    }
+
     /// Runs a command on an order; panics if the domain refuses it.
     pub async fn order(&self, id: OrderId, cmd: OrderCommand) -> Position {
-        self.store
-            .decide_and_append::<OrderAggregate, _>(&id.stream_id(), json!({}), |s| {
-                order::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Order).collect())
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .position
+        self.events().order(id, cmd).await
     }
 
     /// Runs a command on an order; false if the domain refuses it.
     pub async fn try_order(&self, id: OrderId, cmd: OrderCommand) -> bool {
-        self.store
-            .decide_and_append::<OrderAggregate, _>(&id.stream_id(), json!({}), |s| {
-                order::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Order).collect())
-            })
-            .await
-            .unwrap()
-            .is_ok()
+        self.events().try_order(id, cmd).await.is_some()
     }
 
     pub async fn stock(&self, product: &str, quantity: i64) -> Position {
-        let product_id: domain::ProductId = product.parse().unwrap();
-        let cmd = ProductCommand::ReceiveStock {
-            product_id: product_id.clone(),
-            quantity: StockQuantity::try_from(quantity).unwrap(),
-        };
-        self.store
-            .decide_and_append::<ProductAggregate, _>(&product_id.stream_id(), json!({}), |s| {
-                product::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Product).collect())
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .position
+        self.events().stock(product, quantity).await
     }
 
     /// Applies everything committed into `generation` of view `V` from its checkpoint.
-    pub async fn catch_up<V: View>(&self, generation: i64) -> Position {
-        let head = self.store.head().await.unwrap().unwrap_or(Position::ZERO);
+    pub async fn catch_up<V: Projection>(&self, generation: i64) -> Position {
+        let head = self.events().head().await;
         self.catch_up_to::<V>(generation, head).await
     }
 
     /// Applies what is readable, and at least up to `until`.
-    pub async fn catch_up_to<V: View>(&self, generation: i64, until: Position) -> Position {
+    pub async fn catch_up_to<V: Projection>(&self, generation: i64, until: Position) -> Position {
         let views = &self.projector.engine.views;
-        let from = views.checkpoint(V::NAME, generation).await.unwrap();
+        let from = views.checkpoint(V::VIEW, generation).await.unwrap();
         let head = until;
         catch_up::<V>(
             &self.projector.engine,
@@ -131,32 +108,32 @@ impl TestEnv {
     }
 
     pub async fn catch_up_all(&self) {
-        let head = self.store.head().await.unwrap().unwrap_or(Position::ZERO);
+        let head = self.events().head().await;
         self.catch_up_all_to(head).await;
     }
 
     /// Every view: what is readable now, and at least up to `until`.
     pub async fn catch_up_all_to(&self, until: Position) {
-        async fn one<V: View>(env: &TestEnv, until: Position) {
+        async fn one<V: Projection>(env: &TestEnv, until: Position) {
             let g = env
                 .projector
                 .engine
                 .views
-                .active_generation(V::NAME)
+                .active_generation(V::VIEW)
                 .await
                 .unwrap();
             env.catch_up_to::<V>(g, until).await;
         }
-        for name in projector::views::ALL {
-            projector::for_view!(name, one(self, until)).unwrap();
+        for &view in View::ALL {
+            projector::for_view!(view, one(self, until));
         }
     }
 
     /// Every document of a generation, in `_id` order.
-    pub async fn docs(&self, view: &str, generation: i64) -> Vec<Document> {
+    pub async fn docs(&self, view: View, generation: i64) -> Vec<Document> {
         let mut cursor = self
             .mongo
-            .collection::<Document>(&collection_name(view, generation))
+            .collection::<Document>(&view.collection(generation))
             .find(doc! {})
             .await
             .unwrap();
@@ -172,7 +149,7 @@ impl TestEnv {
         out
     }
 
-    pub async fn doc(&self, view: &str, id: &str) -> Document {
+    pub async fn doc(&self, view: View, id: &str) -> Document {
         let g = self
             .projector
             .engine
@@ -181,28 +158,11 @@ impl TestEnv {
             .await
             .unwrap();
         self.mongo
-            .collection::<Document>(&collection_name(view, g))
+            .collection::<Document>(&view.collection(g))
             .find_one(doc! {"_id": id})
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("no {view} document {id}"))
-    }
-}
-
-pub fn line(product: &str, qty: i64, price: i64) -> LineItem {
-    LineItem {
-        product_id: product.parse().unwrap(),
-        quantity: Quantity::try_from(qty).unwrap(),
-        unit_price_cents: UnitPriceCents::try_from(price).unwrap(),
-    }
-}
-
-pub fn create(id: OrderId, user: &str, items: Vec<LineItem>) -> OrderCommand {
-    OrderCommand::Create {
-        order_id: id,
-        user_id: user.parse().unwrap(),
-        currency: Currency::USD,
-        items,
     }
 }
 

@@ -14,9 +14,9 @@ use crate::model::{
     ProjectionProgress, SalesFigures, TopProduct, ViewProgress,
 };
 use crate::query::Params;
-use crate::records::ProductRecord;
 use crate::reply::{Reply, Viewed};
 use crate::store::{Snapshot, View};
+use read_model::ProductDoc;
 
 /// Today's sales, the last seven days, orders by status, the top ten products by units
 /// sold and how far each view has applied the event log.
@@ -39,7 +39,7 @@ pub async fn summary(
     AppQuery(query): AppQuery<Vec<(String, String)>>,
 ) -> Reply<DashboardSummary> {
     Params::new(query, &[])?;
-    let snapshot = app.views.at_least(&View::ALL, consistency.token).await?;
+    let snapshot = app.views.at_least(View::ALL, consistency.token).await?;
     let views = &app.views;
     let today = Utc::now().date_naive();
     let week_start = today.checked_sub_days(Days::new(6)).unwrap_or(today);
@@ -47,7 +47,7 @@ pub async fn summary(
     let orders = snapshot.collection(View::Orders);
     let count = |status: OrderStatus| views.count(&orders, doc! {"status": status.as_str()});
     let inventory = snapshot.collection(View::Inventory);
-    let top = views.find_many::<ProductRecord>(
+    let top = views.find_many::<ProductDoc>(
         &inventory,
         doc! {"soldUnits": {"$gt": 0_i64}},
         doc! {"soldUnits": -1, "_id": 1},

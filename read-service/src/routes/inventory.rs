@@ -9,9 +9,9 @@ use super::Consistency;
 use crate::AppState;
 use crate::model::{ErrorBody, InventoryItem, InventoryPage};
 use crate::query::{LowStockQuery, Params, after};
-use crate::records::ProductRecord;
 use crate::reply::{ReadError, Reply, Viewed};
 use crate::store::View;
+use read_model::ProductDoc;
 
 const VIEWS: [View; 1] = [View::Inventory];
 
@@ -39,7 +39,7 @@ pub async fn product(
     Params::new(query, &[])?;
     let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
     let position = snapshot.position();
-    let found: Option<ProductRecord> = app
+    let found: Option<ProductDoc> = app
         .views
         .find_one(&snapshot.collection(View::Inventory), product_id.as_str())
         .await?;
@@ -86,7 +86,7 @@ pub async fn low_stock(
             after("availableUnits", false, Bson::Int64(c.key), &c.id),
         );
     }
-    let mut found: Vec<ProductRecord> = app
+    let mut found: Vec<ProductDoc> = app
         .views
         .find_many(
             &snapshot.collection(View::Inventory),

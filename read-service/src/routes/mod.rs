@@ -18,9 +18,9 @@ use utoipa::IntoParams;
 use crate::cursor;
 use crate::model::Order;
 use crate::query::OrderListing;
-use crate::records::OrderRecord;
 use crate::reply::CONSISTENCY_TOKEN;
 use crate::store::{StoreError, Views};
+use read_model::OrderDoc;
 
 /// `X-Consistency-Token`: wait until the views behind the endpoint have applied it.
 #[derive(Debug, Clone, Copy, Default, IntoParams)]
@@ -76,11 +76,11 @@ pub async fn order_page(
     // usual boundary second in one round trip.
     let mut want = limit + 1 + 16;
     loop {
-        let found: Vec<OrderRecord> = views
+        let found: Vec<OrderDoc> = views
             .find_many(collection, filter.clone(), sort.sort(), want)
             .await?;
         let ended = (found.len() as i64) < want;
-        let mut page: Vec<OrderRecord> = found.into_iter().filter(|o| listing.keeps(o)).collect();
+        let mut page: Vec<OrderDoc> = found.into_iter().filter(|o| listing.keeps(o)).collect();
         let full = page.len() as i64 > limit;
         if full || ended {
             page.truncate(usize::try_from(limit).unwrap_or(0));

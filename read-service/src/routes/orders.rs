@@ -7,9 +7,9 @@ use super::{Consistency, order_page};
 use crate::AppState;
 use crate::model::{ErrorBody, Order, OrderPage};
 use crate::query::{self, OrderSearch, Params};
-use crate::records::OrderRecord;
 use crate::reply::{ReadError, Reply, Viewed};
 use crate::store::View;
+use read_model::OrderDoc;
 
 const VIEWS: [View; 1] = [View::Orders];
 
@@ -40,7 +40,7 @@ pub async fn get_order(
     Params::new(query, &[])?;
     let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
     let position = snapshot.position();
-    let found: Option<OrderRecord> = app
+    let found: Option<OrderDoc> = app
         .views
         .find_one(&snapshot.collection(View::Orders), &order_id.to_string())
         .await?;

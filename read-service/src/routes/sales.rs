@@ -11,9 +11,9 @@ use super::Consistency;
 use crate::AppState;
 use crate::model::{DaySales, ErrorBody, SalesFigures, SalesRange};
 use crate::query::{BadDate, MAX_DAYS, Params, SalesRangeQuery, day as parse_day};
-use crate::records::DayRecord;
 use crate::reply::{Reply, Viewed};
 use crate::store::{Snapshot, StoreError, View, Views};
+use read_model::DayDoc;
 
 const VIEWS: [View; 1] = [View::DailySales];
 
@@ -26,7 +26,7 @@ pub async fn days(
 ) -> Result<Vec<DaySales>, StoreError> {
     let key = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
     // `_id` is the day as `YYYY-MM-DD`: a string range on the primary index.
-    let found: Vec<DayRecord> = views
+    let found: Vec<DayDoc> = views
         .find_many(
             &snapshot.collection(View::DailySales),
             doc! {"_id": {"$gte": key(from), "$lte": key(to)}},
@@ -34,7 +34,7 @@ pub async fn days(
             MAX_DAYS + 1,
         )
         .await?;
-    let by_day: HashMap<&str, &DayRecord> = found.iter().map(|d| (d.date.as_str(), d)).collect();
+    let by_day: HashMap<&str, &DayDoc> = found.iter().map(|d| (d.date.as_str(), d)).collect();
     Ok(from
         .iter_days()
         .take_while(|d| *d <= to)

@@ -9,9 +9,9 @@ use super::{Consistency, order_page};
 use crate::AppState;
 use crate::model::{ErrorBody, UserOrders};
 use crate::query::{OrderListing, OrderSort, Paging, Params, is_time_and_order_id};
-use crate::records::UserRecord;
 use crate::reply::{ReadError, Reply, Viewed};
 use crate::store::View;
+use read_model::UserDoc;
 
 const VIEWS: [View; 2] = [View::Orders, View::Users];
 
@@ -54,7 +54,7 @@ pub async fn orders(
         snapshot.collection(View::Users),
         snapshot.collection(View::Orders),
     );
-    let counters = app.views.find_one::<UserRecord>(&users, user_id.as_str());
+    let counters = app.views.find_one::<UserDoc>(&users, user_id.as_str());
     let listing = OrderListing {
         criteria: doc! {"userId": user_id.as_str()},
         created_from: None,

@@ -1,52 +1,36 @@
-//! Test support: views filled by the real projector from real events on the test's own
-//! PostgreSQL database, in a MongoDB database of their own (MONGODB_URI names the server),
-//! and the read-service's router or server on top.
+//! Test support: a MongoDB database of the test's own (MONGODB_URI names the server) holding
+//! read-model documents, and the read-service's router on top. Views as the projector fills
+//! them from events are tested end to end in `e2e/tests/views.rs`.
 #![allow(dead_code)]
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
-use domain::events::{DomainEvent, LineItem};
-use domain::order::{self, OrderCommand};
-use domain::product::{self, ProductCommand};
-use domain::{Currency, OrderId, Position, Quantity, StockQuantity, UnitPriceCents};
-use event_store::{EventStore, OrderAggregate, ProductAggregate};
-use http_body_util::BodyExt;
-use mongodb::bson::Document;
-use projector::mongo::{ViewStore, collection_name};
-use projector::rebuild::catch_up;
-use projector::settings::{OnPoison, Transactions};
-use projector::views::View;
-use projector::{Projector, Settings as ProjectorSettings};
+use std::ops::Deref;
+
+use domain::Position;
+use mongodb::bson::{self, Document, doc};
+use read_model::{CHECKPOINTS, Checkpoint, LOG_HEAD, LogHead, POINTERS, Pointer, View};
 use read_service::{AppState, Settings, router};
-use serde_json::{Value, json};
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+use serde_json::Value;
+use test_support::http::InProcess;
 
-pub use test_support::servers::{database_url, mongodb_uri};
+pub use test_support::servers::mongodb_uri;
 
-pub fn fresh_database_name() -> String {
-    format!("r{}", uuid::Uuid::new_v4().simple())
-}
-
-/// A MongoDB database of the test's own, with the projector's store on it.
+/// A MongoDB database of the test's own.
 pub struct Mongo {
     pub name: String,
-    pub views: ViewStore,
+    pub client: mongodb::Client,
 }
 
 impl Mongo {
     pub async fn new() -> Self {
-        let name = fresh_database_name();
-        let views = ViewStore::connect(&mongodb_uri(), &name, Transactions::Off)
-            .await
-            .unwrap();
-        Self { name, views }
+        let client = mongodb::Client::with_uri_str(mongodb_uri()).await.unwrap();
+        Self {
+            name: test_support::servers::fresh_database_name("r"),
+            client,
+        }
     }
 
-    pub fn db(&self) -> &mongodb::Database {
-        self.views.database()
+    pub fn db(&self) -> mongodb::Database {
+        self.client.database(&self.name)
     }
 
     pub fn settings(&self) -> Settings {
@@ -57,12 +41,62 @@ impl Mongo {
         App::new(self.settings()).await
     }
 
-    /// Writes a document straight into the active generation of `view`.
-    pub async fn put(&self, view: &str, doc: Document) {
-        let g = self.views.active_generation(view).await.unwrap();
+    /// The generation of `view` readers see: its pointer's, or the first.
+    pub async fn active_generation(&self, view: View) -> i64 {
+        let pointer = self
+            .db()
+            .collection::<Document>(POINTERS)
+            .find_one(doc! {"_id": view.name()})
+            .await
+            .unwrap();
+        pointer
+            .map(|p| bson::from_document::<Pointer>(p).unwrap().active)
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Writes documents straight into the active generation of `view`.
+    pub async fn insert(&self, view: View, docs: impl IntoIterator<Item = Document>) {
+        let g = self.active_generation(view).await;
         self.db()
-            .collection::<Document>(&collection_name(view, g))
-            .insert_one(doc)
+            .collection::<Document>(&view.collection(g))
+            .insert_many(docs)
+            .await
+            .unwrap();
+    }
+
+    pub async fn put(&self, view: View, doc: Document) {
+        self.insert(view, [doc]).await;
+    }
+
+    /// Records that the active generation of `view` has applied everything up to `position`.
+    pub async fn checkpoint(&self, view: View, position: Position) {
+        let generation = self.active_generation(view).await;
+        let checkpoint = Checkpoint {
+            id: view.checkpoint_id(generation),
+            projection: view.name().to_owned(),
+            generation,
+            position,
+        };
+        self.db()
+            .collection::<Document>(CHECKPOINTS)
+            .replace_one(
+                doc! {"_id": &checkpoint.id},
+                bson::to_document(&checkpoint).unwrap(),
+            )
+            .upsert(true)
+            .await
+            .unwrap();
+    }
+
+    /// Records how far the event log reaches, as the projector does.
+    pub async fn log_head(&self, head: LogHead) {
+        let mut document = bson::to_document(&head).unwrap();
+        document.insert("_id", LOG_HEAD);
+        self.db()
+            .collection::<Document>(POINTERS)
+            .replace_one(doc! {"_id": LOG_HEAD}, document)
+            .upsert(true)
             .await
             .unwrap();
     }
@@ -72,185 +106,17 @@ impl Mongo {
     }
 }
 
-/// Events in PostgreSQL and a projector that applies them on demand.
-pub struct Env {
-    pub pool: PgPool,
-    pub store: EventStore,
-    pub projector: Projector,
-    pub mongo: Mongo,
-}
-
-impl Env {
-    pub async fn new(pool: PgPool) -> Self {
-        let pg_db = pool
-            .connect_options()
-            .get_database()
-            .unwrap_or("postgres")
-            .to_owned();
-        let mongo = Mongo::new().await;
-        let settings = ProjectorSettings {
-            database_url: database_url(&pg_db),
-            mongodb_uri: mongodb_uri(),
-            mongodb_database: mongo.name.clone(),
-            batch_size: 500,
-            on_poison: OnPoison::Stop,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            poll_interval_ms: 50,
-            transactions: Transactions::Off,
-        };
-        let projector = Projector::connect(&settings).await.unwrap();
-        Env {
-            store: EventStore::new(pool.clone(), 100),
-            pool,
-            projector,
-            mongo,
-        }
-    }
-
-    pub async fn app(&self) -> App {
-        self.mongo.app().await
-    }
-
-    pub fn views(&self) -> &ViewStore {
-        &self.projector.engine.views
-    }
-
-    pub async fn cleanup(self) {
-        self.mongo.drop().await;
-    }
-
-    /// Runs a command on an order; panics if the domain refuses it. Returns its token.
-    pub async fn order(&self, id: OrderId, cmd: OrderCommand) -> Position {
-        self.store
-            .decide_and_append::<OrderAggregate, _>(&id.stream_id(), json!({}), |s| {
-                order::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Order).collect())
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .position
-    }
-
-    /// Creates an order for `user` and returns its id.
-    pub async fn new_order(&self, user: &str, items: Vec<LineItem>) -> OrderId {
-        let id = OrderId::new();
-        self.order(id, create(id, user, items)).await;
-        id
-    }
-
-    pub async fn stock(&self, product: &str, quantity: i64) -> Position {
-        let product_id: domain::ProductId = product.parse().unwrap();
-        let cmd = ProductCommand::ReceiveStock {
-            product_id: product_id.clone(),
-            quantity: StockQuantity::try_from(quantity).unwrap(),
-        };
-        self.store
-            .decide_and_append::<ProductAggregate, _>(&product_id.stream_id(), json!({}), |s| {
-                product::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Product).collect())
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .position
-    }
-
-    pub async fn head(&self) -> Position {
-        self.store.head().await.unwrap().unwrap_or(Position::ZERO)
-    }
-
-    /// Applies everything committed into `generation` of view `V`, from its checkpoint.
-    pub async fn catch_up_generation<V: View>(&self, generation: i64) -> Position {
-        let head = self.head().await;
-        let from = self.views().checkpoint(V::NAME, generation).await.unwrap();
-        catch_up::<V>(
-            &self.projector.engine,
-            generation,
-            from,
-            head,
-            self.projector.batch_size,
-            &CancellationToken::new(),
-            |_| {},
-        )
-        .await
-        .unwrap()
-    }
-
-    /// Applies everything committed into the active generation of view `V`.
-    pub async fn catch_up<V: View>(&self) -> Position {
-        let g = self.views().active_generation(V::NAME).await.unwrap();
-        self.catch_up_generation::<V>(g).await
-    }
-
-    pub async fn catch_up_all(&self) {
-        async fn one<V: View>(env: &Env) -> Position {
-            env.catch_up::<V>().await
-        }
-        for name in projector::views::ALL {
-            projector::for_view!(name, one(self)).unwrap();
-        }
-    }
-
-    /// The checkpoint of the active generation of a view.
-    pub async fn checkpoint(&self, view: &str) -> Position {
-        let g = self.views().active_generation(view).await.unwrap();
-        self.views().checkpoint(view, g).await.unwrap()
-    }
-}
-
-pub fn line(product: &str, qty: i64, price: i64) -> LineItem {
-    LineItem {
-        product_id: product.parse().unwrap(),
-        quantity: Quantity::try_from(qty).unwrap(),
-        unit_price_cents: UnitPriceCents::try_from(price).unwrap(),
-    }
-}
-
-pub fn create(id: OrderId, user: &str, items: Vec<LineItem>) -> OrderCommand {
-    OrderCommand::Create {
-        order_id: id,
-        user_id: user.parse().unwrap(),
-        currency: Currency::USD,
-        items,
-    }
-}
-
 /// The read-service's router, called in-process.
 #[derive(Clone)]
 pub struct App {
-    pub router: Router,
+    pub http: InProcess,
     pub state: AppState,
 }
 
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
-
-impl Reply {
-    pub fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
-    }
-
-    pub fn field(&self) -> &str {
-        self.body["error"]["field"].as_str().unwrap_or("")
-    }
-
-    pub fn position(&self) -> Position {
-        self.headers["x-projection-position"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    /// Asserts 200 and returns the body.
-    pub fn ok(self) -> Value {
-        assert_eq!(self.status, StatusCode::OK, "{:?}", self.body);
-        self.body
+impl Deref for App {
+    type Target = InProcess;
+    fn deref(&self) -> &InProcess {
+        &self.http
     }
 }
 
@@ -258,51 +124,14 @@ impl App {
     pub async fn new(settings: Settings) -> Self {
         let state = AppState::connect(&settings).await.unwrap();
         Self {
-            router: router(state.clone()),
+            http: InProcess::new(router(state.clone())),
             state,
         }
-    }
-
-    pub async fn get_with(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
-        self.request(Method::GET, uri, headers).await
-    }
-
-    pub async fn request(&self, method: Method, uri: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    pub async fn get(&self, uri: &str) -> Reply {
-        self.get_with(uri, &[]).await
-    }
-
-    /// A GET that waits for `token`.
-    pub async fn get_at(&self, uri: &str, token: Position) -> Reply {
-        self.get_with(uri, &[("x-consistency-token", &token.to_string())])
-            .await
     }
 }
 
 /// Every page of a paged listing, following `nextCursor`; `items` names the array.
-pub async fn all_pages(app: &App, first: &str, items: &str) -> Vec<Vec<Value>> {
+pub async fn all_pages(app: &InProcess, first: &str, items: &str) -> Vec<Vec<Value>> {
     let mut pages = vec![];
     let mut uri = first.to_owned();
     for _ in 0..100 {

@@ -24,6 +24,7 @@ pub const STATE_SCHEMA_VERSION: i32 = 1;
     PartialEq,
     Eq,
     Hash,
+    Default,
     Serialize,
     Deserialize,
     strum::EnumString,
@@ -34,6 +35,8 @@ pub const STATE_SCHEMA_VERSION: i32 = 1;
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum OrderStatus {
+    /// Where every order starts.
+    #[default]
     Pending,
     Confirmed,
     Cancelled,

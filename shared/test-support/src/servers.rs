@@ -16,3 +16,20 @@ pub fn database_url(database: &str) -> String {
         .map_or(base.len(), |i| after_scheme + i);
     format!("{}/{database}", &base[..end])
 }
+
+/// A name for a database of the test's own (MongoDB or PostgreSQL), unique across runs.
+pub fn fresh_database_name(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Host and port of a server URL (`scheme://[user@]host[:port][/...]`), for a proxy in front
+/// of it.
+pub fn host_port(url: &str, default_port: u16) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let host_port = rest.split(['/', '?']).next().unwrap_or(rest);
+    match host_port.rsplit_once(':') {
+        Some((h, p)) => (h.to_owned(), p.parse().expect("a numeric port")),
+        None => (host_port.to_owned(), default_port),
+    }
+}

@@ -4,40 +4,14 @@
 
 use domain::events::{DomainEvent, OrderEvent};
 use domain::order::OrderStatus;
-use mongodb::bson::{self, Document};
-use serde::{Deserialize, Serialize};
+use read_model::{RECENT_ORDERS, RecentOrder, UserDoc};
 
-use super::{View, date};
+use super::{Projection, date};
 use crate::context::Enriched;
 
-pub const NAME: &str = "users_orders_view";
-pub const RECENT_ORDERS: usize = 50;
+pub struct UsersProjection;
 
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct RecentOrder {
-    pub order_id: String,
-    pub total_cents: i64,
-    pub status: String,
-    pub created_at: Option<bson::DateTime>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct UserDoc {
-    pub user_id: String,
-    pub order_count: i64,
-    /// Orders confirmed and not cancelled.
-    pub total_spent_cents: i64,
-    /// Newest first.
-    pub recent_orders: Vec<RecentOrder>,
-    pub updated_at: Option<bson::DateTime>,
-}
-
-pub struct UsersView;
-
-impl View for UsersView {
-    const NAME: &'static str = NAME;
+impl Projection for UsersProjection {
     type Doc = UserDoc;
 
     fn keys(e: &Enriched) -> Vec<String> {
@@ -64,7 +38,7 @@ impl View for UsersView {
                 doc.recent_orders.push(RecentOrder {
                     order_id: order_id.clone(),
                     total_cents: after.order.total_cents,
-                    status: after.order.status.as_str().to_owned(),
+                    status: after.order.status,
                     created_at: Some(date(after.created_at)),
                 });
                 // Newest first; ties by id so a rebuild orders them the same way.
@@ -87,11 +61,7 @@ impl View for UsersView {
             .find(|r| r.order_id == order_id)
         {
             recent.total_cents = after.order.total_cents;
-            recent.status = after.order.status.as_str().to_owned();
+            recent.status = after.order.status;
         }
-    }
-
-    fn indexes() -> Vec<Document> {
-        vec![]
     }
 }

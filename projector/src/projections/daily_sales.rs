@@ -3,34 +3,14 @@
 
 use domain::events::{DomainEvent, OrderEvent};
 use domain::order::OrderStatus;
-use mongodb::bson::{self, Document};
-use serde::{Deserialize, Serialize};
+use read_model::DayDoc;
 
-use super::{View, date};
+use super::{Projection, date};
 use crate::context::Enriched;
 
-pub const NAME: &str = "daily_sales";
+pub struct DailySalesProjection;
 
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct DayDoc {
-    /// `YYYY-MM-DD`, UTC.
-    pub date: String,
-    pub orders_placed: i64,
-    pub orders_confirmed: i64,
-    pub orders_cancelled: i64,
-    pub revenue_cents: i64,
-    pub refunded_cents: i64,
-    pub net_revenue_cents: i64,
-    /// Units on orders confirmed that day (not reduced by later cancellations).
-    pub units_sold: i64,
-    pub updated_at: Option<bson::DateTime>,
-}
-
-pub struct DailySalesView;
-
-impl View for DailySalesView {
-    const NAME: &'static str = NAME;
+impl Projection for DailySalesProjection {
     type Doc = DayDoc;
 
     fn keys(e: &Enriched) -> Vec<String> {
@@ -75,10 +55,5 @@ impl View for DailySalesView {
             _ => {}
         }
         doc.net_revenue_cents = doc.revenue_cents - doc.refunded_cents;
-    }
-
-    fn indexes() -> Vec<Document> {
-        // `_id` is the date: range queries by day use the primary index.
-        vec![]
     }
 }

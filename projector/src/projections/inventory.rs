@@ -3,25 +3,12 @@
 
 use domain::events::{DomainEvent, OrderEvent, ProductEvent};
 use domain::order::OrderStatus;
-use mongodb::bson::{self, Document, doc};
-use serde::{Deserialize, Serialize};
+use read_model::ProductDoc;
 
-use super::{View, date};
+use super::{Projection, date};
 use crate::context::Enriched;
 
-pub const NAME: &str = "inventory_view";
-
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ProductDoc {
-    pub product_id: String,
-    pub received_units: i64,
-    pub sold_units: i64,
-    pub available_units: i64,
-    pub updated_at: Option<bson::DateTime>,
-}
-
-pub struct InventoryView;
+pub struct InventoryProjection;
 
 fn cancels_a_sale(e: &Enriched) -> bool {
     matches!(
@@ -33,8 +20,7 @@ fn cancels_a_sale(e: &Enriched) -> bool {
         .is_some_and(|b| b.order.status == OrderStatus::Confirmed)
 }
 
-impl View for InventoryView {
-    const NAME: &'static str = NAME;
+impl Projection for InventoryProjection {
     type Doc = ProductDoc;
 
     fn keys(e: &Enriched) -> Vec<String> {
@@ -78,9 +64,5 @@ impl View for InventoryView {
             _ => {}
         }
         doc.available_units = doc.received_units - doc.sold_units;
-    }
-
-    fn indexes() -> Vec<Document> {
-        vec![doc! {"availableUnits": 1}]
     }
 }

@@ -1,0 +1,31 @@
+//! The four projections. Each says which documents of its view an event touches and how it
+//! changes them; the engine (`crate::engine`) does the reading, guarding and writing. The
+//! documents themselves are the read model's (`read_model`), shared with the read-service.
+
+pub mod daily_sales;
+pub mod inventory;
+pub mod orders;
+pub mod users;
+
+use chrono::{DateTime, Utc};
+use mongodb::bson;
+pub use read_model::View;
+use read_model::ViewDocument;
+
+use crate::context::Enriched;
+
+pub trait Projection: Send + Sync + 'static {
+    /// The view's document type, which names the view.
+    type Doc: ViewDocument;
+    const VIEW: View = <Self::Doc as ViewDocument>::VIEW;
+
+    /// Ids of the documents this event changes.
+    fn keys(e: &Enriched) -> Vec<String>;
+    /// Applies the event to one of those documents.
+    fn apply(doc: &mut Self::Doc, key: &str, e: &Enriched);
+}
+
+/// View times are event times, stored as BSON dates (millisecond precision).
+pub fn date(t: DateTime<Utc>) -> bson::DateTime {
+    bson::DateTime::from_millis(t.timestamp_millis())
+}

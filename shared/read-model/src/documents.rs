@@ -1,0 +1,180 @@
+//! One document type per view, as the projector writes it and the read-service reads it.
+//!
+//! Every field has a default, so a document written before a field was added still reads.
+//! Integers are `i64` and decode from Int32 or Int64 alike (some servers shrink small Int64
+//! values). The projector adds `_id` and [`crate::APPLIED_POSITION`]; readers ignore both.
+
+use bson::{Document, doc};
+use domain::order::OrderStatus;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::View;
+
+/// A view's document type.
+pub trait ViewDocument: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
+    const VIEW: View;
+
+    /// The indexes the read-service's queries on this view need; the projector creates them
+    /// on every generation.
+    fn indexes() -> Vec<Document>;
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OrderItem {
+    pub product_id: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+    pub line_total_cents: i64,
+}
+
+/// `orders_view`: one per order, as an order page shows it; `_id` is the order id.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OrderDoc {
+    pub order_id: String,
+    pub user_id: String,
+    pub currency: String,
+    pub items: Vec<OrderItem>,
+    /// Units across all lines.
+    pub item_count: i64,
+    pub total_cents: i64,
+    pub status: OrderStatus,
+    pub created_at: Option<bson::DateTime>,
+    pub updated_at: Option<bson::DateTime>,
+    pub confirmed_at: Option<bson::DateTime>,
+    pub cancelled_at: Option<bson::DateTime>,
+    pub cancel_reason: Option<String>,
+    pub shipped_at: Option<bson::DateTime>,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub delivered_at: Option<bson::DateTime>,
+    /// The order stream's version after the last event applied.
+    pub version: i64,
+}
+
+impl ViewDocument for OrderDoc {
+    const VIEW: View = View::Orders;
+
+    fn indexes() -> Vec<Document> {
+        vec![
+            // a user's full history, newest first
+            doc! {"userId": 1, "createdAt": -1},
+            doc! {"status": 1, "createdAt": -1},
+            doc! {"createdAt": -1},
+            doc! {"totalCents": 1},
+            doc! {"items.productId": 1},
+        ]
+    }
+}
+
+/// How many of a user's newest orders [`UserDoc::recent_orders`] keeps.
+pub const RECENT_ORDERS: usize = 50;
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RecentOrder {
+    pub order_id: String,
+    pub total_cents: i64,
+    pub status: OrderStatus,
+    pub created_at: Option<bson::DateTime>,
+}
+
+/// `users_orders_view`: one per user; `_id` is the user id. A user's whole history is paged
+/// from `orders_view`; `recent_orders` is capped at [`RECENT_ORDERS`].
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UserDoc {
+    pub user_id: String,
+    pub order_count: i64,
+    pub total_spent_cents: i64,
+    pub recent_orders: Vec<RecentOrder>,
+    pub updated_at: Option<bson::DateTime>,
+}
+
+impl ViewDocument for UserDoc {
+    const VIEW: View = View::Users;
+
+    fn indexes() -> Vec<Document> {
+        vec![]
+    }
+}
+
+/// `daily_sales`: one per UTC day of the events; `_id` is the day, `YYYY-MM-DD`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DayDoc {
+    pub date: String,
+    pub orders_placed: i64,
+    pub orders_confirmed: i64,
+    pub orders_cancelled: i64,
+    pub revenue_cents: i64,
+    pub refunded_cents: i64,
+    pub net_revenue_cents: i64,
+    pub units_sold: i64,
+    pub updated_at: Option<bson::DateTime>,
+}
+
+impl ViewDocument for DayDoc {
+    const VIEW: View = View::DailySales;
+
+    fn indexes() -> Vec<Document> {
+        // `_id` is the date: range queries by day use the primary index.
+        vec![]
+    }
+}
+
+/// `inventory_view`: one per product; `_id` is the product id. Sold units are those on
+/// confirmed orders not cancelled; available may go negative, so overselling shows.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProductDoc {
+    pub product_id: String,
+    pub received_units: i64,
+    pub sold_units: i64,
+    pub available_units: i64,
+    pub updated_at: Option<bson::DateTime>,
+}
+
+impl ViewDocument for ProductDoc {
+    const VIEW: View = View::Inventory;
+
+    fn indexes() -> Vec<Document> {
+        vec![doc! {"availableUnits": 1}]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_read_back_what_was_written_and_small_integers_as_int32() {
+        let order = OrderDoc {
+            order_id: "o".into(),
+            status: OrderStatus::Confirmed,
+            total_cents: 1234,
+            items: vec![OrderItem {
+                product_id: "p".into(),
+                quantity: 2,
+                unit_price_cents: 617,
+                line_total_cents: 1234,
+            }],
+            ..OrderDoc::default()
+        };
+        let mut written = bson::to_document(&order).unwrap();
+        assert_eq!(written.get_str("status").unwrap(), "confirmed");
+        // What some servers hand back for a small Int64.
+        written.insert("totalCents", 1234_i32);
+        written.insert("_id", "o");
+        written.insert(crate::APPLIED_POSITION, "1-1");
+        assert_eq!(bson::from_document::<OrderDoc>(written).unwrap(), order);
+    }
+
+    #[test]
+    fn an_unknown_status_is_an_error_not_a_default() {
+        let written = doc! {"orderId": "o", "status": "lost"};
+        assert!(bson::from_document::<OrderDoc>(written).is_err());
+    }
+}

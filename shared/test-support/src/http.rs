@@ -1,0 +1,134 @@
+//! A service's router called in-process, one request at a time, with the answer decoded.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use domain::Position;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// An answer: status, headers, and the body as JSON (a JSON string if it was not JSON,
+/// `null` if it was empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error body's `code`, or "" when there is none.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// The error body's `field`, or "" when there is none.
+    pub fn field(&self) -> &str {
+        self.body["error"]["field"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The read-service's `X-Projection-Position`: what the answer is at least as fresh as.
+    pub fn position(&self) -> Position {
+        self.header("x-projection-position")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no X-Projection-Position in {:?}", self.headers))
+    }
+
+    /// Asserts 200 and returns the body.
+    pub fn ok(self) -> Value {
+        assert_eq!(self.status, StatusCode::OK, "{:?}", self.body);
+        self.body
+    }
+}
+
+/// A router to call in-process.
+#[derive(Clone)]
+pub struct InProcess {
+    pub router: Router,
+}
+
+impl InProcess {
+    pub fn new(router: Router) -> Self {
+        Self { router }
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(req.body(body).expect("a valid request"))
+            .await
+            .expect("routers are infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a readable body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A request with an optional JSON body (sent as `application/json`).
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let mut all = headers.to_vec();
+        let body = match body {
+            Some(v) => {
+                all.push(("content-type", "application/json"));
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.raw(method, uri, &all, body).await
+    }
+
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.send(Method::GET, uri, &[], None).await
+    }
+
+    pub async fn get_with(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send(Method::GET, uri, headers, None).await
+    }
+
+    /// A GET that waits for the views to apply `token` (a position a write returned).
+    pub async fn get_at(&self, uri: &str, token: Position) -> Reply {
+        self.get_with(uri, &[("x-consistency-token", &token.to_string())])
+            .await
+    }
+
+    pub async fn post(&self, uri: &str, body: Value) -> Reply {
+        self.send(Method::POST, uri, &[], Some(body)).await
+    }
+}
