@@ -8,6 +8,7 @@ pub mod routes;
 pub mod settings;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,9 +16,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use event_store::{EventStore, MIGRATOR};
 use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::ops::Ops;
 use service_kit::telemetry;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+
+use crate::openapi::ApiDoc;
 
 pub use settings::Settings;
 
@@ -42,6 +47,7 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     use routes::{ops, orders, products};
+    let pool = state.store.pool().clone();
     let routes = Router::new()
         .route("/orders", post(orders::create))
         .route("/orders/{order_id}/items", post(orders::add_item))
@@ -59,10 +65,11 @@ pub fn router(state: AppState) -> Router {
             "/products/{product_id}/stock",
             post(products::receive_stock),
         )
-        .route("/health/live", get(ops::live))
-        .route("/health/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .merge(service_kit::ops::router(Ops {
+            ready: Arc::new(move || ops::ready(pool.clone())),
+            metrics: state.metrics.clone(),
+            openapi: Some(ApiDoc::openapi()),
+        }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     telemetry::http_layers(routes).with_state(state)
 }

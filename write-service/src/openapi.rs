@@ -6,7 +6,10 @@ use utoipa::OpenApi;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::{Object, RefOr, Type};
 
-use crate::routes::{ops, orders, products};
+use service_kit::ops::OpsDoc;
+
+use crate::model::Health;
+use crate::routes::{orders, products};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,21 +35,24 @@ use crate::routes::{ops, orders, products};
         orders::events,
         orders::state,
         products::receive_stock,
-        ops::live,
-        ops::ready,
-        ops::metrics,
-        ops::openapi,
     ),
-    // Named only by the `ref(...)` of optional request bodies, which does not register them.
-    components(schemas(orders::NoFields, orders::Cancel)),
-    modifiers(&ResponseHeaders),
+    // Named only by the `ref(...)` of optional request bodies, which does not register them;
+    // `Health` by the ops paths `OpsDoc` adds.
+    components(schemas(orders::NoFields, orders::Cancel, Health)),
+    // The ops paths first, so that `ResponseHeaders` documents their headers too.
+    modifiers(&OPS, &ResponseHeaders),
     tags(
         (name = "orders", description = "Order commands and the event store's view of one order"),
         (name = "products", description = "Stock received per product"),
-        (name = "ops", description = "Health, metrics and this document"),
     )
 )]
 pub struct ApiDoc;
+
+/// The shared ops routes, described with what this service's readiness checks.
+const OPS: OpsDoc = OpsDoc {
+    dependency: "PostgreSQL",
+    ready_when: "answers",
+};
 
 /// Headers the middleware and the error type add to responses, documented once for all:
 /// `x-request-id` on every response, `Retry-After` on every 503 with the error body.
