@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{delete, get, post};
 use event_store::{EventStore, MIGRATOR};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -26,7 +27,7 @@ use crate::openapi::ApiDoc;
 
 pub use settings::Settings;
 
-use service_kit::api_error::MAX_BODY_BYTES;
+use service_kit::api_error::{MAX_BODY_BYTES, no_query_parameters};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -48,6 +49,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{ops, orders, products};
     let pool = state.store.pool().clone();
+    // Every route here but `state` takes no query parameters and refuses any (422), as the
+    // read-service's routes do; the ops routes ignore them (probes and scrapers).
     let routes = Router::new()
         .route("/orders", post(orders::create))
         .route("/orders/{order_id}/items", post(orders::add_item))
@@ -60,11 +63,12 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{order_id}/ship", post(orders::ship))
         .route("/orders/{order_id}/deliver", post(orders::deliver))
         .route("/orders/{order_id}/events", get(orders::events))
-        .route("/orders/{order_id}/state", get(orders::state))
         .route(
             "/products/{product_id}/stock",
             post(products::receive_stock),
         )
+        .route_layer(middleware::from_fn(no_query_parameters))
+        .route("/orders/{order_id}/state", get(orders::state))
         .merge(service_kit::ops::router(Ops {
             ready: Arc::new(move || ops::ready(pool.clone())),
             metrics: state.metrics.clone(),
