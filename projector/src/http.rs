@@ -1,14 +1,11 @@
-//! Health and metrics of `projector run`.
+//! Health and metrics of `projector run`: the shared ops routes (`service_kit::ops`) with
+//! the projector's readiness check.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
+use service_kit::ops::{Details, Ops, PING_TIMEOUT, Readiness};
 
 use crate::engine::Engine;
 use crate::runner::{State as RunState, StatusBoard};
@@ -21,21 +18,18 @@ pub struct HttpState {
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route(
-            "/health/live",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+    let metrics = state.metrics.clone();
+    service_kit::ops::router(Ops {
+        ready: Arc::new(move || ready(state.clone())),
+        metrics,
+        openapi: None,
+    })
 }
 
 /// Ready when both stores answer and no projection is stopped on a poison event.
-async fn ready(State(s): State<HttpState>) -> impl IntoResponse {
-    let timeout = Duration::from_secs(2);
+async fn ready(s: HttpState) -> Readiness {
     let pg = tokio::time::timeout(
-        timeout,
+        PING_TIMEOUT,
         sqlx::query("select 1").execute(s.engine.store.pool()),
     )
     .await
@@ -43,29 +37,29 @@ async fn ready(State(s): State<HttpState>) -> impl IntoResponse {
     // In a task of its own: a MongoDB operation dropped half-way leaves its checkout queued
     // in the driver's pool (see the read-service's store module).
     let views = s.engine.views.clone();
-    let mongo = tokio::time::timeout(timeout, tokio::spawn(async move { views.ping().await }))
-        .await
-        .is_ok_and(|r| r.is_ok_and(|r| r.is_ok()));
+    let mongo = tokio::time::timeout(
+        PING_TIMEOUT,
+        tokio::spawn(async move { views.ping().await }),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok_and(|r| r.is_ok()));
     let projections = s.board.lock().map(|b| b.clone()).unwrap_or_default();
     let stopped = projections.values().any(|p| p.state == RunState::Stopped);
-    let status = if pg && mongo && !stopped {
-        StatusCode::OK
+    let details = Details::from_iter([
+        ("postgres".to_owned(), pg.into()),
+        ("mongodb".to_owned(), mongo.into()),
+        (
+            "transactions".to_owned(),
+            s.engine.views.uses_transactions().into(),
+        ),
+        (
+            "projections".to_owned(),
+            serde_json::to_value(projections).unwrap_or_default(),
+        ),
+    ]);
+    if pg && mongo && !stopped {
+        Ok(details)
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({
-        "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
-        "postgres": pg,
-        "mongodb": mongo,
-        "transactions": s.engine.views.uses_transactions(),
-        "projections": projections,
-    });
-    (status, axum::Json(body))
-}
-
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
+        Err(details)
+    }
 }

@@ -120,4 +120,20 @@ mod tests {
         assert_eq!(cli.settings.transactions, Transactions::Off);
         assert!(!format!("{:?}", cli.settings).contains("postgres://x/y"));
     }
+
+    #[test]
+    fn database_passwords_never_reach_debug_output() {
+        let cli = Cli::try_parse_from([
+            "projector",
+            "--database-url",
+            "postgres://projector:hunter2@db/orders",
+            "--mongodb-uri",
+            "mongodb://views:swordfish@mongo:27017",
+        ])
+        .unwrap();
+        let shown = format!("{:?}", cli.settings);
+        for secret in ["hunter2", "swordfish"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 }

@@ -14,12 +14,17 @@ pub mod settings;
 pub mod store;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::ops::Ops;
 use service_kit::telemetry;
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+
+use crate::openapi::ApiDoc;
 
 pub use settings::Settings;
 pub use store::Views;
@@ -51,6 +56,7 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     use routes::{dashboard, inventory, ops, orders, sales, users};
+    let views = state.views.clone();
     let routes = Router::new()
         .route("/orders", get(orders::search))
         .route("/orders/{orderId}", get(orders::get_order))
@@ -60,10 +66,11 @@ pub fn router(state: AppState) -> Router {
         .route("/inventory", get(inventory::low_stock))
         .route("/inventory/{productId}", get(inventory::product))
         .route("/dashboard/summary", get(dashboard::summary))
-        .route("/health/live", get(ops::live))
-        .route("/health/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi));
+        .merge(service_kit::ops::router(Ops {
+            ready: Arc::new(move || ops::ready(views.clone())),
+            metrics: state.metrics.clone(),
+            openapi: Some(ApiDoc::openapi()),
+        }));
     telemetry::http_layers(routes).with_state(state)
 }
 

@@ -3,7 +3,10 @@
 use utoipa::OpenApi;
 
 use crate::query::OrderSort;
-use crate::routes::{dashboard, inventory, ops, orders, sales, users};
+use service_kit::ops::OpsDoc;
+
+use crate::model::Health;
+use crate::routes::{dashboard, inventory, orders, sales, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,20 +27,23 @@ use crate::routes::{dashboard, inventory, ops, orders, sales, users};
         inventory::product,
         inventory::low_stock,
         dashboard::summary,
-        ops::live,
-        ops::ready,
-        ops::metrics,
-        ops::openapi,
     ),
-    // Named only by a parameter's `value_type`, which does not register it.
-    components(schemas(OrderSort)),
+    // Named only by a parameter's `value_type`, which does not register it; `Health` by the
+    // ops paths `OpsDoc` adds.
+    components(schemas(OrderSort, Health)),
+    modifiers(&OPS),
     tags(
         (name = "orders", description = "Orders from orders_view"),
         (name = "users", description = "A user's counters and order history"),
         (name = "sales", description = "Daily sales from daily_sales"),
         (name = "inventory", description = "Stock from inventory_view"),
         (name = "dashboard", description = "A summary across all views"),
-        (name = "ops", description = "Health, metrics and this document"),
     )
 )]
 pub struct ApiDoc;
+
+/// The shared ops routes, described with what this service's readiness checks.
+const OPS: OpsDoc = OpsDoc {
+    dependency: "MongoDB",
+    ready_when: "answers a ping",
+};

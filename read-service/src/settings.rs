@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use mongodb::Client;
 use mongodb::options::ClientOptions;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Reads a setting that must not show in `Debug` output or logs.
+fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s))
+}
 
 #[derive(Clone, clap::Args)]
 pub struct Settings {
@@ -13,14 +19,16 @@ pub struct Settings {
     #[arg(long, env = "READ_SERVICE_ADDR", default_value = "127.0.0.1:8082")]
     pub addr: SocketAddr,
 
-    /// MongoDB connection URI (the views); may carry credentials.
+    /// MongoDB connection URI (the views); may carry credentials, so it is kept as a secret
+    /// that `Debug` does not show.
     #[arg(
         long,
         env = "MONGODB_URI",
         hide_env_values = true,
-        default_value = "mongodb://127.0.0.1:27017"
+        default_value = "mongodb://127.0.0.1:27017",
+        value_parser = secret
     )]
-    pub mongodb_uri: String,
+    pub mongodb_uri: SecretString,
 
     /// MongoDB database holding the views.
     #[arg(long, env = "MONGODB_DATABASE", default_value = "shop")]
@@ -50,7 +58,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("addr", &self.addr)
-            .field("mongodb_uri", &"***")
+            .field("mongodb_uri", &self.mongodb_uri)
             .field("mongodb_database", &self.mongodb_database)
             .field("consistency_timeout_ms", &self.consistency_timeout_ms)
             .field("max_waiting", &self.max_waiting)
@@ -71,7 +79,7 @@ impl Settings {
     pub fn new(mongodb_uri: impl Into<String>, mongodb_database: impl Into<String>) -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            mongodb_uri: mongodb_uri.into(),
+            mongodb_uri: SecretString::from(mongodb_uri.into()),
             mongodb_database: mongodb_database.into(),
             consistency_timeout_ms: 2000,
             max_waiting: 128,
@@ -88,7 +96,7 @@ impl Settings {
     /// and recovers by itself. The short server selection timeout makes a request fail in
     /// about two seconds instead of the driver's default thirty.
     pub async fn client(&self) -> Result<Client, mongodb::error::Error> {
-        let mut options = ClientOptions::parse(&self.mongodb_uri).await?;
+        let mut options = ClientOptions::parse(self.mongodb_uri.expose_secret()).await?;
         let timeout = Duration::from_millis(self.mongodb_timeout_ms);
         options.app_name = Some("read-service".into());
         options.server_selection_timeout = Some(timeout);
@@ -107,5 +115,32 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("shop"));
+    }
+
+    #[test]
+    fn secrets_given_as_flags_never_reach_debug_output() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let cursor_secret = "a-cursor-secret-of-at-least-32-bytes";
+        let cli = Cli::try_parse_from([
+            "read-service",
+            "--mongodb-uri",
+            "mongodb://reader:hunter2@db:27017/?authSource=admin",
+            "--cursor-secret",
+            cursor_secret,
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.settings.mongodb_uri.expose_secret(),
+            "mongodb://reader:hunter2@db:27017/?authSource=admin"
+        );
+        let shown = format!("{:?}", cli.settings);
+        for secret in ["hunter2", "reader", cursor_secret] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 }

@@ -869,3 +869,33 @@ async fn health_metrics_and_unknown_routes() {
     assert_eq!(r.ok(), json!({"orders": [], "nextCursor": null}));
     mongo.drop().await;
 }
+
+/// A query parameter a route does not take is refused with the JSON error body naming it,
+/// on every view route, including those that take none (as on the write-service); the ops
+/// routes, which probes and scrapers call, ignore it.
+#[tokio::test]
+async fn an_unknown_query_parameter_is_422_naming_it_on_every_view_route() {
+    let mongo = Mongo::new().await;
+    let app = mongo.app().await;
+    let doc = app.get("/openapi.json").await.ok();
+    for path in doc["paths"].as_object().unwrap().keys() {
+        let uri = path
+            .replace("{orderId}", &OrderId::new().to_string())
+            .replace("{userId}", "alice")
+            .replace("{date}", "2026-01-31")
+            .replace("{productId}", "sku-1");
+        let r = app.get(&format!("{uri}?bogus=1")).await;
+        if path.starts_with("/health") || path == "/metrics" || path == "/openapi.json" {
+            assert_ne!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+            continue;
+        }
+        assert_eq!(
+            (r.status, r.field()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "bogus"),
+            "{path}: {:?}",
+            r.body
+        );
+        assert_eq!(r.headers["content-type"], "application/json", "{path}");
+    }
+    mongo.drop().await;
+}

@@ -8,20 +8,26 @@ pub mod routes;
 pub mod settings;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{delete, get, post};
 use event_store::{EventStore, MIGRATOR};
 use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::ops::Ops;
 use service_kit::telemetry;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+
+use crate::openapi::ApiDoc;
 
 pub use settings::Settings;
 
-use service_kit::api_error::MAX_BODY_BYTES;
+use service_kit::api_error::{MAX_BODY_BYTES, no_query_parameters};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -42,6 +48,9 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     use routes::{ops, orders, products};
+    let pool = state.store.pool().clone();
+    // Every route here but `state` takes no query parameters and refuses any (422), as the
+    // read-service's routes do; the ops routes ignore them (probes and scrapers).
     let routes = Router::new()
         .route("/orders", post(orders::create))
         .route("/orders/{order_id}/items", post(orders::add_item))
@@ -54,15 +63,17 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{order_id}/ship", post(orders::ship))
         .route("/orders/{order_id}/deliver", post(orders::deliver))
         .route("/orders/{order_id}/events", get(orders::events))
-        .route("/orders/{order_id}/state", get(orders::state))
         .route(
             "/products/{product_id}/stock",
             post(products::receive_stock),
         )
-        .route("/health/live", get(ops::live))
-        .route("/health/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route_layer(middleware::from_fn(no_query_parameters))
+        .route("/orders/{order_id}/state", get(orders::state))
+        .merge(service_kit::ops::router(Ops {
+            ready: Arc::new(move || ops::ready(pool.clone())),
+            metrics: state.metrics.clone(),
+            openapi: Some(ApiDoc::openapi()),
+        }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     telemetry::http_layers(routes).with_state(state)
 }

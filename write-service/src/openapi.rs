@@ -4,9 +4,13 @@
 use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::{Object, RefOr, Type};
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::{ContentBuilder, Object, Ref, RefOr, ResponseBuilder, Type};
 
-use crate::routes::{ops, orders, products};
+use service_kit::ops::OpsDoc;
+
+use crate::model::Health;
+use crate::routes::{orders, products};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,21 +36,86 @@ use crate::routes::{ops, orders, products};
         orders::events,
         orders::state,
         products::receive_stock,
-        ops::live,
-        ops::ready,
-        ops::metrics,
-        ops::openapi,
     ),
-    // Named only by the `ref(...)` of optional request bodies, which does not register them.
-    components(schemas(orders::NoFields, orders::Cancel)),
-    modifiers(&ResponseHeaders),
+    // Named only by the `ref(...)` of optional request bodies, which does not register them;
+    // `Health` by the ops paths `OpsDoc` adds.
+    components(schemas(orders::NoFields, orders::Cancel, Health)),
+    // The ops paths first, then the refusal of query parameters, so that `ResponseHeaders`
+    // documents the headers of every response.
+    modifiers(&OPS, &NoQueryParameters, &ResponseHeaders),
     tags(
         (name = "orders", description = "Order commands and the event store's view of one order"),
         (name = "products", description = "Stock received per product"),
-        (name = "ops", description = "Health, metrics and this document"),
     )
 )]
 pub struct ApiDoc;
+
+/// The shared ops routes, described with what this service's readiness checks.
+const OPS: OpsDoc = OpsDoc {
+    dependency: "PostgreSQL",
+    ready_when: "answers",
+};
+
+/// The routes that take no query parameters refuse any (`no_query_parameters` in the
+/// router): their 422 says so, added to what the handler documents. The ops routes, which
+/// ignore them, are left alone.
+struct NoQueryParameters;
+
+/// What a 422 for a query parameter on a route that takes none says.
+const QUERY_PARAMETER_GIVEN: &str =
+    "a query parameter was given (`invalid_parameter`, named in `field`): this endpoint takes none";
+
+impl Modify for NoQueryParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let takes_query = operation.parameters.iter().flatten().any(|p| match p {
+                    RefOr::T(p) => p.parameter_in == ParameterIn::Query,
+                    // Cannot tell without resolving it: leave the operation alone.
+                    RefOr::Ref(_) => true,
+                });
+                let is_ops = operation.tags.iter().flatten().any(|t| t == "ops");
+                if takes_query || is_ops {
+                    continue;
+                }
+                let responses = &mut operation.responses.responses;
+                match responses.get_mut("422") {
+                    Some(RefOr::T(response)) => {
+                        response.description =
+                            format!("{}, or {QUERY_PARAMETER_GIVEN}", response.description);
+                    }
+                    // A shared response is not this operation's to amend (none is, today).
+                    Some(RefOr::Ref(_)) => {}
+                    None => {
+                        let mut first = QUERY_PARAMETER_GIVEN.to_owned();
+                        first[..1].make_ascii_uppercase();
+                        responses.insert(
+                            "422".into(),
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(first)
+                                    .content(
+                                        "application/json",
+                                        ContentBuilder::new()
+                                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                            .build(),
+                                    )
+                                    .build(),
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Headers the middleware and the error type add to responses, documented once for all:
 /// `x-request-id` on every response, `Retry-After` on every 503 with the error body.

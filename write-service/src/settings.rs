@@ -73,7 +73,29 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{Settings, redact};
+
+    #[test]
+    fn the_database_password_never_reaches_debug_output() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let cli = Cli::try_parse_from([
+            "write-service",
+            "--database-url",
+            "postgres://writer:hunter2@db:5432/orders?sslmode=require",
+        ])
+        .unwrap();
+        let shown = format!("{:?}", cli.settings);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://writer:***@db:5432/orders"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn passwords_never_reach_debug_output() {

@@ -1464,7 +1464,7 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
         let mut codes: BTreeSet<&str> = match path.as_str() {
             "/orders" => ["201"].into(),
             "/health/ready" => ["200", "503"].into(),
-            "/orders/{order_id}/events" => ["200", "400", "404", "503"].into(),
+            "/orders/{order_id}/events" => ["200", "400", "404", "422", "503"].into(),
             "/orders/{order_id}/state" => ["200", "400", "404", "422", "503"].into(),
             _ => ["200"].into(),
         };
@@ -1690,4 +1690,94 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
     assert!(keys(&error.body["error"]).is_subset(&fields("ErrorDetail")));
     let live = app.get("/health/live").await;
     assert!(keys(&live.body).is_subset(&fields("Health")));
+}
+
+/// Every route but `state` takes no query parameters: any is refused with the JSON error
+/// body naming it (as the read-service does), before anything is written; the ops routes,
+/// which probes and scrapers call, ignore them. The document says which is which.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_query_parameter_where_none_is_taken_is_422_with_the_error_body(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    let before = app.event_count().await;
+    let doc = app.get("/openapi.json").await.body;
+    let body = json!({"productId": "sku-9", "quantity": 1, "unitPriceCents": 100});
+    for (method, path) in operations(&doc) {
+        let uri = path
+            .replace("{order_id}", &id)
+            .replace("{product_id}", "sku-1");
+        let method: Method = method.parse().unwrap();
+        let r = app
+            .send(
+                method.clone(),
+                &format!("{uri}?bogus=1"),
+                &[],
+                Some(body.clone()),
+            )
+            .await;
+        let op = &doc["paths"][&path][method.as_str().to_lowercase()];
+        let takes_query = op["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+        if path.starts_with("/health") || path == "/metrics" || path == "/openapi.json" {
+            assert_ne!(
+                r.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{method} {path}"
+            );
+            continue;
+        }
+        assert_eq!(
+            (r.status, r.code(), r.body["error"]["field"].as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_parameter",
+                Some("bogus")
+            ),
+            "{method} {path}: {:?}",
+            r.body
+        );
+        assert_eq!(r.headers["content-type"], "application/json");
+        let documented = op["responses"]["422"]["description"].as_str().unwrap_or("");
+        assert_eq!(
+            documented.contains("a query parameter was given")
+                || documented.starts_with("A query parameter was given"),
+            !takes_query,
+            "{method} {path}: {documented}"
+        );
+    }
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "refused commands write nothing"
+    );
+    // Without the parameter the same request goes through.
+    let r = app.get(&format!("/orders/{id}/events")).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_bad_state_query_parameter_is_named_in_the_error_body(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    for (query, field) in [
+        ("bogus=1", "bogus"),
+        ("version=1&version=2", "version"),
+        ("at=2000-01-01T00:00:00Z&at=2001-01-01T00:00:00Z", "at"),
+        ("version=x", "version"),
+        ("at[$gt]=1", "at[$gt]"),
+    ] {
+        let r = app.get(&format!("/orders/{id}/state?{query}")).await;
+        assert_eq!(
+            (r.status, r.code(), r.body["error"]["field"].as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_parameter",
+                Some(field)
+            ),
+            "{query}: {:?}",
+            r.body
+        );
+        assert_eq!(r.headers["content-type"], "application/json");
+    }
 }

@@ -2,8 +2,12 @@
 //! `{"error": {"code", "message", "field"?}}`. Server-side details go to the log only.
 
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use domain::order::{DomainError, ErrorKind};
@@ -145,10 +149,82 @@ impl From<BytesRejection> for ApiError {
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct AppPath<T>(pub T);
 
-/// Query parameters; a malformed one is a 422 naming it, in the API's body.
-#[derive(Debug, axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// Query parameters; an unknown, repeated, missing or malformed one is a 422
+/// `invalid_parameter` naming it in `field`, in the API's body.
+#[derive(Debug)]
 pub struct AppQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for AppQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(pairs)
+            .map(AppQuery)
+            .map_err(|e| query_error(&e.path().to_string(), &e.into_inner().to_string()))
+    }
+}
+
+/// A parameter name as the client sent it, cut short for error bodies.
+fn shown(name: &str) -> String {
+    name.chars().take(64).collect()
+}
+
+/// The 422 for a query string that does not fit: the parameter at fault is where serde was
+/// (`path`), or, for unknown, repeated and missing ones, the one its message names.
+fn query_error(path: &str, message: &str) -> ApiError {
+    let named = ["unknown field `", "duplicate field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    let field = match (path, named) {
+        (".", Some(name)) => Some(shown(name)),
+        (".", None) => None,
+        (path, _) => Some(shown(path)),
+    };
+    let message = match message.strip_prefix("unknown field") {
+        Some(rest) => format!("unknown query parameter{rest}"),
+        None => match &field {
+            Some(field) => format!("{field}: {message}"),
+            None => format!("query string: {message}"),
+        },
+    };
+    let error = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_parameter",
+        message,
+    );
+    match field {
+        Some(field) => error.with_field(field),
+        None => error,
+    }
+}
+
+/// Middleware for routes that take no query parameters: any parameter is a 422
+/// `invalid_parameter` naming it, as the read-service answers on its routes (a typo'd
+/// parameter silently ignored would read as if it had been applied).
+pub async fn no_query_parameters(req: Request, next: Next) -> Response {
+    let first = req
+        .uri()
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).next());
+    match first {
+        None => next.run(req).await,
+        Some((name, _)) => {
+            let name = shown(&name);
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_parameter",
+                format!(
+                    "unknown query parameter `{name}`: this endpoint takes no query parameters"
+                ),
+            )
+            .with_field(name)
+            .into_response()
+        }
+    }
+}
 
 /// The answer for routes that do not exist, in the API's body.
 pub async fn no_route() -> ApiError {
@@ -161,4 +237,66 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this endpoint",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Q {
+        #[allow(dead_code)]
+        n: Option<u32>,
+    }
+
+    async fn ask(router: axum::Router, uri: &str) -> (StatusCode, serde_json::Value) {
+        let response = router
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_query_that_does_not_fit_is_422_naming_the_parameter() {
+        let typed = axum::Router::new().route("/", get(|AppQuery(_): AppQuery<Q>| async { "" }));
+        assert_eq!(ask(typed.clone(), "/?n=1").await.0, StatusCode::OK);
+        for (query, field) in [("bogus=1", "bogus"), ("n=x", "n"), ("n=1&n=2", "n")] {
+            let (status, body) = ask(typed.clone(), &format!("/?{query}")).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+            assert_eq!(body["error"]["code"], "invalid_parameter", "{query}");
+            assert_eq!(body["error"]["field"], field, "{query}: {body}");
+        }
+        let (_, body) = ask(typed, "/?bogus=1").await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("unknown query parameter `bogus`"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn routes_without_parameters_refuse_any() {
+        let bare = axum::Router::new()
+            .route("/", get(|| async { "" }))
+            .route_layer(axum::middleware::from_fn(no_query_parameters));
+        assert_eq!(ask(bare.clone(), "/").await.0, StatusCode::OK);
+        assert_eq!(ask(bare.clone(), "/?").await.0, StatusCode::OK);
+        let (status, body) = ask(bare, "/?x%20y=1").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            (&body["error"]["code"], &body["error"]["field"]),
+            (&"invalid_parameter".into(), &"x y".into())
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! What the HTTP services share: the API error body, the request id, tracing and metrics
-//! layers, serving with JSON error bodies, and graceful shutdown.
+//! layers, the ops routes (health, metrics, OpenAPI document), serving with JSON error bodies,
+//! and graceful shutdown.
 
 pub mod api_error;
+pub mod ops;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
