@@ -30,7 +30,7 @@ pub struct Service {
 impl Service {
     pub async fn start(scratch: &Scratch) -> anyhow::Result<Service> {
         let settings = write_service::Settings {
-            database_url: scratch.url.clone(),
+            database_url: scratch.url.clone().into(),
             addr: "127.0.0.1:0".parse()?,
             snapshot_every: SNAPSHOT_EVERY,
             database_max_connections: POOL,

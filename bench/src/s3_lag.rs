@@ -107,8 +107,8 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     let counted = Counted::start(&ctx.servers).await?;
     let projector_cancel = CancellationToken::new();
     let settings = projector::Settings {
-        database_url: scratch.url.clone(),
-        mongodb_uri: counted.uri.clone(),
+        database_url: scratch.url.clone().into(),
+        mongodb_uri: counted.uri.clone().into(),
         mongodb_database: scratch.name.clone(),
         batch_size: crate::projection::BATCH,
         on_poison: projector::settings::OnPoison::Stop,

@@ -51,8 +51,8 @@ impl Env {
             .to_owned();
         let mongo_database = fresh_database_name("v");
         let settings = ProjectorSettings {
-            database_url: database_url(&pg_db),
-            mongodb_uri: mongodb_uri(),
+            database_url: database_url(&pg_db).into(),
+            mongodb_uri: mongodb_uri().into(),
             mongodb_database: mongo_database.clone(),
             batch_size: 500,
             on_poison: OnPoison::Stop,

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use event_store::EventStore;
+use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -59,7 +60,7 @@ pub struct Projector {
 impl Projector {
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let views = ViewStore::connect(
-            &settings.mongodb_uri,
+            settings.mongodb_uri.expose_secret(),
             &settings.mongodb_database,
             settings.transactions,
         )

@@ -1,10 +1,11 @@
 //! Typed settings, from the environment (or flags), checked at start-up.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+use service_kit::settings::secret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,20 +24,21 @@ pub enum Transactions {
     Off,
 }
 
-#[derive(Clone, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct Settings {
     /// PostgreSQL connection URL (the event store).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    pub database_url: SecretString,
 
     /// MongoDB connection URI (the views).
     #[arg(
         long,
         env = "MONGODB_URI",
         hide_env_values = true,
-        default_value = "mongodb://127.0.0.1:27017"
+        default_value = "mongodb://127.0.0.1:27017",
+        value_parser = secret
     )]
-    pub mongodb_uri: String,
+    pub mongodb_uri: SecretString,
 
     /// MongoDB database holding the views.
     #[arg(long, env = "MONGODB_DATABASE", default_value = "shop")]
@@ -70,28 +72,16 @@ pub struct Settings {
     pub transactions: Transactions,
 }
 
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("database_url", &"***")
-            .field("mongodb_uri", &"***")
-            .field("mongodb_database", &self.mongodb_database)
-            .field("batch_size", &self.batch_size)
-            .field("on_poison", &self.on_poison)
-            .field("addr", &self.addr)
-            .field("poll_interval_ms", &self.poll_interval_ms)
-            .field("transactions", &self.transactions)
-            .finish()
-    }
-}
-
 impl Settings {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
     }
 
     pub fn pg_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
-        Ok(PgConnectOptions::from_str(&self.database_url)?.application_name("projector"))
+        Ok(
+            PgConnectOptions::from_str(self.database_url.expose_secret())?
+                .application_name("projector"),
+        )
     }
 
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {

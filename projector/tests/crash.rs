@@ -3,6 +3,7 @@
 
 mod common;
 
+use secrecy::ExposeSecret;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 fn spawn_projector(env: &TestEnv, batch_size: u32) -> Child {
     Command::new(env!("CARGO_BIN_EXE_projector"))
         .arg("run")
-        .env("DATABASE_URL", &env.settings.database_url)
-        .env("MONGODB_URI", &env.settings.mongodb_uri)
+        .env("DATABASE_URL", env.settings.database_url.expose_secret())
+        .env("MONGODB_URI", env.settings.mongodb_uri.expose_secret())
         .env("MONGODB_DATABASE", &env.settings.mongodb_database)
         .env("PROJECTOR_ADDR", "127.0.0.1:0")
         .env("PROJECTOR_BATCH_SIZE", batch_size.to_string())

@@ -11,6 +11,7 @@ use domain::{OrderId, Position};
 use projector::projections::View;
 use projector::runner::State;
 use projector::{Application, Settings};
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use test_support::TcpSwitch;
 use test_support::servers::host_port;
@@ -57,21 +58,23 @@ async fn some_orders(env: &TestEnv, n: usize) {
 #[sqlx::test(migrations = "../migrations")]
 async fn outages_of_either_store_pause_and_lose_nothing(pool: PgPool) {
     let env = TestEnv::new(pool).await;
-    let pg = TcpSwitch::start(host_port(&env.settings.database_url, 5432)).await;
-    let mongo = TcpSwitch::start(host_port(&env.settings.mongodb_uri, 27017)).await;
+    let pg = TcpSwitch::start(host_port(env.settings.database_url.expose_secret(), 5432)).await;
+    let mongo = TcpSwitch::start(host_port(env.settings.mongodb_uri.expose_secret(), 27017)).await;
     let db = env
         .settings
         .database_url
+        .expose_secret()
         .rsplit('/')
         .next()
         .unwrap()
         .to_owned();
     let settings = Settings {
-        database_url: format!("postgres://postgres@127.0.0.1:{}/{db}", pg.port),
+        database_url: format!("postgres://postgres@127.0.0.1:{}/{db}", pg.port).into(),
         mongodb_uri: format!(
             "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=1000",
             mongo.port
-        ),
+        )
+        .into(),
         ..env.settings.clone()
     };
     let app = Application::build(settings).await.unwrap();

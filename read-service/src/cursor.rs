@@ -11,6 +11,7 @@
 //! again. The keys inside are also checked after the signature (see `decode`), so even a
 //! leaked secret cannot push a value the paging arithmetic was not made for.
 
+use secrecy::SecretString;
 use std::fmt;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -47,13 +48,13 @@ impl fmt::Debug for Signer {
 }
 
 /// `READ_CURSOR_SECRET`: at least [`MIN_SECRET_LEN`] bytes.
-pub fn parse_secret(s: &str) -> Result<String, String> {
+pub fn parse_secret(s: &str) -> Result<SecretString, String> {
     if s.len() < MIN_SECRET_LEN {
         return Err(format!(
             "the cursor secret must be at least {MIN_SECRET_LEN} bytes (e.g. `openssl rand -hex 32`)"
         ));
     }
-    Ok(s.to_owned())
+    Ok(SecretString::from(s))
 }
 
 fn hex(bytes: &[u8]) -> String {

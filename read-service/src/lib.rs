@@ -19,6 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::ExposeSecret;
 use service_kit::ops::Ops;
 use service_kit::telemetry;
 use tokio::net::TcpListener;
@@ -48,8 +49,10 @@ impl AppState {
                 usize::try_from(settings.max_waiting).unwrap_or(usize::MAX),
             ),
             metrics: telemetry::metrics_handle(),
-            cursors: cursor::Signer::from_secret(settings.cursor_secret.as_deref())
-                .map_err(|e| anyhow::anyhow!("no random key for cursors: {e}"))?,
+            cursors: cursor::Signer::from_secret(
+                settings.cursor_secret.as_ref().map(|s| s.expose_secret()),
+            )
+            .map_err(|e| anyhow::anyhow!("no random key for cursors: {e}"))?,
         })
     }
 }

@@ -14,6 +14,7 @@ use mongodb::bson::{Bson, doc};
 use read_model::View;
 use read_service::Settings;
 use read_service::query::OrderSearch;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use test_support::TcpSwitch;
 use test_support::servers::host_port;
@@ -349,13 +350,20 @@ async fn cursors_work_across_instances_only_with_a_shared_secret() {
     );
     let secret = "a-secret-shared-by-every-instance";
     let parsed = Cli::try_parse_from(["read-service", "--cursor-secret", secret]).unwrap();
-    assert_eq!(parsed.settings.cursor_secret.as_deref(), Some(secret));
+    assert_eq!(
+        parsed
+            .settings
+            .cursor_secret
+            .as_ref()
+            .map(|s| s.expose_secret()),
+        Some(secret)
+    );
     assert!(!format!("{:?}", parsed.settings).contains(secret));
 
     let mongo = Mongo::new().await;
     two_orders(&mongo, "alice").await;
     let with = |secret: Option<&str>| Settings {
-        cursor_secret: secret.map(str::to_owned),
+        cursor_secret: secret.map(SecretString::from),
         ..mongo.settings()
     };
     let one = App::new(with(Some(secret))).await;

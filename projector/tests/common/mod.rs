@@ -38,8 +38,8 @@ impl TestEnv {
             .unwrap_or("postgres")
             .to_owned();
         let mut settings = Settings {
-            database_url: database_url(&pg_db),
-            mongodb_uri: mongodb_uri(),
+            database_url: database_url(&pg_db).into(),
+            mongodb_uri: mongodb_uri().into(),
             mongodb_database: test_support::servers::fresh_database_name("t"),
             batch_size: 500,
             on_poison: OnPoison::Stop,

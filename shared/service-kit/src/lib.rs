@@ -5,5 +5,6 @@
 pub mod api_error;
 pub mod ops;
 pub mod serve;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
