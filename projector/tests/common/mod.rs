@@ -67,26 +67,37 @@ impl TestEnv {
     /// Runs a command on an order; panics if the domain refuses it.
     pub async fn order(&self, id: OrderId, cmd: OrderCommand) -> Position {
         self.store
-            .decide_and_append::<OrderAggregate, _>(&id.stream_id(), json!({}), |s| {
-                order::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Order).collect())
-            })
+            .execute::<OrderAggregate, _, _>(
+                event_store::Command::new(&id.stream_id(), |s: &order::OrderState| {
+                    order::decide(s, cmd.clone())
+                        .map(|es| es.into_iter().map(DomainEvent::Order).collect())
+                })
+                .metadata(json!({})),
+            )
             .await
             .unwrap()
+            .appended()
             .unwrap()
             .position
     }
 
     /// Runs a command on an order; false if the domain refuses it.
     pub async fn try_order(&self, id: OrderId, cmd: OrderCommand) -> bool {
-        self.store
-            .decide_and_append::<OrderAggregate, _>(&id.stream_id(), json!({}), |s| {
-                order::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Order).collect())
-            })
-            .await
-            .unwrap()
-            .is_ok()
+        let executed = self
+            .store
+            .execute::<OrderAggregate, _, _>(
+                event_store::Command::new(&id.stream_id(), |s: &order::OrderState| {
+                    order::decide(s, cmd.clone())
+                        .map(|es| es.into_iter().map(DomainEvent::Order).collect())
+                })
+                .metadata(json!({})),
+            )
+            .await;
+        match executed {
+            Ok(_) => true,
+            Err(event_store::CommandError::Rejected(_)) => false,
+            Err(e) => panic!("{e:?}"),
+        }
     }
 
     pub async fn stock(&self, product: &str, quantity: i64) -> Position {
@@ -96,12 +107,16 @@ impl TestEnv {
             quantity: StockQuantity::try_from(quantity).unwrap(),
         };
         self.store
-            .decide_and_append::<ProductAggregate, _>(&product_id.stream_id(), json!({}), |s| {
-                product::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Product).collect())
-            })
+            .execute::<ProductAggregate, _, _>(
+                event_store::Command::new(&product_id.stream_id(), |s: &product::ProductState| {
+                    product::decide(s, cmd.clone())
+                        .map(|es| es.into_iter().map(DomainEvent::Product).collect())
+                })
+                .metadata(json!({})),
+            )
             .await
             .unwrap()
+            .appended()
             .unwrap()
             .position
     }

@@ -122,12 +122,16 @@ impl Env {
     /// Runs a command on an order; panics if the domain refuses it. Returns its token.
     pub async fn order(&self, id: OrderId, cmd: OrderCommand) -> Position {
         self.store
-            .decide_and_append::<OrderAggregate, _>(&id.stream_id(), json!({}), |s| {
-                order::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Order).collect())
-            })
+            .execute::<OrderAggregate, _, _>(
+                event_store::Command::new(&id.stream_id(), |s: &order::OrderState| {
+                    order::decide(s, cmd.clone())
+                        .map(|es| es.into_iter().map(DomainEvent::Order).collect())
+                })
+                .metadata(json!({})),
+            )
             .await
             .unwrap()
+            .appended()
             .unwrap()
             .position
     }
@@ -146,12 +150,16 @@ impl Env {
             quantity: StockQuantity::try_from(quantity).unwrap(),
         };
         self.store
-            .decide_and_append::<ProductAggregate, _>(&product_id.stream_id(), json!({}), |s| {
-                product::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Product).collect())
-            })
+            .execute::<ProductAggregate, _, _>(
+                event_store::Command::new(&product_id.stream_id(), |s: &product::ProductState| {
+                    product::decide(s, cmd.clone())
+                        .map(|es| es.into_iter().map(DomainEvent::Product).collect())
+                })
+                .metadata(json!({})),
+            )
             .await
             .unwrap()
+            .appended()
             .unwrap()
             .position
     }
