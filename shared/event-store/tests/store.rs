@@ -1156,3 +1156,27 @@ async fn an_append_after_the_callers_own_writes_is_refused(pool: PgPool) {
     assert_eq!(count(&pool, "select count(*) from events").await, 0);
     assert_eq!(count(&pool, "select count(*) from streams").await, 0);
 }
+
+/// Keys recorded before the store kept one opaque outcome keep their answer, as the
+/// `{"status", "body"}` document the write-service reads back.
+#[sqlx::test(migrations = false)]
+async fn idempotency_records_from_before_the_outcome_column_keep_their_answer(pool: PgPool) {
+    let before = 20261126000002;
+    event_store::MIGRATOR.run_to(before, &pool).await.unwrap();
+    sqlx::query(
+        "insert into idempotency_keys (idempotency_key, request, response_status, response_body)
+         values ('k-old', '{\"method\": \"POST\"}', 201, '{\"version\": 1}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    event_store::MIGRATOR.run(&pool).await.unwrap();
+
+    let store = EventStore::new(pool, 100);
+    let stored = store.stored_outcome("k-old").await.unwrap().unwrap();
+    assert_eq!(stored.fingerprint, json!({"method": "POST"}));
+    assert_eq!(
+        stored.outcome,
+        json!({"status": 201, "body": {"version": 1}})
+    );
+}
