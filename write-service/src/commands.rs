@@ -1,20 +1,19 @@
-//! Running a command: load, decide, append with the expected version; retry a lost race,
-//! honour `If-Match`, and make retries with an `Idempotency-Key` count once.
-
-use std::time::Duration;
+//! A command over HTTP: the event store's one command path ([`EventStore::execute`]: load,
+//! decide, append, retry a lost race), with `If-Match` as its expected version, an
+//! `Idempotency-Key` as its idempotency record, and its outcome and errors as HTTP answers.
+//!
+//! [`EventStore::execute`]: event_store::EventStore::execute
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::Position;
 use domain::events::DomainEvent;
 use event_store::{
-    Aggregate, AppendOutcome, IdempotencyRecord, NewEvent, Snapshot, StoreError, StoredResponse,
-    StreamAppend,
+    Aggregate, AppendOutcome, CommandError, Executed, IdempotencyRecord, Retries, StoreError,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::CommandContext;
@@ -71,23 +70,26 @@ pub struct Command<F, R> {
     pub accepted: R,
 }
 
-fn replay_or_reject(
-    stored: StoredResponse,
-    fingerprint: &Value,
-) -> Result<CommandOutcome, ApiError> {
-    if &stored.request != fingerprint {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used for a different request",
-        )
-        .with_field("Idempotency-Key"));
+/// What the write-service records under an idempotency key, for the event store to keep
+/// as it is: the answer a retry gets back, `{"status", "body"}`.
+#[derive(Deserialize)]
+struct Recorded {
+    status: u16,
+    body: Value,
+}
+
+impl CommandOutcome {
+    fn from_recorded(recorded: Value, replayed: bool) -> Result<Self, ApiError> {
+        let Recorded { status, body } = serde_json::from_value(recorded)
+            .map_err(|e| ApiError::internal("unreadable idempotency record", &e))?;
+        let status = StatusCode::from_u16(status)
+            .map_err(|e| ApiError::internal("unreadable idempotency record", &e))?;
+        Ok(Self {
+            status,
+            body,
+            replayed,
+        })
     }
-    Ok(CommandOutcome {
-        status: StatusCode::from_u16(stored.response_status as u16).unwrap_or(StatusCode::OK),
-        body: stored.response_body,
-        replayed: true,
-    })
 }
 
 /// Runs a command to its end in a task of its own, whatever happens to the request: a client
@@ -101,7 +103,7 @@ pub async fn execute<A, F, R, B>(
 where
     A: Aggregate + 'static,
     A::State: Send,
-    F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError> + Send + 'static,
+    F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError> + Send + Sync + 'static,
     R: Fn(u64, Position) -> B + Send + Sync + 'static,
     B: Serialize + 'static,
 {
@@ -113,18 +115,13 @@ where
 async fn run<A, F, R, B>(app: AppState, cmd: Command<F, R>) -> Result<CommandOutcome, ApiError>
 where
     A: Aggregate,
-    F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError>,
+    A::State: Send,
+    F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError> + Sync,
     R: Fn(u64, Position) -> B + Sync,
     B: Serialize,
 {
-    let store = &app.store;
     let ctx = &cmd.ctx;
     let fingerprint = json!({"method": ctx.method.as_str(), "path": ctx.path, "body": cmd.body});
-    if let Some(key) = &ctx.idempotency_key
-        && let Some(stored) = store.stored_response(key).await?
-    {
-        return replay_or_reject(stored, &fingerprint);
-    }
     let metadata = json!({
         "requestId": ctx.request_id,
         "idempotencyKey": ctx.idempotency_key,
@@ -132,103 +129,65 @@ where
     });
     let success = cmd.success;
     let accepted = &cmd.accepted;
-    let respond = |o: &AppendOutcome| {
+    let recorded = |o: &AppendOutcome| {
         let version = o.versions.first().copied().unwrap_or(0);
         // The answer types hold only ids, numbers and positions: serialising cannot fail.
-        (success.as_u16(), json!(accepted(version, o.position)))
+        json!({"status": success.as_u16(), "body": accepted(version, o.position)})
     };
-
-    let mut attempt = 0;
-    loop {
-        let loaded = store.load::<A>(&cmd.stream_id).await?;
-        let events = (cmd.decide)(&loaded.state)?;
-        // After the decision: a precondition counts only for a request that would otherwise
-        // succeed (RFC 9110, 13.2.1), so an invalid command is its 4xx, not 412.
-        if let Some(expected) = ctx.if_match
-            && expected != loaded.version
-        {
-            return Err(precondition_failed(expected, loaded.version));
-        }
-        let new_state = events.iter().fold(loaded.state, |s, e| A::apply(s, e));
-        let new_version = loaded.version + events.len() as u64;
-        let snapshot = if store.snapshot_due(loaded.version, new_version) {
-            serde_json::to_value(&new_state).ok().map(|state| Snapshot {
-                state_schema: A::STATE_SCHEMA_VERSION,
-                state,
-            })
-        } else {
-            None
-        };
-        let append = StreamAppend {
-            stream_id: cmd.stream_id.clone(),
-            stream_type: A::STREAM_TYPE,
-            expected_version: loaded.version,
-            events: events
-                .iter()
-                .map(|e| NewEvent {
-                    event_id: Uuid::new_v4(),
-                    event: e.encode(),
-                    metadata: metadata.clone(),
-                })
-                .collect(),
-            snapshot,
-        };
-        let record = ctx.idempotency_key.as_deref().map(|key| IdempotencyRecord {
+    let count_retry = || metrics::counter!("write_command_retries_total").increment(1);
+    let command = event_store::Command::new(&cmd.stream_id, &cmd.decide)
+        .metadata(metadata)
+        .expected_version(ctx.if_match)
+        .idempotency(ctx.idempotency_key.as_deref().map(|key| IdempotencyRecord {
             key,
-            request: &fingerprint,
-            response: &respond,
-        });
-        match store.append(std::slice::from_ref(&append), record).await {
-            Ok(outcome) => {
-                metrics::counter!("write_events_appended_total").increment(events.len() as u64);
-                if let Err(e) = store.notify_appended().await {
-                    // Tailers fall back to polling; the command itself succeeded.
-                    tracing::warn!(error = %e, "could not notify tailers");
-                }
-                let (status, body) = respond(&outcome);
-                return Ok(CommandOutcome {
-                    status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                    body,
-                    replayed: false,
-                });
+            fingerprint: &fingerprint,
+            outcome: &recorded,
+        }))
+        .retries(Retries::new(app.max_retries))
+        .on_retry(&count_retry);
+
+    match app.store.execute::<A, _, _>(command).await {
+        Ok(Executed::Appended {
+            outcome, events, ..
+        }) => {
+            metrics::counter!("write_events_appended_total").increment(events as u64);
+            if let Err(e) = app.store.notify_appended().await {
+                // Tailers fall back to polling; the command itself succeeded.
+                tracing::warn!(error = %e, "could not notify tailers");
             }
-            Err(StoreError::WrongExpectedVersion { actual, .. }) => {
-                if let Some(expected) = ctx.if_match {
-                    return Err(precondition_failed(expected, actual));
-                }
-                if attempt >= app.max_retries {
-                    metrics::counter!("write_command_conflicts_total").increment(1);
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "concurrency_conflict",
-                        "the stream kept changing under this command; retry it",
-                    ));
-                }
-                attempt += 1;
-                metrics::counter!("write_command_retries_total").increment(1);
-                // Jittered, growing back-off so racing writers spread out.
-                let cap = 2u64 << attempt.min(5);
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=cap))).await;
-            }
-            Err(StoreError::IdempotencyKeyTaken(key)) => {
-                // A concurrent request with the same key committed first.
-                return match store.stored_response(&key).await? {
-                    Some(stored) => replay_or_reject(stored, &fingerprint),
-                    None => Err(ApiError::internal(
-                        "idempotency record vanished",
-                        &StoreError::IdempotencyKeyTaken(key),
-                    )),
-                };
-            }
-            Err(e) => return Err(e.into()),
+            CommandOutcome::from_recorded(recorded(&outcome), false)
         }
+        Ok(Executed::Replayed(stored)) => CommandOutcome::from_recorded(stored, true),
+        Err(e) => Err(api_error(e)),
     }
 }
 
-fn precondition_failed(expected: u64, actual: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::PRECONDITION_FAILED,
-        "precondition_failed",
-        format!("If-Match expects version {expected} but the stream is at version {actual}"),
-    )
+fn api_error(e: CommandError<ApiError>) -> ApiError {
+    match e {
+        CommandError::Rejected(e) => e,
+        CommandError::PreconditionFailed { expected, actual } => ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            format!("If-Match expects version {expected} but the stream is at version {actual}"),
+        ),
+        CommandError::Conflict { .. } => {
+            metrics::counter!("write_command_conflicts_total").increment(1);
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "concurrency_conflict",
+                "the stream kept changing under this command; retry it",
+            )
+        }
+        CommandError::KeyReused => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request",
+        )
+        .with_field("Idempotency-Key"),
+        // Taken by a concurrent request whose record then could not be read.
+        CommandError::Store(e @ StoreError::IdempotencyKeyTaken(_)) => {
+            ApiError::internal("idempotency record vanished", &e)
+        }
+        CommandError::Store(e) => e.into(),
+    }
 }

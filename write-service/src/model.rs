@@ -1,4 +1,6 @@
-//! What clients receive, described in the OpenAPI document by the same types.
+//! What clients receive, described in the OpenAPI document by the same types, and the order
+//! line, which they also send. Handlers (`crate::routes`) use these types; nothing here
+//! uses a handler.
 //!
 //! The domain types live in the `domain` crate and carry no schema; where a response holds one, the
 //! field keeps the domain type (so it serialises exactly as the domain does) and names its
@@ -7,15 +9,13 @@
 
 use chrono::{DateTime, Utc};
 use domain::events::LineItem;
-use domain::order::{self, Order};
-use domain::{Currency, OrderId, Position, ProductId, UserId};
+use domain::order::{Order, OrderStatus};
+use domain::{Currency, OrderId, Position, ProductId, Quantity, UnitPriceCents, UserId};
 use event_store::RecordedEvent;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-use crate::routes::orders::Item;
 
 /// The answer to an order command: the order's new version and its consistency token.
 #[derive(Debug, Serialize, ToSchema)]
@@ -102,24 +102,28 @@ pub struct AuditTrail {
     pub events: Vec<AuditEvent>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderStatus {
-    Pending,
-    Confirmed,
-    Cancelled,
-    Shipped,
-    Delivered,
+/// A line as a client sends it; unknown fields (typos) are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Item {
+    /// 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`. A product appears once
+    /// per order: adding it again adds to its quantity, at the same unit price.
+    #[schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+    product_id: ProductId,
+    /// Units of the product; a line holds at most 10000.
+    #[schema(value_type = i64, minimum = 1, maximum = 10000)]
+    quantity: Quantity,
+    /// Price of one unit in minor units of the order's currency.
+    #[schema(value_type = i64, minimum = 0, maximum = 100000000)]
+    unit_price_cents: UnitPriceCents,
 }
 
-impl From<order::OrderStatus> for OrderStatus {
-    fn from(s: order::OrderStatus) -> Self {
-        match s {
-            order::OrderStatus::Pending => OrderStatus::Pending,
-            order::OrderStatus::Confirmed => OrderStatus::Confirmed,
-            order::OrderStatus::Cancelled => OrderStatus::Cancelled,
-            order::OrderStatus::Shipped => OrderStatus::Shipped,
-            order::OrderStatus::Delivered => OrderStatus::Delivered,
+impl From<Item> for LineItem {
+    fn from(i: Item) -> LineItem {
+        LineItem {
+            product_id: i.product_id,
+            quantity: i.quantity,
+            unit_price_cents: i.unit_price_cents,
         }
     }
 }
@@ -173,7 +177,7 @@ impl OrderSnapshot {
             currency,
             items,
             total_cents,
-            status: status.into(),
+            status,
             cancel_reason,
             carrier,
             tracking_number,

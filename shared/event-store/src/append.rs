@@ -33,13 +33,15 @@ pub struct StreamAppend {
     pub snapshot: Option<Snapshot>,
 }
 
-/// The first response to an idempotent request, stored in the same transaction as its
-/// events. The body is built from the append's outcome (it carries the new version and
-/// position), hence the function.
+/// An idempotency key, written in the same transaction as the events it produced, with the
+/// fingerprint of the request that used it and what the caller wants a retry to get back.
+/// The store keeps `outcome`'s value opaque; it is built from the append's outcome (the new
+/// version and position), hence the function.
+#[derive(Clone, Copy)]
 pub struct IdempotencyRecord<'a> {
     pub key: &'a str,
-    pub request: &'a Value,
-    pub response: &'a (dyn Fn(&AppendOutcome) -> (u16, Value) + Send + Sync),
+    pub fingerprint: &'a Value,
+    pub outcome: &'a (dyn Fn(&AppendOutcome) -> Value + Send + Sync),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +93,7 @@ impl EventStore {
         appends: &[StreamAppend],
         idempotency: Option<IdempotencyRecord<'_>>,
     ) -> Result<AppendOutcome, StoreError> {
+        let stream_versions = versions_of(appends)?;
         // Dropped before it finishes, this future may have left the connection inside a
         // transaction, or with `BEGIN` in flight (sqlx 0.9.0's `begin` is not cancel-safe,
         // transact-rs/sqlx#4393): then the connection is closed, never pooled again.
@@ -98,10 +101,49 @@ impl EventStore {
             conn: self.pool.acquire().await?,
             finished: false,
         };
-        let outcome = append_on(&mut guard.conn, appends, idempotency).await;
+        let outcome = async {
+            let mut tx = guard.conn.begin().await?;
+            let outcome = write(&mut tx, appends, &stream_versions, idempotency).await?;
+            tx.commit().await?;
+            Ok(outcome)
+        }
+        .await;
         guard.finished = true;
         outcome
     }
+
+    /// [`append`](Self::append) inside the caller's transaction, so that the caller's own
+    /// rows commit (or roll back) with the events. The caller commits, then calls
+    /// [`notify_appended`](Self::notify_appended); on an error it rolls back.
+    ///
+    /// The append must be the transaction's first write (a `select ... for update` counts):
+    /// its stream locks and its xid must come together, else a stream's events could sort
+    /// out of stream order in the tail (docs/ARCHITECTURE.md). A transaction that already
+    /// wrote is refused with [`StoreError::AppendNotFirst`], before anything is written.
+    /// Unlike `append`, dropping this future half-way leaves the cleanup to the caller's
+    /// transaction.
+    #[tracing::instrument(skip_all, err, fields(streams = appends.len()))]
+    pub async fn append_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        appends: &[StreamAppend],
+        idempotency: Option<IdempotencyRecord<'_>>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let stream_versions = versions_of(appends)?;
+        let wrote = sqlx::query_scalar!(
+            r#"select pg_current_xact_id_if_assigned() is not null as "wrote!""#
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        if wrote {
+            return Err(StoreError::AppendNotFirst);
+        }
+        write(tx, appends, &stream_versions, idempotency).await
+    }
+}
+
+fn versions_of(appends: &[StreamAppend]) -> Result<Vec<Versions>, StoreError> {
+    appends.iter().map(Versions::of).collect()
 }
 
 /// A pooled connection that is closed, not returned to the pool, unless the work on it ran
@@ -119,22 +161,19 @@ impl Drop for CloseUnlessFinished {
     }
 }
 
-async fn append_on(
-    conn: &mut PoolConnection<Postgres>,
+/// Writes the append inside `tx`: stream locks first, then every event in one statement,
+/// snapshots and the idempotency key. Committing is the caller's.
+async fn write(
+    tx: &mut Transaction<'_, Postgres>,
     appends: &[StreamAppend],
+    stream_versions: &[Versions],
     idempotency: Option<IdempotencyRecord<'_>>,
 ) -> Result<AppendOutcome, StoreError> {
-    let stream_versions = appends
-        .iter()
-        .map(Versions::of)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut tx = conn.begin().await?;
-
     // Locks in a fixed order so two multi-stream appends cannot deadlock.
     let mut order: Vec<usize> = (0..appends.len()).collect();
     order.sort_by(|&a, &b| appends[a].stream_id.cmp(&appends[b].stream_id));
     for &i in &order {
-        lock_stream(&mut tx, &appends[i], stream_versions[i]).await?;
+        lock_stream(tx, &appends[i], stream_versions[i]).await?;
     }
 
     let n: usize = appends.iter().map(|a| a.events.len()).sum();
@@ -145,7 +184,7 @@ async fn append_on(
     let mut versions = Vec::with_capacity(n);
     let mut data = Vec::with_capacity(n);
     let mut metadata = Vec::with_capacity(n);
-    for (a, v) in appends.iter().zip(&stream_versions) {
+    for (a, v) in appends.iter().zip(stream_versions) {
         for (position, e) in (v.expected + 1..=v.new).zip(&a.events) {
             stream_ids.push(a.stream_id.clone());
             stream_positions.push(position);
@@ -157,29 +196,31 @@ async fn append_on(
         }
     }
     // One statement for every event of the command.
-    let (tx_id, global_position): (i64, i64) = sqlx::query_as(
-        "with inserted as (
+    let inserted = sqlx::query!(
+        r#"with inserted as (
              insert into events
                  (stream_id, stream_position, event_id, event_type, schema_version, data, metadata)
              select * from unnest($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[])
              returning tx_id, global_position
          )
-         select max(tx_id)::text::int8, max(global_position) from inserted",
+         select max(tx_id)::text::int8 as "tx_id!", max(global_position) as "global_position!"
+         from inserted"#,
+        &stream_ids,
+        &stream_positions,
+        &event_ids,
+        &types,
+        &versions,
+        &data as &[&Value],
+        &metadata as &[&Value],
     )
-    .bind(stream_ids)
-    .bind(stream_positions)
-    .bind(event_ids)
-    .bind(types)
-    .bind(versions)
-    .bind(data)
-    .bind(metadata)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(|e| conflict_from_unique_violation(e, appends))?;
+    let (tx_id, global_position) = (inserted.tx_id, inserted.global_position);
 
-    for (a, v) in appends.iter().zip(&stream_versions) {
+    for (a, v) in appends.iter().zip(stream_versions) {
         if let Some(s) = &a.snapshot {
-            sqlx::query(
+            sqlx::query!(
                 "insert into snapshots (stream_id, stream_version, state_schema, state)
                  values ($1, $2, $3, $4)
                  on conflict (stream_id) do update
@@ -188,12 +229,12 @@ async fn append_on(
                          state = excluded.state,
                          taken_at = now()
                      where snapshots.stream_version < excluded.stream_version",
+                a.stream_id,
+                v.new,
+                s.state_schema,
+                s.state,
             )
-            .bind(&a.stream_id)
-            .bind(v.new)
-            .bind(s.state_schema)
-            .bind(&s.state)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
     }
@@ -211,17 +252,16 @@ async fn append_on(
     };
 
     if let Some(record) = idempotency {
-        let (status, body) = (record.response)(&outcome);
-        let inserted = sqlx::query(
-            "insert into idempotency_keys (idempotency_key, request, response_status, response_body)
-             values ($1, $2, $3, $4)
+        let recorded = (record.outcome)(&outcome);
+        let inserted = sqlx::query!(
+            "insert into idempotency_keys (idempotency_key, request, outcome)
+             values ($1, $2, $3)
              on conflict (idempotency_key) do nothing",
+            record.key,
+            record.fingerprint,
+            recorded,
         )
-        .bind(record.key)
-        .bind(record.request)
-        .bind(status as i16)
-        .bind(&body)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         if inserted.rows_affected() == 0 {
             // Another request with this key committed first; ours must not count.
@@ -229,7 +269,6 @@ async fn append_on(
         }
     }
 
-    tx.commit().await?;
     Ok(outcome)
 }
 
@@ -246,35 +285,36 @@ async fn lock_stream(
 ) -> Result<(), StoreError> {
     let moved = if a.expected_version == 0 {
         // A concurrent creator holding the key makes this wait, then do nothing.
-        sqlx::query(
+        sqlx::query!(
             "insert into streams (stream_id, stream_type, version) values ($1, $2, $3)
              on conflict (stream_id) do nothing",
+            a.stream_id,
+            a.stream_type,
+            v.new,
         )
-        .bind(&a.stream_id)
-        .bind(a.stream_type)
-        .bind(v.new)
         .execute(&mut **tx)
         .await?
     } else {
         // Waits for a concurrent appender's lock, then re-checks the version it left.
-        sqlx::query(
+        sqlx::query!(
             "update streams set version = $3, updated_at = now()
              where stream_id = $1 and version = $2",
+            a.stream_id,
+            v.expected,
+            v.new,
         )
-        .bind(&a.stream_id)
-        .bind(v.expected)
-        .bind(v.new)
         .execute(&mut **tx)
         .await?
     };
     if moved.rows_affected() == 1 {
         return Ok(());
     }
-    let actual: Option<i64> =
-        sqlx::query_scalar("select version from streams where stream_id = $1")
-            .bind(&a.stream_id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let actual = sqlx::query_scalar!(
+        "select version from streams where stream_id = $1",
+        a.stream_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
     Err(StoreError::WrongExpectedVersion {
         stream_id: a.stream_id.clone(),
         expected: a.expected_version,

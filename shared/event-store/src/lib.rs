@@ -1,9 +1,13 @@
-//! The PostgreSQL event store: gap-safe appends, stream loads with snapshots, and the
-//! committed-prefix read the projector tails.
+//! The PostgreSQL event store: gap-safe appends (pooled, or inside the caller's transaction),
+//! stream loads with snapshots, the one command path ([`EventStore::execute`]: load, decide,
+//! append, retry a lost race, with expected versions and idempotency records), and the
+//! committed-prefix read the projector tails. It knows nothing of HTTP: an idempotency record
+//! keeps whatever outcome the caller gives it.
 //!
 //! See `migrations/` for the tables and `docs/ARCHITECTURE.md` for why events carry `tx_id`.
 
 mod append;
+mod command;
 mod read;
 
 use serde::Serialize;
@@ -15,7 +19,8 @@ use domain::order::{self, OrderState};
 use domain::product::{self, ProductState};
 
 pub use append::{AppendOutcome, IdempotencyRecord, NewEvent, Snapshot, StreamAppend};
-pub use read::{RecordedEvent, StoredResponse, TailRow, UnreadableEvent, Until};
+pub use command::{Command, CommandError, Executed, Retries};
+pub use read::{RecordedEvent, StoredOutcome, TailRow, UnreadableEvent, Until};
 
 /// Migrations of the event store, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -56,6 +61,10 @@ pub enum StoreError {
         expected: u64,
         events: usize,
     },
+    /// [`EventStore::append_in`] was given a transaction that had already written: the
+    /// append must take its stream locks as the transaction's first write.
+    #[error("an append inside a transaction must be its first write")]
+    AppendNotFirst,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -171,59 +180,9 @@ impl EventStore {
     /// Wakes tailers. Sent after commit, outside the append's transaction: NOTIFY inside it
     /// would take a cluster-wide lock at commit. A lost notification costs one poll interval.
     pub async fn notify_appended(&self) -> Result<(), StoreError> {
-        sqlx::query("select pg_notify($1, '')")
-            .bind(EVENTS_CHANNEL)
+        sqlx::query!("select pg_notify($1, '')", EVENTS_CHANNEL)
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-}
-
-impl EventStore {
-    /// Load, decide, append at the loaded version; a lost race reloads and decides again.
-    /// The simple command path for tools, tests and benchmarks (the write-service adds
-    /// `If-Match` and idempotency on top of the same steps).
-    pub async fn decide_and_append<A: Aggregate, E>(
-        &self,
-        stream_id: &str,
-        metadata: serde_json::Value,
-        decide: impl Fn(&A::State) -> Result<Vec<DomainEvent>, E>,
-    ) -> Result<Result<AppendOutcome, E>, StoreError> {
-        let mut attempts = 0;
-        loop {
-            let loaded = self.load::<A>(stream_id).await?;
-            let events = match decide(&loaded.state) {
-                Ok(events) => events,
-                Err(e) => return Ok(Err(e)),
-            };
-            let new_version = loaded.version + events.len() as u64;
-            let snapshot = if self.snapshot_due(loaded.version, new_version) {
-                let state = events.iter().fold(loaded.state, |s, e| A::apply(s, e));
-                serde_json::to_value(&state).ok().map(|state| Snapshot {
-                    state_schema: A::STATE_SCHEMA_VERSION,
-                    state,
-                })
-            } else {
-                None
-            };
-            let append = StreamAppend {
-                stream_id: stream_id.to_owned(),
-                stream_type: A::STREAM_TYPE,
-                expected_version: loaded.version,
-                events: events
-                    .iter()
-                    .map(|e| NewEvent {
-                        event_id: uuid::Uuid::new_v4(),
-                        event: e.encode(),
-                        metadata: metadata.clone(),
-                    })
-                    .collect(),
-                snapshot,
-            };
-            match self.append(std::slice::from_ref(&append), None).await {
-                Err(StoreError::WrongExpectedVersion { .. }) if attempts < 50 => attempts += 1,
-                other => return other.map(Ok),
-            }
-        }
     }
 }

@@ -27,7 +27,6 @@ pub struct RecordedEvent {
     pub event: DomainEvent,
 }
 
-#[derive(sqlx::FromRow)]
 struct EventRow {
     global_position: i64,
     tx_id: i64,
@@ -115,15 +114,11 @@ fn decode_strict(r: EventRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-const EVENT_COLUMNS: &str = "global_position, tx_id::text::int8 as tx_id, stream_id, stream_position, \
-     event_id, event_type, schema_version, data, metadata, recorded_at";
-
-/// A response stored under an idempotency key, with the request that produced it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct StoredResponse {
-    pub request: Value,
-    pub response_status: i16,
-    pub response_body: Value,
+/// What a command recorded under an idempotency key, with the fingerprint of its request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOutcome {
+    pub fingerprint: Value,
+    pub outcome: Value,
 }
 
 /// Where a stream read stops.
@@ -134,33 +129,17 @@ pub enum Until {
     Time(DateTime<Utc>),
 }
 
-/// `columns` of one stream's events after `after_version`, up to `until`, in stream order.
-fn stream_query<'q, O>(
-    columns: &str,
-    stream_id: &'q str,
-    after_version: u64,
-    until: Until,
-) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
-where
-    O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
-{
-    let (max_version, max_time) = match until {
+/// The `stream_position` and `recorded_at` bounds of a stream read up to `until`.
+fn until_bounds(until: Until) -> (i64, Option<DateTime<Utc>>) {
+    match until {
         Until::End => (i64::MAX, None),
         Until::Version(v) => (query_bound(v), None),
         Until::Time(t) => (i64::MAX, Some(t)),
-    };
-    let sql = format!(
-        "select {columns} from events
-         where stream_id = $1 and stream_position > $2 and stream_position <= $3
-           and ($4::timestamptz is null or recorded_at <= $4)
-         order by stream_position"
-    );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(stream_id)
-        .bind(query_bound(after_version))
-        .bind(max_version)
-        .bind(max_time)
+    }
 }
+
+// The event reads below repeat their column list: a checked query is one string literal.
+// `tx_id` is an xid8, read as the int8 it fits in.
 
 impl EventStore {
     /// Events of one stream after `after_version`, up to `until`, in stream order.
@@ -171,9 +150,22 @@ impl EventStore {
         after_version: u64,
         until: Until,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows: Vec<EventRow> = stream_query(EVENT_COLUMNS, stream_id, after_version, until)
-            .fetch_all(&self.pool)
-            .await?;
+        let (max_version, max_time) = until_bounds(until);
+        let rows = sqlx::query_as!(
+            EventRow,
+            r#"select global_position, tx_id::text::int8 as "tx_id!", stream_id, stream_position,
+                      event_id, event_type, schema_version, data, metadata, recorded_at
+               from events
+               where stream_id = $1 and stream_position > $2 and stream_position <= $3
+                 and ($4::timestamptz is null or recorded_at <= $4)
+               order by stream_position"#,
+            stream_id,
+            query_bound(after_version),
+            max_version,
+            max_time,
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter().map(decode_strict).collect()
     }
 
@@ -183,15 +175,16 @@ impl EventStore {
         &self,
         stream_id: &str,
     ) -> Result<Loaded<A::State>, StoreError> {
-        let snapshot: Option<(i64, Value)> = sqlx::query_as(
+        let snapshot = sqlx::query!(
             "select stream_version, state from snapshots where stream_id = $1 and state_schema = $2",
+            stream_id,
+            A::STATE_SCHEMA_VERSION,
         )
-        .bind(stream_id)
-        .bind(A::STATE_SCHEMA_VERSION)
         .fetch_optional(&self.pool)
         .await?;
         let (state, version) = match snapshot {
-            Some((version, state)) => {
+            Some(row) => {
+                let (version, state) = (row.stream_version, row.state);
                 let state =
                     serde_json::from_value(state).map_err(|source| StoreError::Snapshot {
                         stream_id: stream_id.to_owned(),
@@ -231,16 +224,24 @@ impl EventStore {
     ) -> Result<Loaded<A::State>, StoreError> {
         // Only what a fold needs, by position: a long replay is dominated by moving and
         // decoding rows, and ids, metadata and times would be thrown away.
-        let rows: Vec<(i64, i64, String, i32, Value)> = stream_query(
-            "global_position, stream_position, event_type, schema_version, data",
+        let (max_version, max_time) = until_bounds(until);
+        let rows = sqlx::query!(
+            "select global_position, stream_position, event_type, schema_version, data
+             from events
+             where stream_id = $1 and stream_position > $2 and stream_position <= $3
+               and ($4::timestamptz is null or recorded_at <= $4)
+             order by stream_position",
             stream_id,
-            start.version,
-            until,
+            query_bound(start.version),
+            max_version,
+            max_time,
         )
         .fetch_all(&self.pool)
         .await?;
         let mut acc = start;
-        for (global_position, stream_position, event_type, schema_version, data) in rows {
+        for row in rows {
+            let (global_position, stream_position) = (row.global_position, row.stream_position);
+            let (event_type, schema_version, data) = (row.event_type, row.schema_version, row.data);
             let event = DomainEvent::decode(&event_type, schema_version, data).map_err(|e| {
                 StoreError::Decode {
                     global_position,
@@ -260,11 +261,14 @@ impl EventStore {
         Ok(acc)
     }
 
-    pub async fn stored_response(&self, key: &str) -> Result<Option<StoredResponse>, StoreError> {
-        Ok(sqlx::query_as(
-            "select request, response_status, response_body from idempotency_keys where idempotency_key = $1",
+    /// What the command that used `key` recorded, if one did.
+    pub async fn stored_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
+        Ok(sqlx::query_as!(
+            StoredOutcome,
+            r#"select request as fingerprint, outcome from idempotency_keys
+               where idempotency_key = $1"#,
+            key
         )
-        .bind(key)
         .fetch_optional(&self.pool)
         .await?)
     }
@@ -279,19 +283,21 @@ impl EventStore {
         after: Position,
         limit: i64,
     ) -> Result<Vec<TailRow>, StoreError> {
-        let sql = format!(
-            "select {EVENT_COLUMNS} from events
-             where (tx_id, global_position) > ($1::text::xid8, $2)
-               and tx_id < pg_snapshot_xmin(pg_current_snapshot())
-             order by tx_id, global_position
-             limit $3"
-        );
-        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(after.tx_id.to_string())
-            .bind(after.global_position)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query_as!(
+            EventRow,
+            r#"select global_position, tx_id::text::int8 as "tx_id!", stream_id, stream_position,
+                      event_id, event_type, schema_version, data, metadata, recorded_at
+               from events
+               where (tx_id, global_position) > ($1::text::xid8, $2)
+                 and tx_id < pg_snapshot_xmin(pg_current_snapshot())
+               order by tx_id, global_position
+               limit $3"#,
+            after.tx_id.to_string(),
+            after.global_position,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter().map(decode_row).collect()
     }
 
@@ -310,20 +316,22 @@ impl EventStore {
             .iter()
             .map(|(s, before)| (s.clone(), query_bound(before.saturating_sub(1))))
             .unzip();
-        let sql = format!(
-            "select {EVENT_COLUMNS}
-             from unnest($1::text[], $2::int8[]) as p(stream_id, last_position)
-             join streams s using (stream_id)
-             join events e using (stream_id)
-             where s.stream_type = $3 and e.stream_position <= p.last_position
-             order by stream_id, stream_position"
-        );
-        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(streams)
-            .bind(lasts)
-            .bind(stream_type)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query_as!(
+            EventRow,
+            r#"select e.global_position, e.tx_id::text::int8 as "tx_id!",
+                      e.stream_id, e.stream_position, e.event_id, e.event_type,
+                      e.schema_version, e.data, e.metadata, e.recorded_at
+               from unnest($1::text[], $2::int8[]) as p(stream_id, last_position)
+               join streams s using (stream_id)
+               join events e using (stream_id)
+               where s.stream_type = $3 and e.stream_position <= p.last_position
+               order by e.stream_id, e.stream_position"#,
+            &streams,
+            &lasts,
+            stream_type,
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter().map(decode_row).collect()
     }
 
@@ -333,26 +341,28 @@ impl EventStore {
         &self,
         after: Position,
     ) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
-        Ok(sqlx::query_as(
-            "select count(*), min(recorded_at) from events
-             where (tx_id, global_position) > ($1::text::xid8, $2)",
+        let row = sqlx::query!(
+            r#"select count(*) as "count!", min(recorded_at) as oldest from events
+               where (tx_id, global_position) > ($1::text::xid8, $2)"#,
+            after.tx_id.to_string(),
+            after.global_position,
         )
-        .bind(after.tx_id.to_string())
-        .bind(after.global_position)
         .fetch_one(&self.pool)
-        .await?)
+        .await?;
+        Ok((row.count, row.oldest))
     }
 
     /// The last committed event in read order, if any. It may not be readable by the tail
     /// yet (an older transaction still open); a reader that reaches it is caught up.
     pub async fn head(&self) -> Result<Option<Position>, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "select tx_id::text::int8, global_position from events
-             order by tx_id desc, global_position desc limit 1",
+        let row = sqlx::query!(
+            r#"select tx_id::text::int8 as "tx_id!", global_position from events
+               order by tx_id desc, global_position desc limit 1"#,
         )
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|(tx, gp)| {
+        row.map(|r| {
+            let (tx, gp) = (r.tx_id, r.global_position);
             Ok(Position {
                 tx_id: stored_u64(
                     "events.tx_id",

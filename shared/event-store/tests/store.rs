@@ -4,15 +4,19 @@
 use domain::events::{DomainEvent, LineItem, OrderEvent};
 use domain::order::{self, OrderCommand, OrderState};
 use domain::{Currency, OrderId, Position, Quantity, UnitPriceCents};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use event_store::{
-    Aggregate, EventStore, IdempotencyRecord, NewEvent, OrderAggregate, Snapshot, StoreError,
-    StreamAppend, Until,
+    Aggregate, Command, CommandError, EventStore, Executed, IdempotencyRecord, NewEvent,
+    OrderAggregate, Retries, Snapshot, StoreError, StreamAppend, Until,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 fn line(product: &str, qty: i64, price: i64) -> LineItem {
@@ -233,15 +237,15 @@ async fn multi_stream_append_is_all_or_nothing(pool: PgPool) {
 async fn an_idempotency_key_counts_once(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let request = json!({"method": "POST", "path": "/orders"});
-    let respond = |o: &event_store::AppendOutcome| (201u16, json!({"version": o.versions[0]}));
+    let respond = |o: &event_store::AppendOutcome| json!({"version": o.versions[0]});
     let mut ids = vec![];
     for _ in 0..2 {
         let id = OrderId::new();
         ids.push(id);
         let record = IdempotencyRecord {
             key: "k-1",
-            request: &request,
-            response: &respond,
+            fingerprint: &request,
+            outcome: &respond,
         };
         let appended = StreamAppend {
             stream_id: id.stream_id(),
@@ -261,10 +265,9 @@ async fn an_idempotency_key_counts_once(pool: PgPool) {
         }
     }
     assert_eq!(count(&pool, "select count(*) from events").await, 1);
-    let stored = store.stored_response("k-1").await.unwrap().unwrap();
-    assert_eq!(stored.response_status, 201);
-    assert_eq!(stored.response_body, json!({"version": 1}));
-    assert_eq!(stored.request, request);
+    let stored = store.stored_outcome("k-1").await.unwrap().unwrap();
+    assert_eq!(stored.outcome, json!({"version": 1}));
+    assert_eq!(stored.fingerprint, request);
 }
 
 fn command_strategy() -> impl Strategy<Value = Vec<OrderCommand>> {
@@ -740,4 +743,440 @@ async fn stream_prefixes_are_read_by_the_stream_type_column_not_the_id(pool: PgP
         .await
         .unwrap();
     assert_eq!(rows.len(), 2);
+}
+
+// --- the command path: `EventStore::execute` ---
+
+/// `decide` for `execute`: the domain's order decision, counting its calls and waking
+/// `decided` after each.
+fn order_decide(
+    cmd: OrderCommand,
+    calls: Arc<AtomicUsize>,
+    decided: Arc<Notify>,
+) -> impl Fn(&OrderState) -> Result<Vec<DomainEvent>, order::DomainError> + Send + 'static {
+    move |state| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        decided.notify_one();
+        order::decide(state, cmd.clone())
+            .map(|events| events.into_iter().map(DomainEvent::Order).collect())
+    }
+}
+
+/// Runs one order command through `execute` with the given options.
+async fn run_command(
+    store: &EventStore,
+    id: OrderId,
+    cmd: OrderCommand,
+    expected_version: Option<u64>,
+    idempotency: Option<IdempotencyRecord<'_>>,
+) -> Result<Executed, CommandError<order::DomainError>> {
+    let decide = order_decide(cmd, Arc::default(), Arc::default());
+    let stream = id.stream_id();
+    let cmd = Command::new(&stream, decide)
+        .expected_version(expected_version)
+        .idempotency(idempotency);
+    store.execute::<OrderAggregate, _, _>(cmd).await
+}
+
+/// Begins a transaction that appends `OrderConfirmed` to the order at `version` and keeps
+/// the stream's lock until it is committed: the race a command is about to lose.
+async fn competing_confirm(
+    store: &EventStore,
+    pool: &PgPool,
+    id: OrderId,
+    version: u64,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    let append = StreamAppend {
+        stream_id: id.stream_id(),
+        stream_type: "order",
+        expected_version: version,
+        events: new_events(vec![OrderEvent::OrderConfirmed]),
+        snapshot: None,
+    };
+    store.append_in(&mut tx, &[append], None).await.unwrap();
+    tx
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_command_that_loses_a_race_decides_again_and_succeeds(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    execute(&store, id, create(id)).await.unwrap();
+    // The competitor holds the stream's lock, at version 2, until it commits.
+    let competitor = competing_confirm(&store, &pool, id, 1).await;
+
+    let (calls, decided) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+    let decide = order_decide(
+        OrderCommand::Cancel { reason: None },
+        calls.clone(),
+        decided.clone(),
+    );
+    let command = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let stream = id.stream_id();
+            store
+                .execute::<OrderAggregate, _, _>(Command::new(&stream, decide))
+                .await
+        }
+    });
+    // The command has decided on version 1; it cannot append at 1 any more.
+    decided.notified().await;
+    competitor.commit().await.unwrap();
+
+    let executed = command.await.unwrap().unwrap();
+    let Executed::Appended {
+        outcome,
+        events,
+        retries,
+    } = executed
+    else {
+        panic!("expected an append, got {executed:?}");
+    };
+    assert_eq!((outcome.versions, events, retries), (vec![3], 1, 1));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "decided again after the lost race"
+    );
+    let loaded = store.load::<OrderAggregate>(&id.stream_id()).await.unwrap();
+    assert_eq!(
+        loaded.state.order().unwrap().status,
+        order::OrderStatus::Cancelled
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_command_out_of_retries_is_a_conflict(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    execute(&store, id, create(id)).await.unwrap();
+    let competitor = competing_confirm(&store, &pool, id, 1).await;
+    let decided = Arc::new(Notify::new());
+    let decide = order_decide(
+        OrderCommand::Cancel { reason: None },
+        Arc::new(AtomicUsize::new(0)),
+        decided.clone(),
+    );
+    let command = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let stream = id.stream_id();
+            let cmd = Command::new(&stream, decide).retries(Retries::new(0));
+            store.execute::<OrderAggregate, _, _>(cmd).await
+        }
+    });
+    decided.notified().await;
+    competitor.commit().await.unwrap();
+    let result = command.await.unwrap();
+    assert!(
+        matches!(result, Err(CommandError::Conflict { attempts: 1 })),
+        "{result:?}"
+    );
+    assert_eq!(count(&pool, "select count(*) from events").await, 2);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_expected_version_is_checked_after_the_decision(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    execute(&store, id, create(id)).await.unwrap();
+
+    let result = run_command(&store, id, OrderCommand::Confirm, Some(5), None).await;
+    assert!(
+        matches!(
+            result,
+            Err(CommandError::PreconditionFailed {
+                expected: 5,
+                actual: 1
+            })
+        ),
+        "{result:?}"
+    );
+    // A command that fails on its own says so, whatever the version.
+    let result = run_command(&store, id, create(id), Some(5), None).await;
+    assert!(
+        matches!(
+            result,
+            Err(CommandError::Rejected(
+                order::DomainError::OrderAlreadyExists
+            ))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(count(&pool, "select count(*) from events").await, 1);
+
+    let result = run_command(&store, id, OrderCommand::Confirm, Some(1), None).await;
+    assert_eq!(result.unwrap().appended().unwrap().versions, vec![2]);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_lost_race_with_an_expected_version_is_a_precondition_failure_not_a_retry(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    execute(&store, id, create(id)).await.unwrap();
+    let competitor = competing_confirm(&store, &pool, id, 1).await;
+    let (calls, decided) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+    let decide = order_decide(
+        OrderCommand::Cancel { reason: None },
+        calls.clone(),
+        decided.clone(),
+    );
+    let command = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let stream = id.stream_id();
+            let cmd = Command::new(&stream, decide).expected_version(Some(1));
+            store.execute::<OrderAggregate, _, _>(cmd).await
+        }
+    });
+    decided.notified().await;
+    competitor.commit().await.unwrap();
+    let result = command.await.unwrap();
+    assert!(
+        matches!(
+            result,
+            Err(CommandError::PreconditionFailed {
+                expected: 1,
+                actual: 2
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_refused_command_writes_nothing(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    let request = json!({"body": "confirm"});
+    let recorded = |_: &event_store::AppendOutcome| json!({});
+    let record = IdempotencyRecord {
+        key: "k-refused",
+        fingerprint: &request,
+        outcome: &recorded,
+    };
+    let result = run_command(&store, id, OrderCommand::Confirm, None, Some(record)).await;
+    assert!(
+        matches!(
+            result,
+            Err(CommandError::Rejected(order::DomainError::OrderNotFound))
+        ),
+        "{result:?}"
+    );
+    for table in ["events", "streams", "snapshots", "idempotency_keys"] {
+        let sql = format!("select count(*) from {table}");
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_idempotent_command_is_replayed_and_its_key_refused_to_another_request(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let id = OrderId::new();
+    let request = json!({"method": "POST", "path": "/orders", "body": {"userId": "alice"}});
+    let recorded = |o: &event_store::AppendOutcome| json!({"status": 201, "body": {"version": o.versions[0], "token": o.position.to_string()}});
+    let record = |fingerprint| IdempotencyRecord {
+        key: "k-create",
+        fingerprint,
+        outcome: &recorded,
+    };
+    let first = run_command(&store, id, create(id), None, Some(record(&request)))
+        .await
+        .unwrap();
+    let Executed::Appended { outcome, .. } = &first else {
+        panic!("expected an append, got {first:?}");
+    };
+    let expected = recorded(outcome);
+
+    // The same request again, even one that would now be refused: the recorded outcome.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let decide = order_decide(create(id), calls.clone(), Arc::new(Notify::new()));
+    let stream = id.stream_id();
+    let again = store
+        .execute::<OrderAggregate, _, _>(
+            Command::new(&stream, decide).idempotency(Some(record(&request))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Executed::Replayed(expected));
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "a replay decides nothing");
+
+    let other = json!({"method": "POST", "path": "/orders", "body": {"userId": "bob"}});
+    let other_id = OrderId::new();
+    let result = run_command(
+        &store,
+        other_id,
+        create(other_id),
+        None,
+        Some(record(&other)),
+    )
+    .await;
+    assert!(matches!(result, Err(CommandError::KeyReused)), "{result:?}");
+    assert_eq!(count(&pool, "select count(*) from events").await, 1);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_command_whose_key_commits_first_elsewhere_gets_that_outcome(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let request = json!({"method": "POST", "path": "/orders"});
+    let recorded = |o: &event_store::AppendOutcome| json!({"version": o.versions[0]});
+    let record = IdempotencyRecord {
+        key: "k-race",
+        fingerprint: &request,
+        outcome: &recorded,
+    };
+    // The first request holds its key, uncommitted.
+    let (first, ours) = (OrderId::new(), OrderId::new());
+    let mut tx = pool.begin().await.unwrap();
+    let append = StreamAppend {
+        stream_id: first.stream_id(),
+        stream_type: "order",
+        expected_version: 0,
+        events: new_events(order::decide(&OrderState::New, create(first)).unwrap()),
+        snapshot: None,
+    };
+    store
+        .append_in(&mut tx, &[append], Some(record))
+        .await
+        .unwrap();
+
+    let decided = Arc::new(Notify::new());
+    let decide = order_decide(create(ours), Arc::new(AtomicUsize::new(0)), decided.clone());
+    let command = tokio::spawn({
+        let (store, request) = (store.clone(), request.clone());
+        async move {
+            let recorded = |o: &event_store::AppendOutcome| json!({"version": o.versions[0]});
+            let stream = ours.stream_id();
+            let cmd = Command::new(&stream, decide).idempotency(Some(IdempotencyRecord {
+                key: "k-race",
+                fingerprint: &request,
+                outcome: &recorded,
+            }));
+            store.execute::<OrderAggregate, _, _>(cmd).await
+        }
+    });
+    // Ours found no record and decided; its key insert waits for the first, which commits.
+    decided.notified().await;
+    tx.commit().await.unwrap();
+    let result = command.await.unwrap().unwrap();
+    assert_eq!(result, Executed::Replayed(json!({"version": 1})));
+    assert_eq!(count(&pool, "select count(*) from events").await, 1);
+    assert_eq!(count(&pool, "select count(*) from streams").await, 1);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_append_in_the_callers_transaction_commits_and_rolls_back_with_its_rows(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    sqlx::query("create table reservations (order_stream text primary key, units int not null)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let append = |id: OrderId| StreamAppend {
+        stream_id: id.stream_id(),
+        stream_type: "order",
+        expected_version: 0,
+        events: new_events(order::decide(&OrderState::New, create(id)).unwrap()),
+        snapshot: None,
+    };
+    let reserve = |id: OrderId| {
+        sqlx::query("insert into reservations (order_stream, units) values ($1, 1)")
+            .bind(id.stream_id())
+    };
+
+    let kept = OrderId::new();
+    let mut tx = pool.begin().await.unwrap();
+    let outcome = store
+        .append_in(&mut tx, &[append(kept)], None)
+        .await
+        .unwrap();
+    reserve(kept).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(outcome.versions, vec![1]);
+
+    let dropped = OrderId::new();
+    let mut tx = pool.begin().await.unwrap();
+    store
+        .append_in(&mut tx, &[append(dropped)], None)
+        .await
+        .unwrap();
+    reserve(dropped).execute(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    assert_eq!(count(&pool, "select count(*) from events").await, 1);
+    assert_eq!(count(&pool, "select count(*) from streams").await, 1);
+    assert_eq!(count(&pool, "select count(*) from reservations").await, 1);
+    let loaded = store
+        .load::<OrderAggregate>(&kept.stream_id())
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, 1);
+    let loaded = store
+        .load::<OrderAggregate>(&dropped.stream_id())
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, 0);
+}
+
+/// The stream lock must be a transaction's first write (docs/ARCHITECTURE.md): an append
+/// after the caller's own writes is refused before it writes anything.
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_append_after_the_callers_own_writes_is_refused(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    sqlx::query("create table reservations (order_stream text primary key)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let id = OrderId::new();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("insert into reservations values ($1)")
+        .bind(id.stream_id())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let append = StreamAppend {
+        stream_id: id.stream_id(),
+        stream_type: "order",
+        expected_version: 0,
+        events: new_events(order::decide(&OrderState::New, create(id)).unwrap()),
+        snapshot: None,
+    };
+    let result = store.append_in(&mut tx, &[append], None).await;
+    assert!(
+        matches!(result, Err(StoreError::AppendNotFirst)),
+        "{result:?}"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(count(&pool, "select count(*) from events").await, 0);
+    assert_eq!(count(&pool, "select count(*) from streams").await, 0);
+}
+
+/// Keys recorded before the store kept one opaque outcome keep their answer, as the
+/// `{"status", "body"}` document the write-service reads back.
+#[sqlx::test(migrations = false)]
+async fn idempotency_records_from_before_the_outcome_column_keep_their_answer(pool: PgPool) {
+    let before = 20261126000002;
+    event_store::MIGRATOR.run_to(before, &pool).await.unwrap();
+    sqlx::query(
+        "insert into idempotency_keys (idempotency_key, request, response_status, response_body)
+         values ('k-old', '{\"method\": \"POST\"}', 201, '{\"version\": 1}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    event_store::MIGRATOR.run(&pool).await.unwrap();
+
+    let store = EventStore::new(pool, 100);
+    let stored = store.stored_outcome("k-old").await.unwrap().unwrap();
+    assert_eq!(stored.fingerprint, json!({"method": "POST"}));
+    assert_eq!(
+        stored.outcome,
+        json!({"status": 201, "body": {"version": 1}})
+    );
 }

@@ -5,8 +5,7 @@ use domain::events::{DomainEvent, LineItem};
 use domain::order::{self, OrderCommand};
 use domain::product::{self, ProductCommand};
 use domain::{Currency, OrderId, Position, ProductId, Quantity, StockQuantity, UnitPriceCents};
-use event_store::{EventStore, OrderAggregate, ProductAggregate};
-use serde_json::json;
+use event_store::{Command, CommandError, EventStore, OrderAggregate, ProductAggregate};
 use sqlx::PgPool;
 
 /// An event store on a test's database, with commands that panic on a store error.
@@ -24,15 +23,15 @@ impl Events {
 
     /// Runs a command on an order; `None` if the domain refuses it. Returns its token.
     pub async fn try_order(&self, id: OrderId, cmd: OrderCommand) -> Option<Position> {
-        self.store
-            .decide_and_append::<OrderAggregate, _>(&id.stream_id(), json!({}), |s| {
-                order::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Order).collect())
-            })
-            .await
-            .expect("the event store")
-            .ok()
-            .map(|o| o.position)
+        let stream_id = id.stream_id();
+        let command = Command::new(&stream_id, |s: &order::OrderState| {
+            order::decide(s, cmd.clone()).map(|es| es.into_iter().map(DomainEvent::Order).collect())
+        });
+        match self.store.execute::<OrderAggregate, _, _>(command).await {
+            Ok(executed) => Some(executed.appended().expect("no idempotency key").position),
+            Err(CommandError::Rejected(_)) => None,
+            Err(e) => panic!("the event store: {e:?}"),
+        }
     }
 
     /// Runs a command on an order; panics if the domain refuses it. Returns its token.
@@ -56,14 +55,17 @@ impl Events {
             product_id: product_id.clone(),
             quantity: StockQuantity::try_from(quantity).expect("a valid quantity"),
         };
+        let stream_id = product_id.stream_id();
+        let command = Command::new(&stream_id, |s: &product::ProductState| {
+            product::decide(s, cmd.clone())
+                .map(|es| es.into_iter().map(DomainEvent::Product).collect())
+        });
         self.store
-            .decide_and_append::<ProductAggregate, _>(&product_id.stream_id(), json!({}), |s| {
-                product::decide(s, cmd.clone())
-                    .map(|es| es.into_iter().map(DomainEvent::Product).collect())
-            })
+            .execute::<ProductAggregate, _, _>(command)
             .await
-            .expect("the event store")
             .expect("the domain accepts the command")
+            .appended()
+            .expect("no idempotency key")
             .position
     }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use domain::events::{DomainEvent, LineItem};
 use domain::ids::FreeText;
 use domain::order::{self, OrderCommand, OrderState};
-use domain::{Currency, OrderId, ProductId, Quantity, UnitPriceCents, UserId};
+use domain::{Currency, OrderId, ProductId, UserId};
 use event_store::{Loaded, OrderAggregate, Until};
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
 use crate::extract::{AppPath, AppQuery, CommandContext, JsonBody};
 use crate::model::{
-    AuditEvent, AuditTrail, CommandFailures, ErrorBody, OrderAccepted, OrderSnapshot,
+    AuditEvent, AuditTrail, CommandFailures, ErrorBody, Item, OrderAccepted, OrderSnapshot,
     StoreUnavailable,
 };
 use service_kit::api_error::ApiError;
@@ -50,32 +50,6 @@ where
     T: Deserialize<'de>,
 {
     T::deserialize(d).map(Some)
-}
-
-/// A line as a client sends it; unknown fields (typos) are refused.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Item {
-    /// 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`. A product appears once
-    /// per order: adding it again adds to its quantity, at the same unit price.
-    #[schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
-    product_id: ProductId,
-    /// Units of the product; a line holds at most 10000.
-    #[schema(value_type = i64, minimum = 1, maximum = 10000)]
-    quantity: Quantity,
-    /// Price of one unit in minor units of the order's currency.
-    #[schema(value_type = i64, minimum = 0, maximum = 100000000)]
-    unit_price_cents: UnitPriceCents,
-}
-
-impl From<Item> for LineItem {
-    fn from(i: Item) -> LineItem {
-        LineItem {
-            product_id: i.product_id,
-            quantity: i.quantity,
-            unit_price_cents: i.unit_price_cents,
-        }
-    }
 }
 
 /// The body of a command that takes none: absent, or `{}`.
