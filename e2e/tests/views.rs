@@ -16,7 +16,6 @@ use projector::mongo::ViewStore;
 use projector::projections::inventory::InventoryProjection;
 use projector::projections::orders::OrdersProjection;
 use projector::projections::{Projection, View};
-use projector::rebuild::catch_up;
 use projector::settings::{OnPoison, Transactions};
 use projector::{Projector, Settings as ProjectorSettings};
 use read_model::ViewDocument;
@@ -24,9 +23,8 @@ use read_service::{AppState, Application, Settings, router};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use test_support::events::{Events, create, line};
-use test_support::http::InProcess;
+use test_support::http::Service;
 use test_support::servers::{database_url, fresh_database_name, mongodb_uri};
-use tokio_util::sync::CancellationToken;
 
 /// Events in PostgreSQL, a projector that applies them on demand, and views of their own.
 struct Env {
@@ -77,24 +75,16 @@ impl Env {
     }
 
     async fn app(&self) -> App {
-        App::new(self.settings()).await
+        app(self.settings()).await
     }
 
     /// Applies everything committed into `generation` of the view `P` maintains.
     async fn catch_up_generation<P: Projection>(&self, generation: i64) -> Position {
         let head = self.head().await;
-        let from = self.views().checkpoint(P::VIEW, generation).await.unwrap();
-        catch_up::<P>(
-            &self.projector.engine,
-            generation,
-            from,
-            head,
-            self.projector.batch_size,
-            &CancellationToken::new(),
-            |_| {},
-        )
-        .await
-        .unwrap()
+        self.projector
+            .catch_up(P::VIEW, generation, head)
+            .await
+            .unwrap()
     }
 
     /// Applies everything committed into the active generation of the view `P` maintains.
@@ -104,11 +94,10 @@ impl Env {
     }
 
     async fn catch_up_all(&self) {
-        async fn one<P: Projection>(env: &Env) -> Position {
-            env.catch_up::<P>().await
-        }
+        let head = self.head().await;
         for &view in View::ALL {
-            for_view!(view, one(self));
+            let g = self.views().active_generation(view).await.unwrap();
+            self.projector.catch_up(view, g, head).await.unwrap();
         }
     }
 
@@ -124,45 +113,11 @@ impl Env {
 }
 
 /// The read-service's router, called in-process.
-#[derive(Clone)]
-struct App {
-    http: InProcess,
-    state: AppState,
-}
+type App = Service<AppState>;
 
-impl Deref for App {
-    type Target = InProcess;
-    fn deref(&self) -> &InProcess {
-        &self.http
-    }
-}
-
-impl App {
-    async fn new(settings: Settings) -> Self {
-        let state = AppState::connect(&settings).await.unwrap();
-        Self {
-            http: InProcess::new(router(state.clone())),
-            state,
-        }
-    }
-}
-
-/// Every page of a paged listing, following `nextCursor`; `items` names the array.
-async fn all_pages(app: &InProcess, first: &str, items: &str) -> Vec<Vec<Value>> {
-    let mut pages = vec![];
-    let mut uri = first.to_owned();
-    for _ in 0..100 {
-        let body = app.get(&uri).await.ok();
-        pages.push(body[items].as_array().unwrap().clone());
-        match body["nextCursor"].as_str() {
-            Some(c) => {
-                let sep = if first.contains('?') { '&' } else { '?' };
-                uri = format!("{first}{sep}cursor={c}");
-            }
-            None => return pages,
-        }
-    }
-    panic!("more than 100 pages from {first}");
+async fn app(settings: Settings) -> App {
+    let state = AppState::connect(&settings).await.unwrap();
+    Service::new(router(state.clone()), state)
 }
 
 fn ids(orders: &[Value]) -> Vec<String> {
@@ -315,7 +270,9 @@ async fn a_users_history_pages_past_the_recent_orders_cap(pool: PgPool) {
     assert_eq!(first["orderCount"], 55);
     assert_eq!(first["totalSpentCents"], spent);
 
-    let pages = all_pages(&app, "/users/alice/orders?limit=20", "orders").await;
+    let pages = app
+        .all_pages("/users/alice/orders?limit=20", "orders")
+        .await;
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [20, 20, 15]);
     let all = pages.concat();
     let listed = ids(&all);
@@ -728,7 +685,7 @@ async fn inventory_lists_low_stock_first_and_pages(pool: PgPool) {
             .collect()
     };
     assert_eq!(
-        product_ids(all_pages(&app, "/inventory?limit=2", "products").await),
+        product_ids(app.all_pages("/inventory?limit=2", "products").await),
         [
             vec!["sku-d", "sku-e"],
             vec!["sku-b", "sku-a"],
@@ -736,11 +693,14 @@ async fn inventory_lists_low_stock_first_and_pages(pool: PgPool) {
         ]
     );
     assert_eq!(
-        product_ids(all_pages(&app, "/inventory?maxAvailable=3", "products").await),
+        product_ids(app.all_pages("/inventory?maxAvailable=3", "products").await),
         [vec!["sku-d", "sku-e", "sku-b"]]
     );
     assert_eq!(
-        product_ids(all_pages(&app, "/inventory?maxAvailable=-1&limit=1", "products").await),
+        product_ids(
+            app.all_pages("/inventory?maxAvailable=-1&limit=1", "products")
+                .await
+        ),
         [vec!["sku-d"], vec!["sku-e"]]
     );
     env.cleanup().await;
@@ -836,7 +796,7 @@ async fn a_token_already_applied_is_answered_at_once(pool: PgPool) {
     // A timeout of zero: any wait at all would be a 503.
     let mut settings = env.settings();
     settings.consistency_timeout_ms = 0;
-    let app = App::new(settings).await;
+    let app = app(settings).await;
     for uri in [
         format!("/orders/{id}"),
         "/orders".into(),
@@ -860,7 +820,7 @@ async fn a_token_ahead_waits_until_the_view_applies_it(pool: PgPool) {
         .await;
     let mut settings = env.settings();
     settings.consistency_timeout_ms = 30_000;
-    let app = App::new(settings).await;
+    let app = app(settings).await;
     let mut waiting = app.state.views.waiting();
 
     let mut request = tokio::spawn({
@@ -893,7 +853,7 @@ async fn a_token_not_applied_in_time_is_503_per_view(pool: PgPool) {
     env.catch_up::<OrdersProjection>().await;
     let mut settings = env.settings();
     settings.consistency_timeout_ms = 50;
-    let app = App::new(settings).await;
+    let app = app(settings).await;
 
     // An order page waits only on orders_view.
     let r = app.get_at(&format!("/orders/{id}"), token).await;

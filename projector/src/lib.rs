@@ -18,6 +18,7 @@ pub mod status;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use domain::Position;
 use event_store::EventStore;
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
@@ -27,11 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::mongo::ViewStore;
-use crate::projections::Projection;
 use crate::projections::daily_sales::DailySalesProjection;
 use crate::projections::inventory::InventoryProjection;
 use crate::projections::orders::OrdersProjection;
 use crate::projections::users::UsersProjection;
+use crate::projections::{Projection, View};
 use crate::runner::{Runner, StatusBoard};
 pub use crate::settings::Settings;
 
@@ -84,6 +85,42 @@ impl Projector {
             batch_size: settings.batch_size,
             settings: settings.clone(),
         })
+    }
+}
+
+impl Projector {
+    /// Applies to `generation` of `view`, from its checkpoint, everything committed up to
+    /// `until` (and whatever else is readable by then). For tools and tests: `run` keeps the
+    /// active generations current by itself.
+    pub async fn catch_up(
+        &self,
+        view: View,
+        generation: i64,
+        until: Position,
+    ) -> Result<Position, rebuild::CatchUpError> {
+        async fn one<P: Projection>(
+            projector: &Projector,
+            generation: i64,
+            until: Position,
+        ) -> Result<Position, rebuild::CatchUpError> {
+            let from = projector
+                .engine
+                .views
+                .checkpoint(P::VIEW, generation)
+                .await
+                .map_err(engine::ProjectorError::from)?;
+            rebuild::catch_up::<P>(
+                &projector.engine,
+                generation,
+                from,
+                until,
+                projector.batch_size,
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+        }
+        for_view!(view, one(self, generation, until))
     }
 }
 

@@ -1,6 +1,7 @@
 //! What clients receive: clean JSON (camelCase, RFC 3339 times, integer money in cents),
 //! described in the OpenAPI document by the same types.
 
+pub use service_kit::api_error::{ErrorBody, ErrorDetail};
 use std::ops::AddAssign;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -268,23 +269,6 @@ pub struct DashboardSummary {
     /// Up to ten products with units sold, most first.
     pub top_products: Vec<TopProduct>,
     pub projection: ProjectionProgress,
-}
-
-/// Every error: `{"error": {"code", "message", "field"?}}`, plus the `x-request-id` header.
-#[derive(Debug, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `order_not_found`, `validation_failed`,
-    /// `invalid_cursor`, `invalid_consistency_token`, `not_caught_up`, `unavailable`.
-    pub code: String,
-    pub message: String,
-    /// The parameter or header at fault, when there is one.
-    #[schema(nullable = false)]
-    pub field: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

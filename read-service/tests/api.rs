@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::{App, Mongo, all_pages, mongodb_uri};
+use common::{App, Mongo, mongodb_uri};
 use domain::{OrderId, Position};
 use mongodb::bson::{Bson, doc};
 use read_model::View;
@@ -117,7 +117,7 @@ async fn paging_is_exact_within_one_second() {
         ),
         (format!("/orders?limit=4&{range}"), &newest_within, 4),
     ] {
-        let pages = all_pages(&app, &first, "orders").await;
+        let pages = app.all_pages(&first, "orders").await;
         let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
         let (last, full) = sizes.split_last().unwrap();
         assert!(
@@ -366,9 +366,9 @@ async fn cursors_work_across_instances_only_with_a_shared_secret() {
         cursor_secret: secret.map(SecretString::from),
         ..mongo.settings()
     };
-    let one = App::new(with(Some(secret))).await;
-    let two = App::new(with(Some(secret))).await;
-    let other = App::new(with(Some("another-secret-of-at-least-32-bytes"))).await;
+    let one = common::app(with(Some(secret))).await;
+    let two = common::app(with(Some(secret))).await;
+    let other = common::app(with(Some("another-secret-of-at-least-32-bytes"))).await;
     let (own_a, own_b) = (mongo.app().await, mongo.app().await);
     let next = |app: &App, uri: String| {
         let app = app.clone();
@@ -684,7 +684,7 @@ async fn mongodb_going_away_is_503_and_the_service_recovers() {
     let switch = TcpSwitch::start(host_port(&mongodb_uri(), 27017)).await;
     let mut settings = Settings::new(format!("mongodb://127.0.0.1:{}", switch.port), &mongo.name);
     settings.mongodb_timeout_ms = 1000;
-    let app = App::new(settings).await;
+    let app = common::app(settings).await;
     assert_eq!(app.get("/inventory/sku-1").await.ok()["availableUnits"], 5);
 
     switch.cut();
@@ -724,7 +724,7 @@ async fn mongodb_going_away_is_503_and_the_service_recovers() {
     };
     let mut settings = Settings::new(format!("mongodb://127.0.0.1:{closed}"), "shop");
     settings.mongodb_timeout_ms = 300;
-    let app = App::new(settings).await;
+    let app = common::app(settings).await;
     let r = app.get("/orders").await;
     assert_eq!(
         (r.status, r.code()),

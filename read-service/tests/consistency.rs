@@ -145,7 +145,7 @@ async fn waiting_places_are_bounded_and_waiters_share_one_poll() {
     let mut settings = mongo.settings();
     settings.consistency_timeout_ms = 30_000;
     settings.max_waiting = 2;
-    let app = common::App::new(settings.clone()).await;
+    let app = common::app(settings.clone()).await;
     let mut waiting = app.state.views.waiting();
     let token: Position = "0000000000000100-0000000000000100".parse().unwrap();
     let id = uuid::Uuid::new_v4();
@@ -203,7 +203,7 @@ async fn a_token_beyond_the_log_head_is_refused_at_once() {
     let mut settings = mongo.settings();
     // Long enough that a wait shows as a hang, not as a quick 503.
     settings.consistency_timeout_ms = 60_000;
-    let app = common::App::new(settings.clone()).await;
+    let app = common::app(settings.clone()).await;
     let id = uuid::Uuid::new_v4();
     for forged in [
         "7fffffffffffffff-7fffffffffffffff",
@@ -228,7 +228,7 @@ async fn a_token_beyond_the_log_head_is_refused_at_once() {
     // Just ahead of the head: a write may have returned it since; it waits (and here times
     // out, as nothing applies it).
     settings.consistency_timeout_ms = 50;
-    let app = common::App::new(settings).await;
+    let app = common::app(settings).await;
     let r = app
         .get_with(
             &format!("/orders/{id}"),

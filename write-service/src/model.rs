@@ -14,6 +14,7 @@ use domain::{Currency, OrderId, Position, ProductId, Quantity, UnitPriceCents, U
 use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+pub use service_kit::api_error::{ErrorBody, ErrorDetail};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -206,27 +207,6 @@ pub enum StoreUnavailable {
     /// PostgreSQL is unavailable (`unavailable`); see Retry-After
     #[response(status = 503)]
     Unavailable(ErrorBody),
-}
-
-/// Every error: `{"error": {"code", "message", "field"?}}`, plus the `x-request-id` header.
-#[derive(Debug, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `validation_failed`, `malformed_json`,
-    /// `invalid_path`, `invalid_header`, `invalid_parameter`, `unsupported_media_type`,
-    /// `payload_too_large`, `order_not_found`, `item_not_found`, `version_not_found`,
-    /// `order_exists`, `invalid_state`, `last_item`, `concurrency_conflict`,
-    /// `precondition_failed`, `idempotency_key_reused`, `unavailable`.
-    pub code: String,
-    pub message: String,
-    /// The body field, parameter or header at fault, when there is one (e.g.
-    /// `items[0].quantity`).
-    #[schema(nullable = false)]
-    pub field: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

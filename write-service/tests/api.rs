@@ -1,17 +1,17 @@
 //! HTTP tests of the write-service against a real PostgreSQL (a fresh database per test).
 
 use std::collections::BTreeSet;
+use std::ops::Deref;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use domain::order::MAX_TEXT_LEN;
 use domain::{Position, Quantity, StockQuantity, UnitPriceCents};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use test_support::TcpSwitch;
+use test_support::http::InProcess;
 use tower::ServiceExt;
 use uuid::Uuid;
 use write_service::extract::MAX_IDEMPOTENCY_KEY_LEN;
@@ -29,81 +29,23 @@ fn settings() -> Settings {
 
 #[derive(Clone)]
 struct App {
-    router: Router,
+    http: InProcess,
     pool: PgPool,
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
+impl Deref for App {
+    type Target = InProcess;
+    fn deref(&self) -> &InProcess {
+        &self.http
     }
 }
 
 impl App {
     fn new(pool: PgPool) -> Self {
         Self {
-            router: router(AppState::new(pool.clone(), &settings())),
+            http: InProcess::new(router(AppState::new(pool.clone(), &settings()))),
             pool,
         }
-    }
-
-    async fn raw(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Body) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: Option<Value>,
-    ) -> Reply {
-        let mut all = headers.to_vec();
-        let body = match body {
-            Some(v) => {
-                all.push(("content-type", "application/json"));
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.raw(method, uri, &all, body).await
-    }
-
-    async fn post(&self, uri: &str, body: Value) -> Reply {
-        self.send(Method::POST, uri, &[], Some(body)).await
-    }
-
-    async fn get(&self, uri: &str) -> Reply {
-        self.send(Method::GET, uri, &[], None).await
     }
 
     async fn create_order(&self) -> String {
@@ -757,7 +699,7 @@ async fn request_and_causation_ids_are_bounded(pool: PgPool) {
         assert_eq!(stored["requestId"], echoed.as_str(), "{odd:?}");
     }
     // Bytes that are not ASCII are replaced too (they were a 400).
-    let mut req = Request::builder()
+    let mut req = axum::http::Request::builder()
         .method(Method::GET)
         .uri(format!("/orders/{id}/state"))
         .body(Body::empty())
@@ -766,7 +708,7 @@ async fn request_and_causation_ids_are_bounded(pool: PgPool) {
         "x-request-id",
         axum::http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
     );
-    let response = app.router.clone().oneshot(req).await.unwrap();
+    let response = app.http.router.clone().oneshot(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let echoed = response.headers()["x-request-id"].to_str().unwrap();
     assert!(Uuid::parse_str(echoed).is_ok(), "{echoed:?}");
@@ -1210,7 +1152,7 @@ async fn postgres_going_away_is_503_and_the_service_recovers(pool: PgPool) {
         .acquire_timeout(std::time::Duration::from_secs(2))
         .connect_lazy_with((*options).clone().host("127.0.0.1").port(switch.port));
     let app = App {
-        router: router(AppState::new(proxied, &settings())),
+        http: InProcess::new(router(AppState::new(proxied, &settings()))),
         pool,
     };
     let id = app.create_order().await;

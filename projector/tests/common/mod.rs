@@ -7,12 +7,10 @@ use domain::{OrderId, Position};
 use event_store::EventStore;
 use mongodb::bson::{Document, doc};
 use projector::projections::{Projection, View};
-use projector::rebuild::catch_up;
 use projector::settings::{OnPoison, Transactions};
 use projector::{Projector, Settings};
 use sqlx::PgPool;
 use test_support::events::Events;
-use tokio_util::sync::CancellationToken;
 
 #[allow(unused_imports)]
 pub use test_support::events::{create, line};
@@ -91,20 +89,10 @@ impl TestEnv {
 
     /// Applies what is readable, and at least up to `until`.
     pub async fn catch_up_to<V: Projection>(&self, generation: i64, until: Position) -> Position {
-        let views = &self.projector.engine.views;
-        let from = views.checkpoint(V::VIEW, generation).await.unwrap();
-        let head = until;
-        catch_up::<V>(
-            &self.projector.engine,
-            generation,
-            from,
-            head,
-            self.projector.batch_size,
-            &CancellationToken::new(),
-            |_| {},
-        )
-        .await
-        .unwrap()
+        self.projector
+            .catch_up(V::VIEW, generation, until)
+            .await
+            .unwrap()
     }
 
     pub async fn catch_up_all(&self) {
@@ -114,18 +102,15 @@ impl TestEnv {
 
     /// Every view: what is readable now, and at least up to `until`.
     pub async fn catch_up_all_to(&self, until: Position) {
-        async fn one<V: Projection>(env: &TestEnv, until: Position) {
-            let g = env
+        for &view in View::ALL {
+            let g = self
                 .projector
                 .engine
                 .views
-                .active_generation(V::VIEW)
+                .active_generation(view)
                 .await
                 .unwrap();
-            env.catch_up_to::<V>(g, until).await;
-        }
-        for &view in View::ALL {
-            projector::for_view!(view, one(self, until));
+            self.projector.catch_up(view, g, until).await.unwrap();
         }
     }
 

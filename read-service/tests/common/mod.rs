@@ -3,14 +3,11 @@
 //! them from events are tested end to end in `e2e/tests/views.rs`.
 #![allow(dead_code)]
 
-use std::ops::Deref;
-
 use domain::Position;
 use mongodb::bson::{self, Document, doc};
 use read_model::{CHECKPOINTS, Checkpoint, LOG_HEAD, LogHead, POINTERS, Pointer, View};
 use read_service::{AppState, Settings, router};
-use serde_json::Value;
-use test_support::http::InProcess;
+use test_support::http::Service;
 
 pub use test_support::servers::mongodb_uri;
 
@@ -38,7 +35,7 @@ impl Mongo {
     }
 
     pub async fn app(&self) -> App {
-        App::new(self.settings()).await
+        app(self.settings()).await
     }
 
     /// The generation of `view` readers see: its pointer's, or the first.
@@ -107,43 +104,9 @@ impl Mongo {
 }
 
 /// The read-service's router, called in-process.
-#[derive(Clone)]
-pub struct App {
-    pub http: InProcess,
-    pub state: AppState,
-}
+pub type App = Service<AppState>;
 
-impl Deref for App {
-    type Target = InProcess;
-    fn deref(&self) -> &InProcess {
-        &self.http
-    }
-}
-
-impl App {
-    pub async fn new(settings: Settings) -> Self {
-        let state = AppState::connect(&settings).await.unwrap();
-        Self {
-            http: InProcess::new(router(state.clone())),
-            state,
-        }
-    }
-}
-
-/// Every page of a paged listing, following `nextCursor`; `items` names the array.
-pub async fn all_pages(app: &InProcess, first: &str, items: &str) -> Vec<Vec<Value>> {
-    let mut pages = vec![];
-    let mut uri = first.to_owned();
-    for _ in 0..100 {
-        let body = app.get(&uri).await.ok();
-        pages.push(body[items].as_array().unwrap().clone());
-        match body["nextCursor"].as_str() {
-            Some(c) => {
-                let sep = if first.contains('?') { '&' } else { '?' };
-                uri = format!("{first}{sep}cursor={c}");
-            }
-            None => return pages,
-        }
-    }
-    panic!("more than 100 pages from {first}");
+pub async fn app(settings: Settings) -> App {
+    let state = AppState::connect(&settings).await.unwrap();
+    Service::new(router(state.clone()), state)
 }

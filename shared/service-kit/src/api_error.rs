@@ -14,6 +14,27 @@ use domain::order::{DomainError, ErrorKind};
 #[cfg(feature = "store")]
 use event_store::StoreError;
 
+/// The error body as the OpenAPI documents describe it (the services build it from
+/// [`ApiError`]): `{"error": {"code", "message", "field"?}}`, plus the `x-request-id` header.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `validation_failed`, `invalid_parameter`,
+    /// `malformed_json`, `invalid_path`, `invalid_header`, `order_not_found`,
+    /// `concurrency_conflict`, `invalid_cursor`, `not_caught_up`, `unavailable`; each answer's
+    /// description names the codes it may carry.
+    pub code: String,
+    pub message: String,
+    /// The body field, parameter or header at fault, when there is one (e.g.
+    /// `items[0].quantity`).
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+}
+
 /// Largest request body the services accept; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 

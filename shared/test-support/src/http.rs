@@ -2,6 +2,8 @@
 
 use axum::Router;
 use axum::body::Body;
+use std::ops::Deref;
+
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use domain::Position;
 use http_body_util::BodyExt;
@@ -130,5 +132,49 @@ impl InProcess {
 
     pub async fn post(&self, uri: &str, body: Value) -> Reply {
         self.send(Method::POST, uri, &[], Some(body)).await
+    }
+}
+
+impl InProcess {
+    /// Every page of a paged listing, following `nextCursor`; `items` names the array.
+    pub async fn all_pages(&self, first: &str, items: &str) -> Vec<Vec<Value>> {
+        let mut pages = vec![];
+        let mut uri = first.to_owned();
+        for _ in 0..100 {
+            let body = self.get(&uri).await.ok();
+            pages.push(body[items].as_array().cloned().unwrap_or_default());
+            match body["nextCursor"].as_str() {
+                Some(c) => {
+                    let sep = if first.contains('?') { '&' } else { '?' };
+                    uri = format!("{first}{sep}cursor={c}");
+                }
+                None => return pages,
+            }
+        }
+        panic!("more than 100 pages from {first}");
+    }
+}
+
+/// A service's router called in-process, with the state it was built from (for what a test
+/// looks at behind the API).
+#[derive(Clone)]
+pub struct Service<S> {
+    pub http: InProcess,
+    pub state: S,
+}
+
+impl<S> Service<S> {
+    pub fn new(router: Router, state: S) -> Self {
+        Self {
+            http: InProcess::new(router),
+            state,
+        }
+    }
+}
+
+impl<S> Deref for Service<S> {
+    type Target = InProcess;
+    fn deref(&self) -> &InProcess {
+        &self.http
     }
 }
