@@ -1,6 +1,7 @@
 //! `projector run`: one task per projection tails the log into the active generation,
 //! holding that generation's lease; it follows the pointer when a rebuild switches it.
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -320,16 +321,25 @@ impl Runner {
     }
 }
 
-/// Exponential back-off with jitter, 100 ms to 30 s.
-pub struct Backoff(Duration);
+/// Exponential back-off with jitter, 100 ms to 30 s, for as long as the error lasts.
+pub struct Backoff(ExponentialBackoff);
+
+fn delays() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .build()
+}
 
 impl Backoff {
     pub fn new() -> Self {
-        Backoff(Duration::from_millis(100))
+        Backoff(delays())
     }
 
     pub fn reset(&mut self) {
-        self.0 = Duration::from_millis(100);
+        self.0 = delays();
     }
 
     pub async fn wait(
@@ -338,13 +348,13 @@ impl Backoff {
         projection: &str,
         error: &(dyn std::fmt::Display + Sync),
     ) {
-        tracing::warn!(projection, error = %error, retry_in_ms = self.0.as_millis() as u64, "projection paused");
-        let jitter = Duration::from_millis(fastrand::u64(0..=self.0.as_millis() as u64 / 4));
+        // Without a cap on attempts the iterator never ends; 30 s is the fallback all the same.
+        let delay = self.0.next().unwrap_or(Duration::from_secs(30));
+        tracing::warn!(projection, error = %error, retry_in_ms = delay.as_millis() as u64, "projection paused");
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = tokio::time::sleep(self.0 + jitter) => {}
+            () = tokio::time::sleep(delay) => {}
         }
-        self.0 = (self.0 * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -38,7 +38,7 @@ use crate::reply::ReadError;
 pub const LOG_HEAD_SLACK: i64 = 1_000_000;
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
+pub enum ViewStoreError {
     #[error("mongodb: {0}")]
     Driver(#[from] mongodb::error::Error),
     #[error("view document: {0}")]
@@ -47,10 +47,10 @@ pub enum StoreError {
     Task(String),
 }
 
-impl StoreError {
+impl ViewStoreError {
     /// MongoDB is away or failing over: worth a retry, so 503 rather than 500.
     pub fn is_unavailable(&self) -> bool {
-        let StoreError::Driver(e) = self else {
+        let ViewStoreError::Driver(e) = self else {
             return false;
         };
         match e.kind.as_ref() {
@@ -68,14 +68,14 @@ impl StoreError {
     }
 }
 
-impl From<StoreError> for ReadError {
-    fn from(e: StoreError) -> Self {
+impl From<ViewStoreError> for ReadError {
+    fn from(e: ViewStoreError) -> Self {
         ApiError::from(e).into()
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<ViewStoreError> for ApiError {
+    fn from(e: ViewStoreError) -> Self {
         if e.is_unavailable() {
             tracing::warn!(error = %e, "view store unavailable");
             return ApiError::unavailable("the view store");
@@ -103,13 +103,13 @@ pub fn could_have_issued(head: &LogHead, token: Position) -> bool {
 
 /// The views behind one request, read before its data so the data is at least this fresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct ViewPositions {
     pub views: Vec<ViewState>,
     /// The log's head as the projector last recorded it; `None` before it first did.
     pub log_head: Option<LogHead>,
 }
 
-impl Snapshot {
+impl ViewPositions {
     /// The lowest checkpoint: what the answer as a whole is guaranteed to include.
     pub fn position(&self) -> Position {
         self.views
@@ -131,12 +131,12 @@ impl Snapshot {
     }
 
     /// The part of this snapshot that covers `views`, if it covers them all.
-    fn of(&self, views: &[View]) -> Option<Snapshot> {
+    fn of(&self, views: &[View]) -> Option<ViewPositions> {
         let states = views
             .iter()
             .map(|v| self.views.iter().find(|s| s.view == *v).copied())
             .collect::<Option<Vec<_>>>()?;
-        Some(Snapshot {
+        Some(ViewPositions {
             views: states,
             log_head: self.log_head,
         })
@@ -150,7 +150,7 @@ const MAX_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Default)]
 struct Polled {
     seq: u64,
-    snapshot: Option<Result<Arc<Snapshot>, StoreError>>,
+    snapshot: Option<Result<Arc<ViewPositions>, ViewStoreError>>,
 }
 
 #[derive(Clone)]
@@ -182,7 +182,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-async fn drain<T: DeserializeOwned>(mut cursor: Cursor<T>) -> Result<Vec<T>, StoreError> {
+async fn drain<T: DeserializeOwned>(mut cursor: Cursor<T>) -> Result<Vec<T>, ViewStoreError> {
     let mut out = Vec::new();
     while cursor.advance().await? {
         out.push(cursor.deserialize_current()?);
@@ -193,11 +193,11 @@ async fn drain<T: DeserializeOwned>(mut cursor: Cursor<T>) -> Result<Vec<T>, Sto
 /// Runs a driver operation to completion in a task of its own, whatever becomes of the
 /// caller (see the module documentation for why it must not be dropped half-way).
 async fn detached<T: Send + 'static>(
-    operation: impl Future<Output = Result<T, StoreError>> + Send + 'static,
-) -> Result<T, StoreError> {
+    operation: impl Future<Output = Result<T, ViewStoreError>> + Send + 'static,
+) -> Result<T, ViewStoreError> {
     tokio::spawn(operation)
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(|e| ViewStoreError::Task(e.to_string()))?
 }
 
 /// Looks at every view's checkpoint while any request waits, and publishes what it saw.
@@ -234,14 +234,14 @@ async fn find_in(
     collection: &str,
     field: &str,
     values: &[&str],
-) -> Result<Vec<Document>, StoreError> {
+) -> Result<Vec<Document>, ViewStoreError> {
     let found = db.collection::<Document>(collection);
     let filter = doc! {field: {"$in": values}};
     detached(async move { drain(found.find(filter).await?).await }).await
 }
 
 /// Active generation and checkpoint of each view, and the log head, in two concurrent finds.
-async fn snapshot_of(db: &Database, views: &[View]) -> Result<Snapshot, StoreError> {
+async fn snapshot_of(db: &Database, views: &[View]) -> Result<ViewPositions, ViewStoreError> {
     let mut ids: Vec<&str> = views.iter().map(|v| v.name()).collect();
     let names = ids.clone();
     ids.push(LOG_HEAD);
@@ -252,7 +252,7 @@ async fn snapshot_of(db: &Database, views: &[View]) -> Result<Snapshot, StoreErr
         find_in(db, CHECKPOINTS, "projection", &names),
     )?;
 
-    let shape = |what: &str, e: bson::de::Error| StoreError::Shape(format!("{what}: {e}"));
+    let shape = |what: &str, e: bson::de::Error| ViewStoreError::Shape(format!("{what}: {e}"));
     let mut active: HashMap<String, i64> = HashMap::new();
     let mut log_head = None;
     for p in pointers {
@@ -288,7 +288,7 @@ async fn snapshot_of(db: &Database, views: &[View]) -> Result<Snapshot, StoreErr
             }
         })
         .collect();
-    Ok(Snapshot { views, log_head })
+    Ok(ViewPositions { views, log_head })
 }
 
 impl Views {
@@ -320,7 +320,7 @@ impl Views {
     }
 
     #[instrument(skip_all, err)]
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub async fn ping(&self) -> Result<(), ViewStoreError> {
         let db = self.db.clone();
         detached(async move {
             db.run_command(doc! {"ping": 1}).await?;
@@ -331,7 +331,7 @@ impl Views {
 
     /// Active generation and checkpoint of each view, and the log head.
     #[instrument(skip_all, err)]
-    pub async fn snapshot(&self, views: &[View]) -> Result<Snapshot, StoreError> {
+    pub async fn snapshot(&self, views: &[View]) -> Result<ViewPositions, ViewStoreError> {
         snapshot_of(&self.db, views).await
     }
 
@@ -346,7 +346,7 @@ impl Views {
         &self,
         views: &[View],
         token: Option<Position>,
-    ) -> Result<Snapshot, ReadError> {
+    ) -> Result<ViewPositions, ReadError> {
         let snapshot = self.snapshot(views).await?;
         let Some(token) = token else {
             return Ok(snapshot);
@@ -440,7 +440,7 @@ impl Views {
     }
 
     #[instrument(skip_all, fields(collection = %collection), err)]
-    pub async fn find_one<T>(&self, collection: &str, id: &str) -> Result<Option<T>, StoreError>
+    pub async fn find_one<T>(&self, collection: &str, id: &str) -> Result<Option<T>, ViewStoreError>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -456,7 +456,7 @@ impl Views {
         filter: Document,
         sort: Document,
         limit: i64,
-    ) -> Result<Vec<T>, StoreError>
+    ) -> Result<Vec<T>, ViewStoreError>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -470,7 +470,7 @@ impl Views {
     /// timed out). `count` with a query is exact on a standalone server or a replica set; only
     /// a sharded cluster could count orphaned documents.
     #[instrument(skip_all, fields(collection = %collection), err)]
-    pub async fn count(&self, collection: &str, filter: Document) -> Result<u64, StoreError> {
+    pub async fn count(&self, collection: &str, filter: Document) -> Result<u64, ViewStoreError> {
         let db = self.db.clone();
         let command = doc! {"count": collection, "query": filter};
         let reply = detached(async move { Ok(db.run_command(command).await?) }).await?;
@@ -478,8 +478,12 @@ impl Views {
             Some(Bson::Int32(n)) => i64::from(*n),
             Some(Bson::Int64(n)) => *n,
             Some(Bson::Double(n)) if n.fract() == 0.0 => *n as i64,
-            other => return Err(StoreError::Shape(format!("count replied n = {other:?}"))),
+            other => {
+                return Err(ViewStoreError::Shape(format!(
+                    "count replied n = {other:?}"
+                )));
+            }
         };
-        u64::try_from(n).map_err(|_| StoreError::Shape(format!("count replied n = {n}")))
+        u64::try_from(n).map_err(|_| ViewStoreError::Shape(format!("count replied n = {n}")))
     }
 }

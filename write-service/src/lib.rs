@@ -15,11 +15,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{delete, get, post};
+use backon::{ExponentialBuilder, Retryable};
 use event_store::{EventStore, MIGRATOR};
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_kit::ops::Ops;
 use service_kit::telemetry;
 use sqlx::PgPool;
+use sqlx::migrate::MigrateError;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 
@@ -80,21 +82,17 @@ pub fn router(state: AppState) -> Router {
 
 /// Runs migrations, waiting up to `patience` for PostgreSQL to accept connections.
 pub async fn migrate(pool: &PgPool, patience: Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + patience;
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match MIGRATOR.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(sqlx::migrate::MigrateError::Execute(e))
-                if tokio::time::Instant::now() < deadline && event_store::is_unavailable(&e) =>
-            {
-                tracing::warn!("waiting for PostgreSQL: {e}");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
+    let waiting = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_total_delay(Some(patience))
+        .without_max_times();
+    (|| MIGRATOR.run(pool))
+        .retry(waiting)
+        .when(|e| matches!(e, MigrateError::Execute(e) if event_store::is_unavailable(e)))
+        .notify(|e, _| tracing::warn!("waiting for PostgreSQL: {e}"))
+        .await?;
+    Ok(())
 }
 
 pub struct Application {

@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::query::Params;
 use crate::reply::{Reply, Viewed};
-use crate::store::{Snapshot, View};
+use crate::store::{View, ViewPositions};
 use read_model::ProductDoc;
 
 /// Today's sales, the last seven days, orders by status, the top ten products by units
@@ -101,7 +101,7 @@ pub async fn summary(
     })
 }
 
-fn progress(snapshot: &Snapshot) -> ProjectionProgress {
+fn progress(snapshot: &ViewPositions) -> ProjectionProgress {
     let newest = snapshot
         .views
         .iter()

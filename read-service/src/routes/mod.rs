@@ -19,7 +19,7 @@ use crate::cursor;
 use crate::model::Order;
 use crate::query::OrderListing;
 use crate::reply::CONSISTENCY_TOKEN;
-use crate::store::{StoreError, Views};
+use crate::store::{ViewStoreError, Views};
 use read_model::OrderDoc;
 
 /// `X-Consistency-Token`: wait until the views behind the endpoint have applied it.
@@ -69,7 +69,7 @@ pub async fn order_page(
     listing: &OrderListing<'_>,
     limit: i64,
     scope: &str,
-) -> Result<(Vec<Order>, Option<String>), StoreError> {
+) -> Result<(Vec<Order>, Option<String>), ViewStoreError> {
     let filter = listing.server_filter();
     let sort = listing.sort;
     // One more than the page tells whether another follows; a little slack covers the

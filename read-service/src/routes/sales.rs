@@ -12,7 +12,7 @@ use crate::AppState;
 use crate::model::{DaySales, ErrorBody, SalesFigures, SalesRange};
 use crate::query::{BadDate, MAX_DAYS, Params, SalesRangeQuery, day as parse_day};
 use crate::reply::{Reply, Viewed};
-use crate::store::{Snapshot, StoreError, View, Views};
+use crate::store::{View, ViewPositions, ViewStoreError, Views};
 use read_model::DayDoc;
 
 const VIEWS: [View; 1] = [View::DailySales];
@@ -20,10 +20,10 @@ const VIEWS: [View; 1] = [View::DailySales];
 /// Every day of `from..=to`, zeros where `daily_sales` has no document.
 pub async fn days(
     views: &Views,
-    snapshot: &Snapshot,
+    snapshot: &ViewPositions,
     from: NaiveDate,
     to: NaiveDate,
-) -> Result<Vec<DaySales>, StoreError> {
+) -> Result<Vec<DaySales>, ViewStoreError> {
     let key = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
     // `_id` is the day as `YYYY-MM-DD`: a string range on the primary index.
     let found: Vec<DayDoc> = views
