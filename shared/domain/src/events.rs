@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ids::{Currency, OrderId, ProductId, Quantity, StockQuantity, UnitPriceCents, UserId};
+use crate::ids::{
+    Currency, OrderId, ProductId, Quantity, StockDelta, StockQuantity, UnitPriceCents, UserId,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -52,6 +54,61 @@ pub struct StockReceived {
     pub quantity: StockQuantity,
 }
 
+/// A product's name and price as staff set them; the price lines take from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductDetailsSet {
+    pub product_id: ProductId,
+    pub name: String,
+    pub currency: Currency,
+    pub unit_price_cents: UnitPriceCents,
+}
+
+/// A stock count or a write-off: units added (positive) or removed (negative) outside a
+/// delivery. Never below what is reserved and shipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockAdjusted {
+    pub product_id: ProductId,
+    pub delta: StockDelta,
+    pub reason: Option<String>,
+}
+
+/// Units promised to an order, written in the commit that confirms it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockReserved {
+    pub product_id: ProductId,
+    pub order_id: OrderId,
+    pub quantity: Quantity,
+}
+
+/// Why a reservation ended without shipping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseReason {
+    OrderCancelled,
+}
+
+/// An order's reservation given back, in the commit that cancels it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockReleased {
+    pub product_id: ProductId,
+    pub order_id: OrderId,
+    pub quantity: Quantity,
+    pub reason: ReleaseReason,
+}
+
+/// An order's reserved units leaving the warehouse, in the commit that ships it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockShipped {
+    pub product_id: ProductId,
+    pub order_id: OrderId,
+    pub quantity: Quantity,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderEvent {
     OrderCreated(OrderCreated),
@@ -65,7 +122,12 @@ pub enum OrderEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProductEvent {
+    ProductDetailsSet(ProductDetailsSet),
     StockReceived(StockReceived),
+    StockAdjusted(StockAdjusted),
+    StockReserved(StockReserved),
+    StockReleased(StockReleased),
+    StockShipped(StockShipped),
 }
 
 /// Any event the store holds.
@@ -174,7 +236,12 @@ event_types! {
     Order(OrderEvent::OrderCancelled(OrderCancelled)) = 1,
     Order(OrderEvent::OrderShipped(OrderShipped)) = 1,
     Order(OrderEvent::OrderDelivered) = 1,
+    Product(ProductEvent::ProductDetailsSet(ProductDetailsSet)) = 1,
     Product(ProductEvent::StockReceived(StockReceived)) = 1,
+    Product(ProductEvent::StockAdjusted(StockAdjusted)) = 1,
+    Product(ProductEvent::StockReserved(StockReserved)) = 1,
+    Product(ProductEvent::StockReleased(StockReleased)) = 1,
+    Product(ProductEvent::StockShipped(StockShipped)) = 1,
 }
 
 /// The schema version written for each event type today.
@@ -269,6 +336,7 @@ mod tests {
     /// One event of each type.
     fn one_of_each() -> Vec<DomainEvent> {
         let sku: ProductId = "sku-1".parse().unwrap();
+        let order = OrderId::new();
         let line = LineItem {
             product_id: sku.clone(),
             quantity: Quantity::try_from(3).unwrap(),
@@ -299,9 +367,41 @@ mod tests {
             })
             .into(),
             OrderEvent::OrderDelivered.into(),
+            ProductEvent::ProductDetailsSet(ProductDetailsSet {
+                product_id: sku.clone(),
+                name: "Mouse".into(),
+                currency: Currency::USD,
+                unit_price_cents: UnitPriceCents::try_from(2499).unwrap(),
+            })
+            .into(),
             ProductEvent::StockReceived(StockReceived {
-                product_id: sku,
+                product_id: sku.clone(),
                 quantity: StockQuantity::try_from(10).unwrap(),
+            })
+            .into(),
+            ProductEvent::StockAdjusted(StockAdjusted {
+                product_id: sku.clone(),
+                delta: StockDelta::try_from(-2).unwrap(),
+                reason: Some("stock count".into()),
+            })
+            .into(),
+            ProductEvent::StockReserved(StockReserved {
+                product_id: sku.clone(),
+                order_id: order,
+                quantity: Quantity::try_from(3).unwrap(),
+            })
+            .into(),
+            ProductEvent::StockReleased(StockReleased {
+                product_id: sku.clone(),
+                order_id: order,
+                quantity: Quantity::try_from(3).unwrap(),
+                reason: ReleaseReason::OrderCancelled,
+            })
+            .into(),
+            ProductEvent::StockShipped(StockShipped {
+                product_id: sku,
+                order_id: order,
+                quantity: Quantity::try_from(3).unwrap(),
             })
             .into(),
         ];

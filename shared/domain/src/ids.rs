@@ -269,6 +269,10 @@ bounded_int!(
     StockQuantity, u32, 1, 1_000_000, "quantity"
 );
 bounded_int!(
+    /// Units added to (positive) or removed from (negative) stock by a count or a write-off.
+    StockDelta, i64, -1_000_000, 1_000_000, "quantity"
+);
+bounded_int!(
     /// Price of one unit in minor units of the order's currency.
     UnitPriceCents, i64, 0, 100_000_000, "unitPriceCents"
 );

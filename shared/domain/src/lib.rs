@@ -8,5 +8,7 @@ pub mod order;
 pub mod position;
 pub mod product;
 
-pub use ids::{Currency, OrderId, ProductId, Quantity, StockQuantity, UnitPriceCents, UserId};
+pub use ids::{
+    Currency, OrderId, ProductId, Quantity, StockDelta, StockQuantity, UnitPriceCents, UserId,
+};
 pub use position::Position;
