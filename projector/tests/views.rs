@@ -22,7 +22,8 @@ fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
 }
 
-/// A small shop history whose every number is known.
+/// A small shop history whose every number is known, written as the write-service writes
+/// it now: confirming reserves, cancelling releases, shipping ships.
 async fn scripted_history(env: &TestEnv) -> [OrderId; 4] {
     let [a, b, c, d] = [
         OrderId::new(),
@@ -30,8 +31,11 @@ async fn scripted_history(env: &TestEnv) -> [OrderId; 4] {
         OrderId::new(),
         OrderId::new(),
     ];
+    let events = env.events();
+    events.details("sku-1", "Keyboard", 1000).await;
     env.stock("sku-1", 100).await;
     env.stock("sku-2", 5).await;
+    events.try_adjust("sku-2", 3).await.unwrap();
     // a: alice, confirmed: 2 x 1000 + 1 x 500 = 2500
     env.order(
         a,
@@ -42,37 +46,39 @@ async fn scripted_history(env: &TestEnv) -> [OrderId; 4] {
         ),
     )
     .await;
-    env.order(a, OrderCommand::Confirm).await;
-    // b: alice, edited then cancelled while pending: never revenue
+    events.confirm(a).await;
+    // b: alice, edited then cancelled while pending: never revenue, never reserved
     env.order(b, create(b, "alice", vec![line("sku-1", 1, 1000)]))
         .await;
     env.order(b, OrderCommand::AddItem(line("sku-3", 4, 250)))
         .await;
     env.order(b, OrderCommand::RemoveItem("sku-3".parse().unwrap()))
         .await;
-    env.order(
-        b,
-        OrderCommand::Cancel {
-            reason: Some("duplicate".into()),
-        },
-    )
-    .await;
-    // c: bob, confirmed then cancelled: revenue and a refund of 3 x 500 = 1500
+    events.try_cancel(b, Some("duplicate")).await.unwrap();
+    // c: bob, confirmed then cancelled: revenue and a refund of 3 x 500 = 1500; its 3 units
+    // of sku-2 reserved, then released
     env.order(c, create(c, "bob", vec![line("sku-2", 3, 500)]))
         .await;
-    env.order(c, OrderCommand::Confirm).await;
-    env.order(c, OrderCommand::Cancel { reason: None }).await;
-    // d: bob, delivered: 6 x 1000 = 6000
+    events.confirm(c).await;
+    events.try_cancel(c, None).await.unwrap();
+    // d: bob, delivered: 6 x 1000 = 6000; 6 units of sku-1 shipped
     env.order(d, create(d, "bob", vec![line("sku-1", 6, 1000)]))
         .await;
-    env.order(d, OrderCommand::Confirm).await;
-    let ship = OrderCommand::Ship {
-        carrier: "DHL".into(),
-        tracking_number: "JD1".into(),
-    };
-    env.order(d, ship).await;
+    events.confirm(d).await;
+    events.try_ship(d, "DHL", "JD1").await.unwrap();
     env.order(d, OrderCommand::Deliver).await;
     [a, b, c, d]
+}
+
+/// `(received, reserved, shipped, available, sold)` of an `inventory_view` document.
+fn stock_of(d: &mongodb::bson::Document) -> (i64, i64, i64, i64, i64) {
+    (
+        int(d, "receivedUnits"),
+        int(d, "reservedUnits"),
+        int(d, "shippedUnits"),
+        int(d, "availableUnits"),
+        int(d, "soldUnits"),
+    )
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -138,37 +144,109 @@ async fn every_view_shows_the_exact_numbers(pool: PgPool) {
     assert_eq!(int(&day, "unitsSold"), 3 + 3 + 6);
 
     let sku1 = env.doc(View::Inventory, "sku-1").await;
-    assert_eq!(
-        (
-            int(&sku1, "receivedUnits"),
-            int(&sku1, "soldUnits"),
-            int(&sku1, "availableUnits")
-        ),
-        (100, 8, 92)
-    );
+    assert_eq!(stock_of(&sku1), (100, 2, 6, 92, 8));
+    assert_eq!(sku1.get_str("name").unwrap(), "Keyboard");
     let sku2 = env.doc(View::Inventory, "sku-2").await;
-    assert_eq!(
-        (
-            int(&sku2, "receivedUnits"),
-            int(&sku2, "soldUnits"),
-            int(&sku2, "availableUnits")
-        ),
-        (5, 1, 4)
-    );
+    assert_eq!(stock_of(&sku2), (8, 1, 0, 7, 1), "c's units were released");
+    assert_eq!(sku2.get("name"), Some(&mongodb::bson::Bson::Null));
+    // sku-3 was only ever on a pending order: no stock event, no document.
+    assert_eq!(env.docs(View::Inventory, 1).await.len(), 2);
     env.cleanup().await;
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn overselling_shows_as_negative_availability(pool: PgPool) {
+async fn availability_never_goes_negative(pool: PgPool) {
     let env = TestEnv::new(pool).await;
+    let events = env.events();
     env.stock("rare", 1).await;
-    let o = OrderId::new();
-    env.order(o, create(o, "carol", vec![line("rare", 3, 10)]))
+    let (big, small) = (OrderId::new(), OrderId::new());
+    env.order(big, create(big, "carol", vec![line("rare", 3, 10)]))
         .await;
-    env.order(o, OrderCommand::Confirm).await;
+    env.order(small, create(small, "dan", vec![line("rare", 1, 10)]))
+        .await;
+    assert_eq!(events.try_confirm(big).await, None, "3 asked, 1 available");
+    events.confirm(small).await;
+    assert_eq!(
+        events.try_adjust("rare", -1).await,
+        None,
+        "below what is reserved"
+    );
     env.catch_up_all().await;
     let rare = env.doc(View::Inventory, "rare").await;
-    assert_eq!(int(&rare, "availableUnits"), -2);
+    assert_eq!(stock_of(&rare), (1, 1, 0, 0, 1));
+    let refused = env.doc(View::Orders, &big.to_string()).await;
+    assert_eq!(refused.get_str("status").unwrap(), "pending");
+    env.cleanup().await;
+}
+
+/// A log written before reservations existed: orders confirmed, cancelled and shipped with no
+/// product events, only deliveries on the product streams. It projects without a poison
+/// event, and such orders reserved nothing: the inventory shows what was received, nothing
+/// reserved or shipped (the write side agrees: cancelling or shipping them moves no stock).
+/// Reservations written after the upgrade count from there on, and a rebuild agrees.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_old_log_without_reservations_still_projects(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let events = env.events();
+    env.stock("old", 10).await;
+    let [kept, cancelled, shipped, later] = [
+        OrderId::new(),
+        OrderId::new(),
+        OrderId::new(),
+        OrderId::new(),
+    ];
+    for (id, qty) in [(kept, 2), (cancelled, 3), (shipped, 4), (later, 1)] {
+        env.order(id, create(id, "olga", vec![line("old", qty, 100)]))
+            .await;
+        env.order(id, OrderCommand::Confirm).await;
+    }
+    env.order(cancelled, OrderCommand::Cancel { reason: None })
+        .await;
+    env.order(
+        shipped,
+        OrderCommand::Ship {
+            carrier: "DHL".into(),
+            tracking_number: "OLD".into(),
+        },
+    )
+    .await;
+    env.catch_up_all().await;
+    let head = env.events().head().await;
+    for &view in View::ALL {
+        let checkpoint = env.projector.engine.views.checkpoint(view, 1).await;
+        assert_eq!(
+            checkpoint.unwrap(),
+            head,
+            "{view} stopped short of the head"
+        );
+    }
+    let old = env.doc(View::Inventory, "old").await;
+    assert_eq!(stock_of(&old), (10, 0, 0, 10, 0));
+    let day = env.doc(View::DailySales, &today()).await;
+    assert_eq!(int(&day, "unitsSold"), 2 + 3 + 4 + 1, "sales still count");
+
+    // After the upgrade: an old confirmed order ships and moves no stock; a new one reserves.
+    assert!(events.try_ship(later, "DHL", "NEW").await.is_some());
+    let fresh = OrderId::new();
+    env.order(fresh, create(fresh, "olga", vec![line("old", 6, 100)]))
+        .await;
+    events.confirm(fresh).await;
+    env.catch_up_all().await;
+    let old = env.doc(View::Inventory, "old").await;
+    assert_eq!(stock_of(&old), (10, 6, 0, 4, 6));
+    let shipped_later = env.doc(View::Orders, &later.to_string()).await;
+    assert_eq!(shipped_later.get_str("status").unwrap(), "shipped");
+
+    let incremental = all_docs(&env, 1).await;
+    let cancel = CancellationToken::new();
+    for &name in View::ALL {
+        for_view!(
+            name,
+            projector::rebuild::rebuild(&env.projector, false, &cancel)
+        )
+        .unwrap();
+    }
+    assert_eq!(all_docs(&env, 2).await, incremental);
     env.cleanup().await;
 }
 
@@ -284,6 +362,7 @@ async fn a_rebuild_reproduces_the_views_and_switches_generation(pool: PgPool) {
         ..small
     };
     small.catch_up_all().await;
+    env.stock("sku-9", 20).await;
     for i in 0..5 {
         let o = OrderId::new();
         env.order(
@@ -291,10 +370,17 @@ async fn a_rebuild_reproduces_the_views_and_switches_generation(pool: PgPool) {
             create(o, &format!("u{i}"), vec![line("sku-9", i + 1, 100)]),
         )
         .await;
-        env.order(o, OrderCommand::Confirm).await;
+        env.events().confirm(o).await;
+        if i % 2 == 0 {
+            env.events().try_ship(o, "UPS", "T").await.unwrap();
+        }
+        env.events().try_adjust("sku-9", -1).await.unwrap();
         small.catch_up_all().await;
     }
     let incremental = all_docs(&env, 1).await;
+    // 1 + 3 + 5 shipped, 2 + 4 reserved, 5 written off: every new event type is in there.
+    let sku9 = env.doc(View::Inventory, "sku-9").await;
+    assert_eq!(stock_of(&sku9), (15, 6, 9, 0, 15));
 
     let cancel = CancellationToken::new();
     for &name in View::ALL {

@@ -169,15 +169,24 @@ pub struct SalesRange {
     pub totals: SalesFigures,
 }
 
+/// A product's stock, from its own stream: deliveries and adjustments, and the units each
+/// confirmed order holds from confirmation until it ships or is cancelled.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryItem {
     pub product_id: String,
+    /// The catalog name; null until staff set it.
+    pub name: Option<String>,
+    /// Units delivered plus stock adjustments (counts, write-offs).
     pub received_units: i64,
-    /// Units on confirmed orders not cancelled.
-    pub sold_units: i64,
-    /// Received minus sold; negative when oversold.
+    /// Units held for confirmed orders not yet shipped or cancelled.
+    pub reserved_units: i64,
+    /// Units that left with shipped orders.
+    pub shipped_units: i64,
+    /// Received minus reserved minus shipped: what can still be promised. Orders confirmed
+    /// before reservations existed reserved nothing and are not counted.
     pub available_units: i64,
+    /// Time of the last stock or catalog event.
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -185,8 +194,10 @@ impl From<ProductDoc> for InventoryItem {
     fn from(p: ProductDoc) -> Self {
         Self {
             product_id: p.product_id,
+            name: p.name,
             received_units: p.received_units,
-            sold_units: p.sold_units,
+            reserved_units: p.reserved_units,
+            shipped_units: p.shipped_units,
             available_units: p.available_units,
             updated_at: time(p.updated_at),
         }
@@ -226,6 +237,8 @@ pub struct OrdersByStatus {
 #[serde(rename_all = "camelCase")]
 pub struct TopProduct {
     pub product_id: String,
+    /// Units reserved by confirmed orders plus units shipped (cancelled orders released
+    /// theirs).
     pub sold_units: i64,
 }
 
@@ -266,7 +279,8 @@ pub struct DashboardSummary {
     /// The seven UTC days ending today.
     pub last_7_days: PeriodSales,
     pub orders_by_status: OrdersByStatus,
-    /// Up to ten products with units sold, most first.
+    /// Up to ten products by units sold (reserved plus shipped), most first, ties by
+    /// product id.
     pub top_products: Vec<TopProduct>,
     pub projection: ProjectionProgress,
 }

@@ -266,8 +266,8 @@ async fn a_cursor_the_service_did_not_issue_is_400() {
     mongo
         .put(
             View::Inventory,
-            doc! {"_id": "sku-1", "productId": "sku-1", "receivedUnits": 5_i64, "soldUnits": 0_i64,
-            "availableUnits": 5_i64, "updatedAt": Bson::Null, "appliedPosition": "0000000000000001-0000000000000001"},
+            doc! {"_id": "sku-1", "productId": "sku-1", "receivedUnits": 5_i64, "reservedUnits": 0_i64,
+            "shippedUnits": 0_i64, "availableUnits": 5_i64, "soldUnits": 0_i64, "updatedAt": Bson::Null, "appliedPosition": "0000000000000001-0000000000000001"},
         )
         .await;
     let app = mongo.app().await;
@@ -677,8 +677,8 @@ async fn mongodb_going_away_is_503_and_the_service_recovers() {
     mongo
         .put(
             View::Inventory,
-            doc! {"_id": "sku-1", "productId": "sku-1", "receivedUnits": 5_i64, "soldUnits": 0_i64,
-            "availableUnits": 5_i64, "updatedAt": Bson::Null, "appliedPosition": "x"},
+            doc! {"_id": "sku-1", "productId": "sku-1", "receivedUnits": 5_i64, "reservedUnits": 0_i64,
+            "shippedUnits": 0_i64, "availableUnits": 5_i64, "soldUnits": 0_i64, "updatedAt": Bson::Null, "appliedPosition": "x"},
         )
         .await;
     let switch = TcpSwitch::start(host_port(&mongodb_uri(), 27017)).await;
@@ -905,5 +905,98 @@ async fn an_unknown_query_parameter_is_422_naming_it_on_every_view_route() {
         );
         assert_eq!(r.headers["content-type"], "application/json", "{path}");
     }
+    mongo.drop().await;
+}
+
+/// `inventory_view` documents as the read model writes them, and one written before the
+/// reservation fields existed: every stock field reads back, a missing one as zero or null,
+/// the low-stock list goes by available units and the dashboard ranks by reserved plus
+/// shipped, ties by product id. The OpenAPI document names the same fields.
+#[tokio::test]
+async fn inventory_shows_received_reserved_shipped_and_available() {
+    let mongo = Mongo::new().await;
+    let product = |id: &str, name: Option<&str>, received, reserved, shipped| {
+        let mut p = read_model::ProductDoc {
+            product_id: id.into(),
+            name: name.map(str::to_owned),
+            received_units: received,
+            reserved_units: reserved,
+            shipped_units: shipped,
+            updated_at: Some(mongodb::bson::DateTime::from_millis(1_795_000_000_000)),
+            ..Default::default()
+        };
+        p.derive();
+        let mut d = mongodb::bson::to_document(&p).unwrap();
+        d.insert("_id", id);
+        d.insert("appliedPosition", "0000000000000001-0000000000000001");
+        d
+    };
+    mongo
+        .insert(
+            View::Inventory,
+            [
+                product("sku-a", Some("Mouse"), 10, 3, 2),
+                product("sku-b", None, 4, 0, 4),
+                product("sku-c", None, 5, 5, 0),
+                doc! {"_id": "sku-old", "productId": "sku-old", "receivedUnits": 7_i64,
+                "soldUnits": 0_i64, "availableUnits": 7_i64, "updatedAt": Bson::Null,
+                "appliedPosition": "0000000000000001-0000000000000001"},
+            ],
+        )
+        .await;
+    let app = mongo.app().await;
+
+    assert_eq!(
+        app.get("/inventory/sku-a").await.ok(),
+        json!({"productId": "sku-a", "name": "Mouse", "receivedUnits": 10, "reservedUnits": 3,
+               "shippedUnits": 2, "availableUnits": 5, "updatedAt": "2026-11-18T11:06:40Z"})
+    );
+    assert_eq!(
+        app.get("/inventory/sku-old").await.ok(),
+        json!({"productId": "sku-old", "name": null, "receivedUnits": 7, "reservedUnits": 0,
+               "shippedUnits": 0, "availableUnits": 7, "updatedAt": null})
+    );
+    let low = app.get("/inventory?maxAvailable=0").await.ok();
+    let low: Vec<&str> = low["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["productId"].as_str().unwrap())
+        .collect();
+    assert_eq!(low, ["sku-b", "sku-c"]);
+    assert_eq!(
+        app.get("/dashboard/summary").await.ok()["topProducts"],
+        json!([{"productId": "sku-a", "soldUnits": 5}, {"productId": "sku-c", "soldUnits": 5},
+               {"productId": "sku-b", "soldUnits": 4}]),
+        "sku-old sold nothing"
+    );
+
+    let api = app.get("/openapi.json").await.ok();
+    let schemas = &api["components"]["schemas"];
+    let fields: BTreeSet<&str> = schemas["InventoryItem"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from([
+            "productId",
+            "name",
+            "receivedUnits",
+            "reservedUnits",
+            "shippedUnits",
+            "availableUnits",
+            "updatedAt",
+        ])
+    );
+    let sold = schemas["TopProduct"]["properties"]["soldUnits"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        sold.contains("reserved") && sold.contains("shipped"),
+        "{sold}"
+    );
     mongo.drop().await;
 }

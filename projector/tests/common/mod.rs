@@ -61,7 +61,9 @@ impl TestEnv {
         let _ = self.mongo.drop().await;
     }
 
-    fn events(&self) -> Events {
+    /// The log writer: orders alone (`order`, as before reservations existed) or with the
+    /// stock they move (`confirm`, `try_cancel`, `try_ship`), and product commands.
+    pub fn events(&self) -> Events {
         Events {
             store: self.store.clone(),
         }

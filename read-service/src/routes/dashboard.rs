@@ -19,7 +19,8 @@ use crate::store::{View, ViewPositions};
 use read_model::ProductDoc;
 
 /// Today's sales, the last seven days, orders by status, the top ten products by units
-/// sold and how far each view has applied the event log.
+/// sold (reserved by confirmed orders plus shipped) and how far each view has applied the
+/// event log.
 #[utoipa::path(
     get,
     path = "/dashboard/summary",

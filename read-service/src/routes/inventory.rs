@@ -1,4 +1,5 @@
-//! Stock per product from `inventory_view`, and the low-stock list.
+//! Stock per product from `inventory_view` (received, reserved, shipped, available), and the
+//! low-stock list by available units.
 
 use axum::extract::State;
 use domain::ProductId;
@@ -15,7 +16,8 @@ use read_model::ProductDoc;
 
 const VIEWS: [View; 1] = [View::Inventory];
 
-/// One product's stock.
+/// One product's stock: received, reserved by confirmed orders, shipped, and available
+/// (received minus reserved minus shipped).
 #[utoipa::path(
     get,
     path = "/inventory/{productId}",
@@ -25,7 +27,7 @@ const VIEWS: [View; 1] = [View::Inventory];
         (status = 200, description = "The product's stock", body = InventoryItem,
             headers(("X-Projection-Position" = String, description = "Checkpoint of inventory_view"))),
         (status = 400, description = "Malformed product id or consistency token, or a token beyond the head of the event log (`invalid_consistency_token`)", body = ErrorBody),
-        (status = 404, description = "No stock or sale recorded for the product (`product_not_found`)", body = ErrorBody),
+        (status = 404, description = "Nothing recorded on the product's stream (`product_not_found`)", body = ErrorBody),
         (status = 422, description = "A query parameter was given", body = ErrorBody),
         (status = 503, description = "`not_caught_up` (the views did not apply the consistency token in time), `too_many_waiting` (too many requests wait for tokens) or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )

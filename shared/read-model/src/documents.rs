@@ -125,23 +125,51 @@ impl ViewDocument for DayDoc {
     }
 }
 
-/// `inventory_view`: one per product; `_id` is the product id. Sold units are those on
-/// confirmed orders not cancelled; available may go negative, so overselling shows.
+/// `inventory_view`: one per product; `_id` is the product id. Driven by the product
+/// stream alone: deliveries and adjustments, and each order's reservation from confirmation
+/// to shipping or cancellation. Orders confirmed before reservations existed reserved
+/// nothing, so they count here neither as reserved nor as shipped.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProductDoc {
     pub product_id: String,
+    /// The catalog name, once staff set it.
+    pub name: Option<String>,
+    /// Deliveries plus adjustments (counts, write-offs).
     pub received_units: i64,
-    pub sold_units: i64,
+    /// Held for confirmed orders not yet shipped or cancelled.
+    pub reserved_units: i64,
+    pub shipped_units: i64,
+    /// `received - reserved - shipped`: what the product can still promise.
     pub available_units: i64,
+    /// `reserved + shipped`: what the dashboard ranks products by, stored so that the
+    /// ranking is an indexed sort.
+    pub sold_units: i64,
+    /// Time of the last event applied.
     pub updated_at: Option<bson::DateTime>,
+}
+
+impl ProductDoc {
+    /// Recomputes the derived counters from received, reserved and shipped.
+    pub fn derive(&mut self) {
+        self.available_units = self
+            .received_units
+            .saturating_sub(self.reserved_units)
+            .saturating_sub(self.shipped_units);
+        self.sold_units = self.reserved_units.saturating_add(self.shipped_units);
+    }
 }
 
 impl ViewDocument for ProductDoc {
     const VIEW: View = View::Inventory;
 
     fn indexes() -> Vec<Document> {
-        vec![doc! {"availableUnits": 1}]
+        vec![
+            // the low-stock list
+            doc! {"availableUnits": 1},
+            // the dashboard's top products
+            doc! {"soldUnits": -1},
+        ]
     }
 }
 
@@ -170,6 +198,26 @@ mod tests {
         written.insert("_id", "o");
         written.insert(crate::APPLIED_POSITION, "1-1");
         assert_eq!(bson::from_document::<OrderDoc>(written).unwrap(), order);
+    }
+
+    #[test]
+    fn a_product_derives_available_and_sold_and_old_documents_read_as_zero() {
+        let mut p = ProductDoc {
+            received_units: 10,
+            reserved_units: 3,
+            shipped_units: 2,
+            ..ProductDoc::default()
+        };
+        p.derive();
+        assert_eq!((p.available_units, p.sold_units), (5, 5));
+        // Written before reservations existed.
+        let old = doc! {"productId": "p", "receivedUnits": 7_i32, "soldUnits": 2_i64,
+        "availableUnits": 5_i64};
+        let old = bson::from_document::<ProductDoc>(old).unwrap();
+        assert_eq!(
+            (old.reserved_units, old.shipped_units, old.name),
+            (0, 0, None)
+        );
     }
 
     #[test]

@@ -1,12 +1,22 @@
 //! Events written the way the write-service writes them, for tests that need a log: the
 //! domain decides, the event store appends.
+//!
+//! `order` writes an order's events alone, as orders were written before reservations
+//! existed (an "old log"); `confirm`, `cancel` and `ship` also move the stock of every
+//! product on the order, in the same commit, as the write-service does now.
 
-use domain::events::{DomainEvent, LineItem};
-use domain::order::{self, OrderCommand};
-use domain::product::{self, ProductCommand};
-use domain::{Currency, OrderId, Position, ProductId, Quantity, StockQuantity, UnitPriceCents};
-use event_store::{Command, CommandError, EventStore, OrderAggregate, ProductAggregate};
+use domain::events::{DomainEvent, LineItem, ReleaseReason};
+use domain::order::{self, OrderCommand, OrderState, OrderStatus};
+use domain::product::{self, Price, ProductCommand};
+use domain::{
+    Currency, OrderId, Position, ProductId, Quantity, StockDelta, StockQuantity, UnitPriceCents,
+};
+use event_store::{
+    Aggregate, Command, CommandError, EventStore, NewEvent, OrderAggregate, ProductAggregate,
+    StoreError, StreamAppend,
+};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// An event store on a test's database, with commands that panic on a store error.
 #[derive(Clone)]
@@ -48,25 +58,165 @@ impl Events {
         id
     }
 
-    /// Receives `quantity` units of `product`. Returns its token.
-    pub async fn stock(&self, product: &str, quantity: i64) -> Position {
-        let product_id: ProductId = product.parse().expect("a valid product id");
-        let cmd = ProductCommand::ReceiveStock {
-            product_id: product_id.clone(),
-            quantity: StockQuantity::try_from(quantity).expect("a valid quantity"),
+    /// Runs a command on a product; `None` if the domain refuses it. Returns its token (the
+    /// log's head when the command changes nothing).
+    pub async fn try_product(&self, cmd: ProductCommand) -> Option<Position> {
+        let product_id = match &cmd {
+            ProductCommand::SetDetails { product_id, .. }
+            | ProductCommand::ReceiveStock { product_id, .. }
+            | ProductCommand::AdjustStock { product_id, .. }
+            | ProductCommand::Reserve { product_id, .. }
+            | ProductCommand::Release { product_id, .. }
+            | ProductCommand::Ship { product_id, .. } => product_id.clone(),
         };
         let stream_id = product_id.stream_id();
+        // The store cannot append zero events (e.g. details set again unchanged): answer
+        // with the head then, a token at least as late as the stream's last event.
+        let loaded = self.store.load::<ProductAggregate>(&stream_id).await;
+        if product::decide(&loaded.expect("the event store").state, cmd.clone())
+            .ok()?
+            .is_empty()
+        {
+            return Some(self.head().await);
+        }
         let command = Command::new(&stream_id, |s: &product::ProductState| {
             product::decide(s, cmd.clone())
                 .map(|es| es.into_iter().map(DomainEvent::Product).collect())
         });
-        self.store
-            .execute::<ProductAggregate, _, _>(command)
+        match self.store.execute::<ProductAggregate, _, _>(command).await {
+            Ok(executed) => Some(executed.appended().expect("no idempotency key").position),
+            Err(CommandError::Rejected(_)) => None,
+            Err(e) => panic!("the event store: {e:?}"),
+        }
+    }
+
+    /// Receives `quantity` units of `product`. Returns its token.
+    pub async fn stock(&self, product: &str, quantity: i64) -> Position {
+        self.try_product(ProductCommand::ReceiveStock {
+            product_id: product_id(product),
+            quantity: StockQuantity::try_from(quantity).expect("a valid quantity"),
+        })
+        .await
+        .expect("the domain accepts the command")
+    }
+
+    /// Adds (positive) or removes (negative) units outside a delivery; `None` if that would
+    /// leave less than what is reserved and shipped.
+    pub async fn try_adjust(&self, product: &str, delta: i64) -> Option<Position> {
+        self.try_product(ProductCommand::AdjustStock {
+            product_id: product_id(product),
+            delta: StockDelta::try_from(delta).expect("a valid delta"),
+            reason: Some("stock count".into()),
+        })
+        .await
+    }
+
+    /// Names and prices `product` (in USD). Returns its token.
+    pub async fn details(&self, product: &str, name: &str, unit_price_cents: i64) -> Position {
+        self.try_product(ProductCommand::SetDetails {
+            product_id: product_id(product),
+            name: name.into(),
+            price: Price {
+                currency: Currency::USD,
+                unit_price_cents: UnitPriceCents::try_from(unit_price_cents)
+                    .expect("a valid price"),
+            },
+        })
+        .await
+        .expect("the domain accepts the command")
+    }
+
+    /// Confirms an order and reserves its lines, in one commit; `None` if the order cannot
+    /// be confirmed or a line lacks stock (then nothing is written). Returns its token.
+    pub async fn try_confirm(&self, id: OrderId) -> Option<Position> {
+        self.order_with_stock(id, OrderCommand::Confirm).await
+    }
+
+    /// [`try_confirm`](Self::try_confirm) that must succeed.
+    pub async fn confirm(&self, id: OrderId) -> Position {
+        self.try_confirm(id)
             .await
-            .expect("the domain accepts the command")
-            .appended()
-            .expect("no idempotency key")
-            .position
+            .expect("the order is confirmed and its stock reserved")
+    }
+
+    /// Cancels an order and releases what it reserved, in one commit; `None` if the domain
+    /// refuses. Returns its token.
+    pub async fn try_cancel(&self, id: OrderId, reason: Option<&str>) -> Option<Position> {
+        let cmd = OrderCommand::Cancel {
+            reason: reason.map(str::to_owned),
+        };
+        self.order_with_stock(id, cmd).await
+    }
+
+    /// Ships an order and its reserved units, in one commit; `None` if the domain refuses.
+    /// Returns its token.
+    pub async fn try_ship(&self, id: OrderId, carrier: &str, tracking: &str) -> Option<Position> {
+        let cmd = OrderCommand::Ship {
+            carrier: carrier.into(),
+            tracking_number: tracking.into(),
+        };
+        self.order_with_stock(id, cmd).await
+    }
+
+    /// An order command with the product commands it implies, decided on the streams as
+    /// loaded and appended at those versions in one transaction; a lost race decides again.
+    async fn order_with_stock(&self, id: OrderId, cmd: OrderCommand) -> Option<Position> {
+        let order_stream = id.stream_id();
+        for _ in 0..100 {
+            let loaded = self.store.load::<OrderAggregate>(&order_stream).await;
+            let loaded = loaded.expect("the event store");
+            let order_events = order::decide(&loaded.state, cmd.clone()).ok()?;
+            let OrderState::Placed(order) = &loaded.state else {
+                return None;
+            };
+            let stock_command = |product_id: ProductId, quantity: Quantity| match &cmd {
+                OrderCommand::Confirm => Some(ProductCommand::Reserve {
+                    product_id,
+                    order_id: id,
+                    quantity,
+                }),
+                OrderCommand::Cancel { .. } if order.status == OrderStatus::Confirmed => {
+                    Some(ProductCommand::Release {
+                        product_id,
+                        order_id: id,
+                        reason: ReleaseReason::OrderCancelled,
+                    })
+                }
+                OrderCommand::Ship { .. } => Some(ProductCommand::Ship {
+                    product_id,
+                    order_id: id,
+                }),
+                _ => None,
+            };
+            let mut appends = vec![stream_append::<OrderAggregate>(
+                order_stream.clone(),
+                loaded.version,
+                order_events.into_iter().map(DomainEvent::Order),
+            )];
+            for line in &order.items {
+                let Some(product_cmd) = stock_command(line.product_id.clone(), line.quantity)
+                else {
+                    continue;
+                };
+                let stream = line.product_id.stream_id();
+                let product = self.store.load::<ProductAggregate>(&stream).await;
+                let product = product.expect("the event store");
+                let events = product::decide(&product.state, product_cmd).ok()?;
+                if !events.is_empty() {
+                    appends.push(stream_append::<ProductAggregate>(
+                        stream,
+                        product.version,
+                        events.into_iter().map(DomainEvent::Product),
+                    ));
+                }
+            }
+            match self.store.append(&appends, None).await {
+                Ok(outcome) => return Some(outcome.position),
+                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(e) => panic!("the event store: {e:?}"),
+            }
+        }
+        panic!("order {id}: 100 lost races in a row")
     }
 
     /// The position of the last event committed, or zero.
@@ -76,6 +226,30 @@ impl Events {
             .await
             .expect("the event store")
             .unwrap_or(Position::ZERO)
+    }
+}
+
+fn product_id(product: &str) -> ProductId {
+    product.parse().expect("a valid product id")
+}
+
+fn stream_append<A: Aggregate>(
+    stream_id: String,
+    version: u64,
+    events: impl Iterator<Item = DomainEvent>,
+) -> StreamAppend {
+    StreamAppend {
+        stream_id,
+        stream_type: A::STREAM_TYPE,
+        expected_version: version,
+        events: events
+            .map(|e| NewEvent {
+                event_id: Uuid::new_v4(),
+                event: e.encode(),
+                metadata: serde_json::json!({}),
+            })
+            .collect(),
+        snapshot: None,
     }
 }
 
