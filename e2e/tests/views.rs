@@ -641,33 +641,44 @@ async fn daily_sales_fill_days_without_sales_with_zeros(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn inventory_lists_low_stock_first_and_pages(pool: PgPool) {
     let env = Env::new(pool).await;
+    env.details("sku-a", "Mouse", 100).await;
     for (sku, units) in [("sku-a", 10), ("sku-b", 3), ("sku-c", 50), ("sku-d", 1)] {
         env.stock(sku, units).await;
     }
+    env.try_adjust("sku-c", -2).await.unwrap();
     let o = env
-        .new_order("alice", vec![line("sku-a", 2, 100), line("sku-d", 2, 100)])
+        .new_order("alice", vec![line("sku-a", 2, 100), line("sku-d", 1, 100)])
         .await;
-    env.order(o, CONFIRM).await;
-    // Sold without any stock received: oversold shows as negative.
-    let o = env.new_order("bob", vec![line("sku-e", 1, 100)]).await;
-    env.order(o, CONFIRM).await;
+    env.confirm(o).await;
+    // More than sku-b holds: refused, nothing reserved.
+    let o = env.new_order("bob", vec![line("sku-b", 5, 100)]).await;
+    assert_eq!(env.try_confirm(o).await, None);
+    // A catalog item nobody received stock for: listed, with nothing available.
+    env.details("sku-e", "Pad", 100).await;
     env.catch_up_all().await;
     let app = env.app().await;
 
     let r = app.get("/inventory/sku-a").await;
     assert_eq!(r.position(), env.checkpoint(View::Inventory).await);
-    let a = r.ok();
-    assert_eq!(
-        (
-            &a["productId"],
-            &a["receivedUnits"],
-            &a["soldUnits"],
-            &a["availableUnits"]
-        ),
-        (&json!("sku-a"), &json!(10), &json!(2), &json!(8))
-    );
+    let mut a = r.ok();
     time(&a["updatedAt"]);
-    assert!(a.get("_id").is_none() && a.get("appliedPosition").is_none());
+    a["updatedAt"] = Value::Null;
+    assert_eq!(
+        a,
+        json!({"productId": "sku-a", "name": "Mouse", "receivedUnits": 10, "reservedUnits": 2,
+               "shippedUnits": 0, "availableUnits": 8, "updatedAt": null}),
+        "no _id, no appliedPosition"
+    );
+    let c = app.get("/inventory/sku-c").await.ok();
+    assert_eq!(
+        (&c["receivedUnits"], &c["availableUnits"]),
+        (&json!(48), &json!(48))
+    );
+    let b = app.get("/inventory/sku-b").await.ok();
+    assert_eq!(
+        (&b["reservedUnits"], &b["availableUnits"]),
+        (&json!(0), &json!(3))
+    );
     let missing = app.get("/inventory/sku-zzz").await;
     assert_eq!(
         (missing.status, missing.code()),
@@ -698,10 +709,18 @@ async fn inventory_lists_low_stock_first_and_pages(pool: PgPool) {
     );
     assert_eq!(
         product_ids(
-            app.all_pages("/inventory?maxAvailable=-1&limit=1", "products")
+            app.all_pages("/inventory?maxAvailable=0&limit=1", "products")
                 .await
         ),
         [vec!["sku-d"], vec!["sku-e"]]
+    );
+    assert_eq!(
+        product_ids(
+            app.all_pages("/inventory?maxAvailable=-1", "products")
+                .await
+        ),
+        [Vec::<String>::new()],
+        "nothing is oversold"
     );
     env.cleanup().await;
 }
@@ -709,18 +728,21 @@ async fn inventory_lists_low_stock_first_and_pages(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn the_dashboard_summarises_every_view(pool: PgPool) {
     let env = Env::new(pool).await;
+    for sku in ["sku-a", "sku-b", "sku-c"] {
+        env.stock(sku, 10).await;
+    }
     let confirmed = env.new_order("u1", vec![line("sku-a", 3, 100)]).await;
-    env.order(confirmed, CONFIRM).await;
+    env.confirm(confirmed).await;
     let shipped = env.new_order("u2", vec![line("sku-b", 5, 200)]).await;
-    env.order(shipped, CONFIRM).await;
-    env.order(shipped, ship()).await;
+    env.confirm(shipped).await;
+    env.try_ship(shipped, "DHL", "T-1").await.unwrap();
     env.new_order("u3", vec![line("sku-a", 1, 100)]).await;
     let cancelled = env.new_order("u1", vec![line("sku-c", 10, 10)]).await;
-    env.order(cancelled, CONFIRM).await;
-    env.order(cancelled, cancel()).await;
+    env.confirm(cancelled).await;
+    env.try_cancel(cancelled, None).await.unwrap();
     let delivered = env.new_order("u4", vec![line("sku-a", 1, 100)]).await;
-    env.order(delivered, CONFIRM).await;
-    env.order(delivered, ship()).await;
+    env.confirm(delivered).await;
+    env.try_ship(delivered, "DHL", "T-2").await.unwrap();
     env.order(delivered, OrderCommand::Deliver).await;
     env.catch_up_all().await;
     // One view ahead of the others.
@@ -745,7 +767,7 @@ async fn the_dashboard_summarises_every_view(pool: PgPool) {
     assert_eq!(
         s["topProducts"],
         json!([{"productId": "sku-b", "soldUnits": 5}, {"productId": "sku-a", "soldUnits": 4}]),
-        "sku-c's sale was cancelled"
+        "sold = reserved + shipped; sku-c's reservation was released"
     );
     let today = s["today"]["date"].as_str().unwrap().to_owned();
     assert_eq!(
