@@ -603,7 +603,8 @@ impl SalesRangeQuery {
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct LowStockQuery {
-    /// Only products with at most this many units available (may be negative).
+    /// Only products with at most this many units available (any integer; available units
+    /// are never below zero, so a negative bound lists nothing).
     pub max_available: Option<i64>,
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
