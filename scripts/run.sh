@@ -60,6 +60,65 @@ stop_services() {
   done
 }
 
+# One write-service request; any answer but 2xx stops the seeding and shows the answer.
+call() {
+  local method=$1 url=$2 body=${3:-} out status
+  out=$(curl -sS -X "$method" "$url" -H 'content-type: application/json' -d "$body" -w '\n%{http_code}') || return 1
+  status=${out##*$'\n'}
+  if [[ $status != 2?? ]]; then
+    log "$method $url answered $status: ${out%$'\n'*}"
+    return 1
+  fi
+}
+
+# The demo catalogue, stock and orders, through the write-service at URL. Orders are
+# priced by the catalogue (lines carry no unitPriceCents) and can be confirmed only when
+# the stock received covers them, so the products come first.
+seed_demo() {
+  local w=$1
+  # Setting a product's details again with the same values appends nothing, so this runs
+  # every time: a store seeded before products had prices gets them.
+  call PUT "$w/products/keyboard" '{"name": "Mechanical keyboard", "unitPriceCents": 8999}'
+  call PUT "$w/products/mouse" '{"name": "Wireless mouse", "unitPriceCents": 2499}'
+  call PUT "$w/products/monitor" '{"name": "27-inch monitor", "unitPriceCents": 24900}'
+  # Demo orders have fixed ids, so a second run sees them and does not seed twice.
+  demo_id() { printf '00000000-0000-4000-8000-%012d' "$1"; }
+  if curl -fsS "$w/orders/$(demo_id 1)/state" >/dev/null 2>&1; then
+    log "the event store has the demo orders; not seeding them again"
+    return 0
+  fi
+  log "seeding demo data"
+  call POST "$w/products/keyboard/stock" '{"quantity": 40}'
+  call POST "$w/products/mouse/stock" '{"quantity": 120}'
+  call POST "$w/products/monitor/stock" '{"quantity": 10}'
+  order() { # number, user, items JSON, then lifecycle steps
+    local id user=$2 items=$3 step
+    id=$(demo_id "$1")
+    shift 3
+    call POST "$w/orders" "{\"orderId\": \"$id\", \"userId\": \"$user\", \"items\": $items}"
+    for step in "$@"; do
+      case $step in
+        ship) call POST "$w/orders/$id/ship" '{"carrier": "DHL", "trackingNumber": "JD014600003SE"}' ;;
+        cancel) call POST "$w/orders/$id/cancel" '{"reason": "changed my mind"}' ;;
+        *) call POST "$w/orders/$id/$step" ;;
+      esac
+    done
+  }
+  order 1 alice '[{"productId": "keyboard", "quantity": 1}, {"productId": "mouse", "quantity": 2}]' confirm ship deliver
+  order 2 alice '[{"productId": "monitor", "quantity": 1}]' confirm
+  order 3 bob '[{"productId": "mouse", "quantity": 1}]' confirm cancel
+  order 4 bob '[{"productId": "keyboard", "quantity": 2}]'
+  order 5 carol '[{"productId": "monitor", "quantity": 2}, {"productId": "mouse", "quantity": 1}]' confirm ship
+  order 6 carol '[{"productId": "keyboard", "quantity": 1}]' cancel
+}
+
+# `scripts/run.sh seed`: only the demo data, into the write-service at WRITE_SERVICE_ADDR
+# (the end-to-end tests check it against the real services this way).
+if [ "${1:-}" = seed ]; then
+  seed_demo "http://$write_addr"
+  exit 0
+fi
+
 if [ "${1:-}" = stop ]; then
   stop_services
   exit 0
@@ -150,35 +209,7 @@ wait_ready read-service "$read_addr"
 
 w="http://$write_addr"
 r="http://$read_addr"
-post() { curl -fsS -X POST "$w$1" -H 'content-type: application/json' -d "${2:-}"; }
-# Demo orders have fixed ids, so a second run sees them and does not seed twice.
-demo_id() { printf '00000000-0000-4000-8000-%012d' "$1"; }
-if ! curl -fsS "$w/orders/$(demo_id 1)/state" >/dev/null 2>&1; then
-  log "seeding demo data"
-  post /products/keyboard/stock '{"quantity": 40}' >/dev/null
-  post /products/mouse/stock '{"quantity": 120}' >/dev/null
-  post /products/monitor/stock '{"quantity": 10}' >/dev/null
-  order() { # number, user, items JSON, then lifecycle steps
-    local id=$(demo_id "$1") user=$2 items=$3
-    shift 3
-    post /orders "{\"orderId\": \"$id\", \"userId\": \"$user\", \"items\": $items}" >/dev/null
-    for step in "$@"; do
-      case $step in
-        ship) post "/orders/$id/ship" '{"carrier": "DHL", "trackingNumber": "JD014600003SE"}' >/dev/null ;;
-        cancel) post "/orders/$id/cancel" '{"reason": "changed my mind"}' >/dev/null ;;
-        *) post "/orders/$id/$step" >/dev/null ;;
-      esac
-    done
-  }
-  order 1 alice '[{"productId": "keyboard", "quantity": 1, "unitPriceCents": 8999}, {"productId": "mouse", "quantity": 2, "unitPriceCents": 2499}]' confirm ship deliver
-  order 2 alice '[{"productId": "monitor", "quantity": 1, "unitPriceCents": 24900}]' confirm
-  order 3 bob '[{"productId": "mouse", "quantity": 1, "unitPriceCents": 2499}]' confirm cancel
-  order 4 bob '[{"productId": "keyboard", "quantity": 2, "unitPriceCents": 8999}]'
-  order 5 carol '[{"productId": "monitor", "quantity": 2, "unitPriceCents": 24900}, {"productId": "mouse", "quantity": 1, "unitPriceCents": 2499}]' confirm ship
-  order 6 carol '[{"productId": "keyboard", "quantity": 1, "unitPriceCents": 8999}]' cancel
-else
-  log "the event store has data; not seeding"
-fi
+seed_demo "$w"
 
 cat <<TXT
 
@@ -190,15 +221,21 @@ cat <<TXT
 
   Try it (copy and paste):
 
-    # 1. place an order
-    curl -s -X POST $w/orders -H 'content-type: application/json' \\
-      -d '{"userId": "dave", "items": [{"productId": "mouse", "quantity": 1, "unitPriceCents": 2499}]}'
+    # 1. a product: its name and price, then stock to sell
+    curl -s -X PUT $w/products/lamp -H 'content-type: application/json' \\
+      -d '{"name": "Desk lamp", "unitPriceCents": 3999}'
+    curl -s -X POST $w/products/lamp/stock -H 'content-type: application/json' -d '{"quantity": 5}'
 
-    # 2. confirm it (use the orderId from step 1)
+    # 2. order it (the price comes from the catalogue)
+    curl -s -X POST $w/orders -H 'content-type: application/json' \\
+      -d '{"userId": "dave", "items": [{"productId": "lamp", "quantity": 2}]}'
+
+    # 3. confirm it, which reserves its stock (use the orderId from step 2)
     curl -s -X POST $w/orders/ORDER_ID/confirm
 
-    # 3. read it back, waiting for the views to apply your write (use the position from step 2)
+    # 4. read it back, waiting for the views to apply your write (use the position from step 3)
     curl -s $r/orders/ORDER_ID -H 'X-Consistency-Token: POSITION'
+    curl -s $r/inventory/lamp -H 'X-Consistency-Token: POSITION'
 
   Ctrl-C stops everything this run started.
 

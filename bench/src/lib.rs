@@ -17,6 +17,7 @@ pub mod s4_rebuild;
 pub mod s5_hot_keys;
 pub mod s6_queries;
 pub mod s7_replay;
+pub mod s8_checkout;
 pub mod stats;
 pub mod wire;
 pub mod workload;
@@ -68,6 +69,9 @@ impl Mode {
                 s6_duration: Duration::from_millis(500),
                 s7_stream_events: 10_000,
                 s7_repeats: 3,
+                s8_clients: vec![64],
+                s8_products: vec![1, 10],
+                s8_orders: 200,
             },
             Mode::Quick => Sizes {
                 runs: 3,
@@ -89,6 +93,9 @@ impl Mode {
                 s6_duration: Duration::from_secs(3),
                 s7_stream_events: 10_000,
                 s7_repeats: 100,
+                s8_clients: vec![64],
+                s8_products: vec![1, 10],
+                s8_orders: 2_000,
             },
             Mode::Full => Sizes {
                 runs: 5,
@@ -108,6 +115,9 @@ impl Mode {
                 s6_duration: Duration::from_secs(10),
                 s7_stream_events: 10_000,
                 s7_repeats: 200,
+                s8_clients: vec![64, 200],
+                s8_products: vec![1, 10],
+                s8_orders: 10_000,
             },
         }
     }
@@ -140,6 +150,11 @@ pub struct Sizes {
     pub s6_duration: Duration,
     pub s7_stream_events: usize,
     pub s7_repeats: usize,
+    /// Clients confirming at once (N) and hot products (K) of the checkout scenario.
+    pub s8_clients: Vec<usize>,
+    pub s8_products: Vec<usize>,
+    /// 1-unit orders confirmed per run; the products receive half as many units.
+    pub s8_orders: usize,
 }
 
 pub struct Config {
@@ -191,7 +206,7 @@ impl Ctx {
     }
 }
 
-pub const SCENARIOS: [(&str, &str); 7] = [
+pub const SCENARIOS: [(&str, &str); 8] = [
     ("S1", "Commands over HTTP"),
     ("S2", "Raw append"),
     ("S3", "Live projection lag"),
@@ -199,6 +214,7 @@ pub const SCENARIOS: [(&str, &str); 7] = [
     ("S5", "Hot keys"),
     ("S6", "Queries"),
     ("S7", "Replaying a 10,000-event stream"),
+    ("S8", "Checkout contention"),
 ];
 
 /// Runs the suite and returns the report (not yet written).
@@ -236,7 +252,8 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             "S4" => s4_rebuild::run(&ctx).await,
             "S5" => s5_hot_keys::run(&ctx).await,
             "S6" => s6_queries::run(&ctx).await,
-            _ => s7_replay::run(&ctx).await,
+            "S7" => s7_replay::run(&ctx).await,
+            _ => s8_checkout::run(&ctx).await,
         };
         let mut s = result.unwrap_or_else(|e| {
             let mut s = Scenario::new(id, title, "");

@@ -44,16 +44,6 @@ fn was_confirmed(e: &Enriched) -> bool {
         .is_some_and(|b| b.order.status == OrderStatus::Confirmed)
 }
 
-/// Units of `product` on the order after the event.
-fn units(e: &Enriched, product: &str) -> i64 {
-    e.after
-        .iter()
-        .flat_map(|a| a.order.items.iter())
-        .filter(|l| l.product_id.as_str() == product)
-        .map(|l| i64::from(l.quantity))
-        .sum()
-}
-
 /// The writes the naive projector makes for one event, view by view.
 pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
     let mut out = Vec::new();
@@ -132,25 +122,45 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
     }
 
     for key in InventoryProjection::keys(e) {
-        let inc = match &e.event.event {
-            DomainEvent::Product(ProductEvent::StockReceived(s)) => {
+        // The view follows the product stream alone.
+        let DomainEvent::Product(product) = &e.event.event else {
+            continue;
+        };
+        let mut set = doc! {"productId": &key, "updatedAt": at};
+        let inc = match product {
+            ProductEvent::ProductDetailsSet(d) => {
+                set.insert("name", &d.name);
+                None
+            }
+            ProductEvent::StockReceived(s) => {
                 let q = i64::from(s.quantity);
-                doc! {"receivedUnits": q, "availableUnits": q}
+                Some(doc! {"receivedUnits": q, "availableUnits": q})
             }
-            DomainEvent::Order(OrderEvent::OrderConfirmed) => {
-                let q = units(e, &key);
-                doc! {"soldUnits": q, "availableUnits": -q}
+            ProductEvent::StockAdjusted(a) => {
+                let q = a.delta.get();
+                Some(doc! {"receivedUnits": q, "availableUnits": q})
             }
-            _ => {
-                // Cancelling a confirmed order: the only other event the view takes.
-                let q = units(e, &key);
-                doc! {"soldUnits": -q, "availableUnits": q}
+            ProductEvent::StockReserved(r) => {
+                let q = i64::from(r.quantity);
+                Some(doc! {"reservedUnits": q, "availableUnits": -q, "soldUnits": q})
+            }
+            ProductEvent::StockReleased(r) => {
+                let q = i64::from(r.quantity);
+                Some(doc! {"reservedUnits": -q, "availableUnits": q, "soldUnits": -q})
+            }
+            ProductEvent::StockShipped(s) => {
+                let q = i64::from(s.quantity);
+                Some(doc! {"reservedUnits": -q, "shippedUnits": q})
             }
         };
+        let mut update = doc! {"$set": set};
+        if let Some(inc) = inc {
+            update.insert("$inc", inc);
+        }
         out.push(Write {
             view: InventoryProjection::VIEW.name(),
             filter: doc! {"_id": &key},
-            update: doc! {"$inc": inc, "$set": {"productId": &key, "updatedAt": at}},
+            update,
         });
     }
     Ok(out)

@@ -219,18 +219,20 @@ pub async fn verify(db: &mongodb::Database, expected: &Expected) -> anyhow::Resu
     let mut seen = 0usize;
     for d in &products {
         let id = d.get_str("_id").unwrap_or_default();
-        let (received, sold) = expected.products.get(id).copied().unwrap_or((0, 0));
+        let want = expected.products.get(id).copied().unwrap_or_default();
         seen += usize::from(expected.products.contains_key(id));
-        expect(
-            &format!("inventory {id} receivedUnits"),
-            get_int(d, "receivedUnits").unwrap_or(0),
-            received,
-        );
-        expect(
-            &format!("inventory {id} soldUnits"),
-            get_int(d, "soldUnits").unwrap_or(0),
-            sold,
-        );
+        for (field, want) in [
+            ("receivedUnits", want.received),
+            ("reservedUnits", want.reserved),
+            ("shippedUnits", want.shipped),
+            ("availableUnits", want.available()),
+        ] {
+            expect(
+                &format!("inventory {id} {field}"),
+                get_int(d, field).unwrap_or(0),
+                want,
+            );
+        }
     }
     expect(
         "inventory products",

@@ -1,5 +1,7 @@
 //! S1: commands over HTTP. The real write-service runs in this process on port 0 with its
-//! own database; N clients each loop "place an order, confirm it" for a fixed time.
+//! own database; N clients each loop "place an order, confirm it" for a fixed time. The
+//! catalogue is set and stocked first, with so many units that no confirmation is refused:
+//! S1 measures command throughput, not refusals (S8 measures those).
 
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ use crate::stats;
 const POOL: u32 = 10;
 const SNAPSHOT_EVERY: u64 = 100;
 const PRODUCTS: u64 = 200;
+/// Units each product receives before S1 (and S3) order it: far more than a run confirms.
+pub const AMPLE_STOCK: i64 = 1_000_000;
 
 /// The write-service running in this process on port 0 against a scratch database.
 pub struct Service {
@@ -49,6 +53,22 @@ impl Service {
         })
     }
 
+    /// Sets the name and price of every product `order_body` names and receives `units` of
+    /// each, as a shop does before it sells.
+    pub async fn open_shop(&self, client: &reqwest::Client, units: i64) -> anyhow::Result<()> {
+        for p in 0..PRODUCTS {
+            let details = json!({"name": format!("Product {p}"), "unitPriceCents": price(p)});
+            put_ok(client, &format!("{}/products/p-{p}", self.base), &details).await?;
+            post_ok(
+                client,
+                &format!("{}/products/p-{p}/stock", self.base),
+                &json!({"quantity": units}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     pub async fn stop(self) {
         self.cancel.cancel();
         let _ = self.server.await;
@@ -64,17 +84,34 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// A two-line order for `user` at the catalogue's prices.
+/// A two-line order for `user`; the write-service prices it from the catalogue.
 pub fn order_body(rng: &mut fastrand::Rng, user: &str) -> Value {
     let (p1, p2) = (rng.u64(0..PRODUCTS), rng.u64(0..PRODUCTS));
     let p2 = if p2 == p1 { (p1 + 1) % PRODUCTS } else { p2 };
     json!({
         "userId": user,
         "items": [
-            {"productId": format!("p-{p1}"), "quantity": rng.i64(1..4), "unitPriceCents": price(p1)},
-            {"productId": format!("p-{p2}"), "quantity": rng.i64(1..4), "unitPriceCents": price(p2)},
+            {"productId": format!("p-{p1}"), "quantity": rng.i64(1..4)},
+            {"productId": format!("p-{p2}"), "quantity": rng.i64(1..4)},
         ],
     })
+}
+
+/// A set-up request that must succeed; its reply body.
+async fn send_ok(request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+    let reply = request.send().await.with_context(|| what.to_owned())?;
+    let status = reply.status();
+    let body = reply.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{what}: {status} {body}");
+    Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+pub async fn put_ok(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
+    send_ok(client.put(url).json(body), &format!("PUT {url}")).await
+}
+
+pub async fn post_ok(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
+    send_ok(client.post(url).json(body), &format!("POST {url}")).await
 }
 
 pub struct RunResult {
@@ -95,9 +132,11 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         "S1",
         "Commands over HTTP",
         "The real write-service (`write_service::Application::with_pool`) runs in this process \
-         on port 0 against a fresh database; N client tasks (reqwest, keep-alive) each loop \
-         `POST /orders` (2 lines) then `POST /orders/{id}/confirm` for a fixed time after a \
-         warm-up. Each request is one command; commands/s counts 2xx replies completed in the \
+         on port 0 against a fresh database; its 200 products get a price (`PUT /products/{id}`) \
+         and ample stock first, so no confirmation is refused. N client tasks (reqwest, \
+         keep-alive) each loop `POST /orders` (2 lines, priced by the catalogue) then \
+         `POST /orders/{id}/confirm` (which reserves both lines in the same commit) for a \
+         fixed time after a warm-up. Each request is one command; commands/s counts 2xx replies completed in the \
          window. Latency percentiles come from the run with the median throughput.",
     );
     s.param("concurrent clients", format!("{:?}", sizes.s1_levels));
@@ -117,9 +156,15 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         "load generator and write-service in one process; PostgreSQL on the same machine",
     );
 
+    s.param(
+        "products (each stocked first)",
+        format!("{PRODUCTS} × {AMPLE_STOCK} units"),
+    );
+
     let service = Service::start(scratch).await?;
     let client = client()?;
     let measured = async {
+        service.open_shop(&client, AMPLE_STOCK).await?;
         let mut by_level = Vec::new();
         for &level in &sizes.s1_levels {
             let mut runs = Vec::new();

@@ -102,6 +102,13 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     );
 
     let write = s1_http::Service::start(scratch).await?;
+    if let Err(e) = write
+        .open_shop(&s1_http::client()?, s1_http::AMPLE_STOCK)
+        .await
+    {
+        write.stop().await;
+        return Err(e);
+    }
     // The projector talks to MongoDB through the counting proxy, so the report can say how
     // much of the lag is spent waiting on the server.
     let counted = Counted::start(&ctx.servers).await?;
@@ -427,6 +434,10 @@ async fn wait_for(samples: &Mutex<Vec<Sample>>, position: Position, patience: Du
 async fn own_peak(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<f64> {
     let write = s1_http::Service::start(scratch).await?;
     let client = s1_http::client()?;
+    if let Err(e) = write.open_shop(&client, s1_http::AMPLE_STOCK).await {
+        write.stop().await;
+        return Err(e);
+    }
     let run = s1_http::drive(
         &client,
         &write.base,

@@ -33,8 +33,12 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         "A realistic log is generated through the domain's `decide` (per order: created with 1-3 \
          lines, 4-7 items added, often one removed; then 65% confirmed, shipped and delivered, 10% \
          confirmed then cancelled, 10% cancelled while pending, 10% only confirmed, 5% left \
-         pending; about one stock delivery per ten orders), many orders in flight at once, one \
-         event of each of up to 100 orders per transaction (`EventStore::append`, multi-stream). \
+         pending; about one stock delivery per ten orders; each product priced and stocked in \
+         the transaction of the first order that names it, each confirmation reserving its \
+         lines, each cancellation of a confirmed order releasing them and each shipment \
+         shipping them on the product streams in the same transaction, as the write-service \
+         does), many orders in flight at once, one event of each of up to 100 orders per \
+         transaction (`EventStore::append`, multi-stream). \
          `recorded_at` is then spread evenly over 90 days in log order. The real projector \
          rebuilds all four views from position zero with `projector::rebuild::catch_up`, one view \
          after the other as `projector rebuild` does, each run into a fresh MongoDB database. \

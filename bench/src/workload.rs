@@ -6,12 +6,20 @@
 //! does. Per order: created with 1-3 lines, 4-7 items added, often one removed, then 65%
 //! confirmed, shipped and delivered; 10% confirmed then cancelled; 10% cancelled while
 //! pending; 10% confirmed only; 5% left pending. About one stock delivery per ten orders.
+//!
+//! Products go through the domain too, as the write-service drives them: a product gets its
+//! name, price and opening stock in the transaction of the first order that names it; a
+//! confirmation reserves each line on the product's stream in the same transaction
+//! (preceded by a delivery when the product could not cover it, so no confirmation is
+//! refused), a cancellation releases, a shipment ships.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
-use domain::events::{DomainEvent, LineItem, OrderEvent, ProductEvent, StockReceived};
+use anyhow::Context;
+use domain::events::{DomainEvent, LineItem, OrderEvent, ProductEvent, ReleaseReason};
 use domain::order::{self, OrderCommand, OrderState, OrderStatus};
+use domain::product::{self, Price, ProductCommand, ProductError, ProductState};
 use domain::{Currency, OrderId, ProductId, Quantity, StockQuantity, UnitPriceCents};
 use event_store::{
     Aggregate, EventStore, NewEvent, OrderAggregate, ProductAggregate, StreamAppend,
@@ -57,8 +65,8 @@ pub struct Expected {
     pub refunded_cents: i64,
     /// Units on orders at the moment they were confirmed (`daily_sales.unitsSold`).
     pub units_confirmed: i64,
-    /// Per product: units received, units sold (confirmed and not cancelled since).
-    pub products: BTreeMap<String, (i64, i64)>,
+    /// Per product, as its stream holds it.
+    pub products: BTreeMap<String, Stock>,
     pub event_types: BTreeMap<&'static str, u64>,
 }
 
@@ -82,11 +90,33 @@ struct InFlight {
     steps: VecDeque<Step>,
 }
 
+/// A product's stock counters (`inventory_view`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stock {
+    pub received: i64,
+    pub reserved: i64,
+    pub shipped: i64,
+}
+
+impl Stock {
+    pub fn available(&self) -> i64 {
+        self.received - self.reserved - self.shipped
+    }
+}
+
+/// Units each product receives with its price; a delivery of at least `RESTOCK` units comes
+/// whenever a confirmation would find too few.
+const OPENING_STOCK: i64 = 200;
+const RESTOCK: i64 = 500;
+
 pub struct Generator {
     mix: Mix,
     rng: fastrand::Rng,
     in_flight: Vec<InFlight>,
     product_versions: HashMap<usize, u64>,
+    products: HashMap<usize, ProductState>,
+    /// The product events of the transaction being generated, by product.
+    product_events: BTreeMap<usize, Vec<ProductEvent>>,
     pub emitted: usize,
     pub transactions: usize,
     pub expected: Expected,
@@ -100,6 +130,14 @@ fn price(p: usize) -> UnitPriceCents {
     UnitPriceCents::try_from(99 + (p * 37 % 9_900) as i64).expect("in range")
 }
 
+/// The generator's index of a product id it made.
+fn product_index(id: &ProductId) -> usize {
+    id.as_str()
+        .strip_prefix("p-")
+        .and_then(|n| n.parse().ok())
+        .expect("a generated product id")
+}
+
 impl Generator {
     pub fn new(mix: Mix) -> Generator {
         Generator {
@@ -107,6 +145,8 @@ impl Generator {
             mix,
             in_flight: Vec::new(),
             product_versions: HashMap::new(),
+            products: HashMap::new(),
+            product_events: BTreeMap::new(),
             emitted: 0,
             transactions: 0,
             expected: Expected::default(),
@@ -174,7 +214,103 @@ impl Generator {
         }
     }
 
+    /// Decides a product command and records its events in the transaction being generated.
+    fn product_command(&mut self, p: usize, cmd: ProductCommand) -> Result<(), ProductError> {
+        let state = self.products.entry(p).or_default();
+        for e in product::decide(state, cmd)? {
+            *state = std::mem::take(state).apply(&e);
+            let kind = DomainEvent::Product(e.clone()).event_type();
+            *self.expected.event_types.entry(kind).or_insert(0) += 1;
+            self.product_events.entry(p).or_default().push(e);
+        }
+        self.expected.products.insert(
+            product_id(p).to_string(),
+            Stock {
+                received: state.received_units,
+                reserved: state.reserved_units,
+                shipped: state.shipped_units,
+            },
+        );
+        Ok(())
+    }
+
+    fn receive(&mut self, p: usize, units: i64) -> anyhow::Result<()> {
+        let quantity = StockQuantity::try_from(units).context("a delivery's size")?;
+        let product_id = product_id(p);
+        self.product_command(
+            p,
+            ProductCommand::ReceiveStock {
+                product_id,
+                quantity,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Name, price and opening stock, the first time an order names the product.
+    fn catalogue(&mut self, p: usize) -> anyhow::Result<()> {
+        if self.products.get(&p).is_some_and(|s| s.price.is_some()) {
+            return Ok(());
+        }
+        let details = ProductCommand::SetDetails {
+            product_id: product_id(p),
+            name: format!("Product {p}"),
+            price: Price {
+                currency: Currency::USD,
+                unit_price_cents: price(p),
+            },
+        };
+        self.product_command(p, details)?;
+        self.receive(p, OPENING_STOCK)
+    }
+
+    /// What confirming, cancelling or shipping an order does to its products' streams.
+    fn follow(&mut self, before: &OrderState, event: &OrderEvent) -> anyhow::Result<()> {
+        let Some(o) = before.order() else {
+            return Ok(());
+        };
+        for l in &o.items {
+            let p = product_index(&l.product_id);
+            let (product_id, order_id) = (l.product_id.clone(), o.order_id);
+            match event {
+                OrderEvent::OrderConfirmed => {
+                    let reserve = || ProductCommand::Reserve {
+                        product_id: product_id.clone(),
+                        order_id,
+                        quantity: l.quantity,
+                    };
+                    if let Err(ProductError::InsufficientStock { asked, available }) =
+                        self.product_command(p, reserve())
+                    {
+                        self.receive(p, (asked - available).max(RESTOCK))?;
+                        self.product_command(p, reserve())?;
+                    }
+                }
+                OrderEvent::OrderCancelled(_) => self.product_command(
+                    p,
+                    ProductCommand::Release {
+                        product_id,
+                        order_id,
+                        reason: ReleaseReason::OrderCancelled,
+                    },
+                )?,
+                OrderEvent::OrderShipped(_) => self.product_command(
+                    p,
+                    ProductCommand::Ship {
+                        product_id,
+                        order_id,
+                    },
+                )?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn line(&mut self, p: usize) -> LineItem {
+        // Lines are priced by the catalogue, so the product is in it first.
+        self.catalogue(p)
+            .expect("the generator's catalogue entries are valid");
         LineItem {
             product_id: product_id(p),
             quantity: Quantity::try_from(self.rng.i64(1..=3)).expect("in range"),
@@ -227,19 +363,13 @@ impl Generator {
                 e.orders_confirmed += 1;
                 e.revenue_cents += o.total_cents;
                 for l in &o.items {
-                    let q = i64::from(l.quantity);
-                    e.units_confirmed += q;
-                    e.products.entry(l.product_id.to_string()).or_default().1 += q;
+                    e.units_confirmed += i64::from(l.quantity);
                 }
             }
             OrderEvent::OrderCancelled(_) => {
                 e.orders_cancelled += 1;
                 if o.status == OrderStatus::Confirmed {
                     e.refunded_cents += o.total_cents;
-                    for l in &o.items {
-                        e.products.entry(l.product_id.to_string()).or_default().1 -=
-                            i64::from(l.quantity);
-                    }
                 }
             }
             _ => {}
@@ -281,6 +411,9 @@ impl Generator {
             };
             let before = self.in_flight[i].state.clone();
             self.count(&before, &event);
+            // The reservations, releases and shipments commit with the order's event.
+            self.follow(&before, &event)
+                .expect("the generator restocks before a reservation could fail");
             let o = &mut self.in_flight[i];
             o.created = true;
             o.state = before.apply(&event);
@@ -300,36 +433,33 @@ impl Generator {
         if self.rng.usize(0..100) < appends.len() {
             let p = self.rng.usize(0..self.mix.products);
             let q = self.rng.i64(10..=500);
+            self.receive(p, q).expect("a delivery in range");
+        }
+        // Each product stream touched once per transaction, with all its events, before the
+        // orders (a product is priced before an order names it).
+        let mut products = Vec::with_capacity(self.product_events.len());
+        for (p, events) in std::mem::take(&mut self.product_events) {
             let version = self.product_versions.entry(p).or_insert(0);
-            let event = DomainEvent::Product(ProductEvent::StockReceived(StockReceived {
-                product_id: product_id(p),
-                quantity: StockQuantity::try_from(q).expect("in range"),
-            }));
-            appends.push(StreamAppend {
+            products.push(StreamAppend {
                 stream_id: product_id(p).stream_id(),
                 stream_type: ProductAggregate::STREAM_TYPE,
                 expected_version: *version,
-                events: vec![new_event(event)],
+                events: events
+                    .into_iter()
+                    .map(|e| new_event(DomainEvent::Product(e)))
+                    .collect(),
                 snapshot: None,
             });
-            *version += 1;
-            self.expected
-                .products
-                .entry(product_id(p).to_string())
-                .or_default()
-                .0 += q;
-            *self
-                .expected
-                .event_types
-                .entry("StockReceived")
-                .or_insert(0) += 1;
+            *version += products.last().map_or(0, |a| a.events.len() as u64);
         }
+        products.append(&mut appends);
+        let appends = products;
         finished.sort_unstable();
         finished.dedup();
         for i in finished.into_iter().rev() {
             self.in_flight.swap_remove(i);
         }
-        self.emitted += appends.len();
+        self.emitted += appends.iter().map(|a| a.events.len()).sum::<usize>();
         self.transactions += 1;
         Some(appends)
     }
@@ -424,18 +554,35 @@ mod tests {
         assert_eq!(events, g.emitted);
         assert!(events >= 5_000);
         let orders = g.expected.orders_placed as f64;
-        let per_order = (events as f64
-            - g.expected
-                .event_types
-                .get("StockReceived")
-                .copied()
-                .unwrap_or(0) as f64)
-            / orders;
+        let order_events: u64 = g
+            .expected
+            .event_types
+            .iter()
+            .filter(|(t, _)| t.starts_with("Order") || t.starts_with("Item"))
+            .map(|(_, n)| n)
+            .sum();
+        let per_order = order_events as f64 / orders;
         assert!(
             (7.0..12.0).contains(&per_order),
             "{per_order} events per order"
         );
         assert!(g.expected.orders_confirmed > 0 && g.expected.orders_cancelled > 0);
+        // Every confirmation reserved, every shipment and release followed, and no
+        // product promised more than it received.
+        for t in [
+            "ProductDetailsSet",
+            "StockReserved",
+            "StockReleased",
+            "StockShipped",
+        ] {
+            assert!(g.expected.event_types.get(t).is_some_and(|n| *n > 0), "{t}");
+        }
+        for (p, s) in &g.expected.products {
+            assert!(s.available() >= 0, "{p}: {s:?}");
+        }
+        let reserved: i64 = g.expected.products.values().map(|s| s.reserved).sum();
+        let shipped: i64 = g.expected.products.values().map(|s| s.shipped).sum();
+        assert!(reserved > 0 && shipped > 0);
     }
 
     #[test]

@@ -175,7 +175,7 @@ if addr:
             self.send_response(200)
             self.send_header("content-length", "0")
             self.end_headers()
-        do_POST = do_GET
+        do_POST = do_PUT = do_GET
         def log_message(self, *args):
             pass
     host, port = os.environ[addr].rsplit(":", 1)

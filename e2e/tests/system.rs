@@ -542,24 +542,32 @@ impl Status {
     }
 }
 
+/// A catalogue entry, as `PUT /products/{id}` sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Product {
+    name: String,
+    currency: &'static str,
+    price: i64,
+}
+
 #[derive(Debug, Clone)]
 struct Line {
     product: String,
     quantity: i64,
+    /// What the order charges: the catalogue's price when the line was added (set by
+    /// `Model::apply`).
     price: i64,
-}
-
-fn line(product: &str, quantity: i64, price: i64) -> Line {
-    Line {
-        product: product.to_owned(),
-        quantity,
-        price,
-    }
+    /// The `unitPriceCents` the client sends ("the price I was shown"), if any.
+    sent: Option<i64>,
 }
 
 impl Line {
     fn json(&self) -> Value {
-        json!({"productId": self.product, "quantity": self.quantity, "unitPriceCents": self.price})
+        let mut v = json!({"productId": self.product, "quantity": self.quantity});
+        if let Some(cents) = self.sent {
+            v["unitPriceCents"] = json!(cents);
+        }
+        v
     }
 }
 
@@ -604,6 +612,14 @@ impl OrderModel {
 
     fn has(&self, product: &str) -> bool {
         self.lines.iter().any(|l| l.product == product)
+    }
+
+    fn quantity_of(&self, product: &str) -> i64 {
+        self.lines
+            .iter()
+            .filter(|l| l.product == product)
+            .map(|l| l.quantity)
+            .sum()
     }
 
     /// Lines merge by product, keeping their first place.
@@ -657,7 +673,9 @@ enum Cmd {
     Cancel(String, Option<String>),
     Ship(String, String, String),
     Deliver(String),
+    SetProduct(String, Product),
     Receive(String, i64),
+    Adjust(String, i64, Option<String>),
 }
 
 impl Cmd {
@@ -688,17 +706,33 @@ impl Cmd {
                 Some(json!({"carrier": carrier, "trackingNumber": tracking})),
             ),
             Cmd::Deliver(id) => (Method::POST, format!("/orders/{id}/deliver"), None),
+            Cmd::SetProduct(p, d) => (
+                Method::PUT,
+                format!("/products/{p}"),
+                Some(json!({"name": d.name, "unitPriceCents": d.price, "currency": d.currency})),
+            ),
             Cmd::Receive(p, q) => (
                 Method::POST,
                 format!("/products/{p}/stock"),
                 Some(json!({"quantity": q})),
             ),
+            Cmd::Adjust(p, q, reason) => {
+                let mut body = json!({"quantity": q});
+                if let Some(r) = reason {
+                    body["reason"] = json!(r);
+                }
+                (
+                    Method::POST,
+                    format!("/products/{p}/stock/adjustments"),
+                    Some(body),
+                )
+            }
         }
     }
 
     fn order(&self) -> Option<&str> {
         match self {
-            Cmd::Place { .. } | Cmd::Receive(..) => None,
+            Cmd::Place { .. } | Cmd::SetProduct(..) | Cmd::Receive(..) | Cmd::Adjust(..) => None,
             Cmd::Add(id, _)
             | Cmd::Remove(id, _)
             | Cmd::Confirm(id)
@@ -707,39 +741,202 @@ impl Cmd {
             | Cmd::Deliver(id) => Some(id),
         }
     }
+
+    fn product(&self) -> Option<&str> {
+        match self {
+            Cmd::SetProduct(p, _) | Cmd::Receive(p, _) | Cmd::Adjust(p, ..) => Some(p),
+            _ => None,
+        }
+    }
 }
 
-/// Everything written and answered: orders by id, stock received per product, and the
-/// newest consistency token.
+/// An answer the write-service should refuse a command with; `field` and `details` are
+/// checked when given.
+#[derive(Debug, Clone)]
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    field: Option<String>,
+    details: Option<Value>,
+}
+
+fn refusal(status: StatusCode, code: &'static str) -> Refusal {
+    Refusal {
+        status,
+        code,
+        field: None,
+        details: None,
+    }
+}
+
+/// `details` entries in a fixed order (by product), so two lists compare as sets.
+fn by_product(details: &Value) -> Value {
+    let mut items = details.as_array().cloned().unwrap_or_default();
+    items.sort_by_key(|d| d["productId"].as_str().unwrap_or_default().to_owned());
+    Value::Array(items)
+}
+
+/// A product's stock as its stream holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Stock {
+    received: i64,
+    reserved: i64,
+    shipped: i64,
+}
+
+impl Stock {
+    fn available(&self) -> i64 {
+        self.received - self.reserved - self.shipped
+    }
+
+    /// What the dashboard ranks products by.
+    fn sold(&self) -> i64 {
+        self.reserved + self.shipped
+    }
+}
+
+/// Everything written and answered: the catalogue, orders by id, stock received per
+/// product, and the newest consistency token.
 #[derive(Debug, Default)]
 struct Model {
+    catalogue: BTreeMap<String, Product>,
     orders: BTreeMap<String, OrderModel>,
-    stock: BTreeMap<String, i64>,
+    /// Units received per product: deliveries plus adjustments.
+    received: BTreeMap<String, i64>,
+    /// Events on each product stream from its own commands (details changed, deliveries,
+    /// adjustments); the reservations, releases and shipments follow from the orders.
+    product_writes: BTreeMap<String, i64>,
     token: Option<String>,
     /// The id of the order placed last.
     placed: Option<String>,
     /// Read each write back at once with its own token (read-your-writes).
     read_back: bool,
+    /// Other writers use the same products: whether a confirmation finds enough stock, and
+    /// a product's version, are not this model's to predict.
+    shared_stock: bool,
+    /// Confirmations refused for want of stock that this model could not predict.
+    short: usize,
 }
 
 impl Model {
-    /// What the write-service should answer: `Ok` or the refusal's status and code.
-    fn predict(&self, cmd: &Cmd) -> Result<(), (StatusCode, &'static str)> {
-        let conflict = Err((StatusCode::CONFLICT, "invalid_state"));
-        let Some(id) = cmd.order() else {
-            return Ok(());
-        };
+    /// Stock per product with any event on its stream. Every order confirmed here reserved
+    /// its lines; cancelling released them, shipping shipped them.
+    fn stock(&self) -> BTreeMap<String, Stock> {
+        let mut stock: BTreeMap<String, Stock> = self
+            .catalogue
+            .keys()
+            .chain(self.received.keys())
+            .map(|p| (p.clone(), Stock::default()))
+            .collect();
+        for (p, q) in &self.received {
+            stock.entry(p.clone()).or_default().received = *q;
+        }
+        for o in self.orders.values().filter(|o| o.was_confirmed()) {
+            for l in &o.lines {
+                let s = stock.entry(l.product.clone()).or_default();
+                match o.status {
+                    Status::Confirmed => s.reserved += l.quantity,
+                    Status::Shipped | Status::Delivered => s.shipped += l.quantity,
+                    _ => {}
+                }
+            }
+        }
+        stock
+    }
+
+    /// Events on the product's stream: its own commands, and one per confirmation,
+    /// release (a confirmed order cancelled) and shipment of an order with a line of it.
+    fn product_version(&self, product: &str) -> i64 {
+        let mut n = self.product_writes.get(product).copied().unwrap_or(0);
+        for o in self.orders.values().filter(|o| o.has(product)) {
+            n += o
+                .events
+                .iter()
+                .filter(|e| matches!(**e, "OrderConfirmed" | "OrderShipped"))
+                .count() as i64;
+            if o.was_confirmed() && o.status == Status::Cancelled {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The catalogue's refusals of lines for an order in `currency`: a product without a
+    /// price or in another currency (422 on the line's product), then every line whose
+    /// price the client sent and the catalogue no longer has (409 `price_changed`).
+    /// `prefix` is how the fields of line `i` are named (`items[i].` or nothing).
+    fn check_lines(
+        &self,
+        lines: &[Line],
+        currency: &str,
+        prefix: impl Fn(usize) -> String,
+    ) -> Result<(), Refusal> {
+        for (i, l) in lines.iter().enumerate() {
+            let priced = self.catalogue.get(&l.product);
+            if priced.is_none_or(|p| p.currency != currency) {
+                return Err(Refusal {
+                    field: Some(format!("{}productId", prefix(i))),
+                    ..refusal(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+                });
+            }
+        }
+        let changed: Vec<(usize, &Line, i64)> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, l, self.catalogue[&l.product].price))
+            .filter(|(_, l, now)| l.sent.is_some_and(|sent| sent != *now))
+            .collect();
+        if let Some((first, ..)) = changed.first() {
+            let details: Vec<Value> = changed
+                .iter()
+                .map(|(_, l, now)| json!({"productId": l.product, "unitPriceCents": now}))
+                .collect();
+            return Err(Refusal {
+                field: Some(format!("{}unitPriceCents", prefix(*first))),
+                details: Some(Value::Array(details)),
+                ..refusal(StatusCode::CONFLICT, "price_changed")
+            });
+        }
+        Ok(())
+    }
+
+    /// What the write-service should answer: `Ok` or the refusal.
+    fn predict(&self, cmd: &Cmd) -> Result<(), Refusal> {
+        let conflict = Err(refusal(StatusCode::CONFLICT, "invalid_state"));
+        match cmd {
+            Cmd::Place {
+                currency, lines, ..
+            } => {
+                return self
+                    .check_lines(lines, currency.unwrap_or("USD"), |i| format!("items[{i}]."));
+            }
+            Cmd::Adjust(p, delta, _) => {
+                let s = self.stock().get(p.as_str()).copied().unwrap_or_default();
+                return if !self.shared_stock && s.received + delta < s.reserved + s.shipped {
+                    Err(refusal(StatusCode::CONFLICT, "below_committed"))
+                } else {
+                    Ok(())
+                };
+            }
+            Cmd::SetProduct(..) | Cmd::Receive(..) => return Ok(()),
+            _ => {}
+        }
+        let id = cmd.order().expect("an order command");
         let o = &self.orders[id];
         match cmd {
             Cmd::Add(_, l) => {
                 if o.status != Status::Pending {
-                    conflict
-                } else if o
-                    .lines
+                    return conflict;
+                }
+                self.check_lines(std::slice::from_ref(l), &o.currency, |_| String::new())?;
+                if o.lines
                     .iter()
-                    .any(|x| x.product == l.product && x.price != l.price)
+                    .any(|x| x.product == l.product && x.price != self.catalogue[&l.product].price)
                 {
-                    Err((StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"))
+                    Err(refusal(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "validation_failed",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -748,14 +945,40 @@ impl Model {
                 if o.status != Status::Pending {
                     conflict
                 } else if !o.has(p) {
-                    Err((StatusCode::NOT_FOUND, "item_not_found"))
+                    Err(refusal(StatusCode::NOT_FOUND, "item_not_found"))
                 } else if o.lines.len() == 1 {
-                    Err((StatusCode::CONFLICT, "last_item"))
+                    Err(refusal(StatusCode::CONFLICT, "last_item"))
                 } else {
                     Ok(())
                 }
             }
-            Cmd::Confirm(_) if o.status == Status::Pending => Ok(()),
+            Cmd::Confirm(_) if o.status == Status::Pending => {
+                if self.shared_stock {
+                    return Ok(());
+                }
+                let stock = self.stock();
+                let short: Vec<Value> = o
+                    .lines
+                    .iter()
+                    .map(|l| (l, stock.get(&l.product).copied().unwrap_or_default()))
+                    .filter(|(l, s)| l.quantity > s.available())
+                    .map(|(l, s)| {
+                        json!({
+                            "productId": l.product,
+                            "askedUnits": l.quantity,
+                            "availableUnits": s.available(),
+                        })
+                    })
+                    .collect();
+                if short.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Refusal {
+                        details: Some(Value::Array(short)),
+                        ..refusal(StatusCode::CONFLICT, "insufficient_stock")
+                    })
+                }
+            }
             Cmd::Cancel(..) if matches!(o.status, Status::Pending | Status::Confirmed) => Ok(()),
             Cmd::Ship(..) if o.status == Status::Confirmed => Ok(()),
             Cmd::Deliver(_) if o.status == Status::Shipped => Ok(()),
@@ -765,6 +988,14 @@ impl Model {
 
     fn order(&mut self, id: &str) -> &mut OrderModel {
         self.orders.get_mut(id).unwrap()
+    }
+
+    /// The line as the order records it: at the catalogue's price.
+    fn priced(&self, l: &Line) -> Line {
+        Line {
+            price: self.catalogue[&l.product].price,
+            ..l.clone()
+        }
     }
 
     fn apply(&mut self, cmd: &Cmd, body: &Value) -> Option<String> {
@@ -787,7 +1018,7 @@ impl Model {
                     events: vec!["OrderCreated"],
                 };
                 for l in lines {
-                    o.merge(l.clone());
+                    o.merge(self.priced(l));
                 }
                 let fresh = self.orders.insert(id.clone(), o).is_none();
                 assert!(fresh, "order id {id} given twice");
@@ -795,8 +1026,9 @@ impl Model {
                 return Some(id);
             }
             Cmd::Add(id, l) => {
+                let l = self.priced(l);
                 let o = self.order(id);
-                o.merge(l.clone());
+                o.merge(l);
                 o.events.push("ItemAdded");
             }
             Cmd::Remove(id, p) => {
@@ -827,7 +1059,17 @@ impl Model {
                 o.status = Status::Delivered;
                 o.events.push("OrderDelivered");
             }
-            Cmd::Receive(p, q) => *self.stock.entry(p.clone()).or_default() += q,
+            Cmd::SetProduct(p, d) => {
+                // Setting the same details again appends nothing.
+                if self.catalogue.get(p) != Some(d) {
+                    *self.product_writes.entry(p.clone()).or_default() += 1;
+                    self.catalogue.insert(p.clone(), d.clone());
+                }
+            }
+            Cmd::Receive(p, q) | Cmd::Adjust(p, q, _) => {
+                *self.received.entry(p.clone()).or_default() += q;
+                *self.product_writes.entry(p.clone()).or_default() += 1;
+            }
         }
         cmd.order().map(str::to_owned)
     }
@@ -839,16 +1081,47 @@ impl Model {
         let expected = self.predict(&cmd);
         let (method, path, body) = cmd.request();
         let r = api.command(method.clone(), &path, body.as_ref()).await;
+        let what = format!("{method} {path} {body:?}");
         if r.status == StatusCode::CONFLICT && r.code() == "concurrency_conflict" {
             return false;
         }
-        if let Err((status, code)) = expected {
+        if let (Cmd::Confirm(id), true, Ok(())) = (&cmd, self.shared_stock, &expected)
+            && (r.status, r.code()) == (StatusCode::CONFLICT, "insufficient_stock")
+        {
+            // Other writers took the stock: each short line is one of the order's, asked
+            // in full, and more than is available.
+            let o = &self.orders[id];
+            let details = r.body["error"]["details"].as_array().cloned();
+            let details = details.unwrap_or_else(|| panic!("{what}: no details: {}", r.body));
+            assert!(!details.is_empty(), "{what}: {}", r.body);
+            for d in details {
+                let p = d["productId"].as_str().unwrap_or_default();
+                let (asked, available) = (int(&d["askedUnits"]), int(&d["availableUnits"]));
+                assert!(o.has(p), "{what}: {d} is not a line of the order");
+                assert_eq!(asked, o.quantity_of(p), "{what}: {d}");
+                assert!((0..asked).contains(&available), "{what}: {d}");
+            }
+            self.short += 1;
+            return false;
+        }
+        if let Err(want) = expected {
             assert_eq!(
                 (r.status, r.code()),
-                (status, code),
-                "{method} {path} {body:?}: {}",
+                (want.status, want.code),
+                "{what}: {}",
                 r.body
             );
+            if let Some(field) = &want.field {
+                assert_eq!(r.body["error"]["field"], json!(field), "{what}: {}", r.body);
+            }
+            if let Some(details) = &want.details {
+                assert_eq!(
+                    by_product(&r.body["error"]["details"]),
+                    by_product(details),
+                    "{what}: {}",
+                    r.body
+                );
+            }
             return false;
         }
         let created = matches!(cmd, Cmd::Place { .. });
@@ -857,7 +1130,7 @@ impl Model {
         } else {
             StatusCode::OK
         };
-        assert_eq!(r.status, success, "{method} {path} {body:?}: {}", r.body);
+        assert_eq!(r.status, success, "{what}: {}", r.body);
         let token = r.body["position"]
             .as_str()
             .unwrap_or_else(|| panic!("no position: {}", r.body))
@@ -879,17 +1152,40 @@ impl Model {
                         &json!(o.status.as_str()),
                         &json!(o.total())
                     ),
-                    "{method} {path} read back with its token"
+                    "{what} read back with its token"
                 );
             }
-        } else if let (Cmd::Receive(p, _), true) = (&cmd, self.read_back) {
-            let item = api.read_ok(&format!("/inventory/{p}"), &token).await;
-            assert_eq!(item["receivedUnits"], json!(self.stock[p]), "{p} read back");
+        } else if let Some(p) = cmd.product() {
+            assert_eq!(r.body["productId"], json!(p), "{what}: {}", r.body);
+            if !self.shared_stock {
+                assert_eq!(
+                    int(&r.body["version"]),
+                    self.product_version(p),
+                    "{what}: {}",
+                    r.body
+                );
+            }
+            if self.read_back {
+                let item = api.read_ok(&format!("/inventory/{p}"), &token).await;
+                let s = self.stock()[p];
+                assert_eq!(
+                    (
+                        &item["name"],
+                        &item["receivedUnits"],
+                        &item["availableUnits"]
+                    ),
+                    (
+                        &json!(self.catalogue.get(p).map(|d| &d.name)),
+                        &json!(s.received),
+                        &json!(s.available())
+                    ),
+                    "{what} read back with its token: {item}"
+                );
+            }
         }
         true
     }
 
-    /// Runs a command the domain accepts.
     /// Runs a command the domain accepts; for a new order, its id.
     async fn ok(&mut self, api: &Api, cmd: Cmd) -> Option<String> {
         let placing = matches!(cmd, Cmd::Place { .. });
@@ -916,6 +1212,26 @@ impl Model {
         assert!(!self.run(api, cmd).await);
     }
 
+    /// Opens the shop: every product of the catalogue gets its name and price, and the
+    /// products in `stock` receive those units, before any order names them.
+    async fn open_shop(&mut self, api: &Api, stock: &[(&str, i64)]) {
+        for (id, product) in catalogue() {
+            self.ok(api, Cmd::SetProduct(id.into(), product)).await;
+        }
+        for (p, q) in stock {
+            self.ok(api, Cmd::Receive((*p).into(), *q)).await;
+        }
+    }
+
+    /// A writer's model that starts from this one's catalogue.
+    fn writer(&self) -> Model {
+        Model {
+            catalogue: self.catalogue.clone(),
+            shared_stock: true,
+            ..Model::default()
+        }
+    }
+
     fn absorb(&mut self, other: Model) {
         for (id, o) in other.orders {
             assert!(
@@ -923,9 +1239,13 @@ impl Model {
                 "two writers, one order"
             );
         }
-        for (p, q) in other.stock {
-            *self.stock.entry(p).or_default() += q;
+        for (p, q) in other.received {
+            *self.received.entry(p).or_default() += q;
         }
+        for (p, n) in other.product_writes {
+            *self.product_writes.entry(p).or_default() += n;
+        }
+        self.short += other.short;
         if let Some(t) = other.token
             && self.token.as_ref().is_none_or(|mine| *mine < t)
         {
@@ -982,18 +1302,6 @@ impl Figures {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Stock {
-    received: i64,
-    sold: i64,
-}
-
-impl Stock {
-    fn available(&self) -> i64 {
-        self.received - self.sold
-    }
-}
-
 /// Sales per UTC day: an order is placed, confirmed (revenue, units) and cancelled (a refund
 /// if it had been confirmed) on the days its events were recorded.
 fn expected_sales(model: &Model, trails: &BTreeMap<String, Trail>) -> BTreeMap<NaiveDate, Figures> {
@@ -1016,33 +1324,6 @@ fn expected_sales(model: &Model, trails: &BTreeMap<String, Trail>) -> BTreeMap<N
         }
     }
     days
-}
-
-/// Stock per product with a receipt or a confirmed order; sold is what confirmed orders not
-/// cancelled hold.
-fn expected_inventory(model: &Model) -> BTreeMap<String, Stock> {
-    let mut stock: BTreeMap<String, Stock> = model
-        .stock
-        .iter()
-        .map(|(p, q)| {
-            (
-                p.clone(),
-                Stock {
-                    received: *q,
-                    sold: 0,
-                },
-            )
-        })
-        .collect();
-    for o in model.orders.values().filter(|o| o.was_confirmed()) {
-        for l in &o.lines {
-            let s = stock.entry(l.product.clone()).or_default();
-            if o.is_sale() {
-                s.sold += l.quantity;
-            }
-        }
-    }
-    stock
 }
 
 /// Newest first, ties by id descending: the read-service's default order.
@@ -1169,40 +1450,75 @@ async fn verify(api: &Api, model: &Model, page: usize) -> Seen {
     }
     assert_eq!(range["totals"], totals.json());
 
-    // Inventory: each product, the unknown ones, and the low-stock listing.
-    let inventory = expected_inventory(model);
+    // Stock: each product in the view and in the write-service's own answer (its stream),
+    // never anything promised beyond what was received; an unknown product; the low-stock
+    // listing.
+    let inventory = model.stock();
     for (product, s) in &inventory {
+        let name = json!(model.catalogue.get(product).map(|d| &d.name));
         let item = api.read_ok(&format!("/inventory/{product}"), token).await;
         assert_eq!(
             (
                 &item["productId"],
+                &item["name"],
                 &item["receivedUnits"],
-                &item["soldUnits"],
+                &item["reservedUnits"],
+                &item["shippedUnits"],
                 &item["availableUnits"]
             ),
             (
                 &json!(product),
+                &name,
                 &json!(s.received),
-                &json!(s.sold),
+                &json!(s.reserved),
+                &json!(s.shipped),
                 &json!(s.available())
             ),
             "inventory of {product}: {item}"
         );
-    }
-    let on_orders: BTreeSet<&str> = model
-        .orders
-        .values()
-        .flat_map(|o| o.lines.iter().map(|l| l.product.as_str()))
-        .collect();
-    for product in on_orders.iter().filter(|p| !inventory.contains_key(**p)) {
-        let r = api.read(&format!("/inventory/{product}"), token).await;
+        assert!(s.available() >= 0, "{product} oversold: {s:?}");
+        let r = api
+            .command(Method::GET, &format!("/products/{product}"), None)
+            .await;
         assert_eq!(
-            (r.status, r.code()),
-            (StatusCode::NOT_FOUND, "product_not_found"),
-            "{product} was never received nor confirmed: {}",
+            r.status,
+            StatusCode::OK,
+            "GET /products/{product}: {}",
             r.body
         );
+        let d = model.catalogue.get(product);
+        assert_eq!(
+            r.body,
+            json!({
+                "productId": product,
+                "name": name,
+                "currency": d.map(|d| d.currency),
+                "unitPriceCents": d.map(|d| d.price),
+                "receivedUnits": s.received,
+                "reservedUnits": s.reserved,
+                "shippedUnits": s.shipped,
+                "availableUnits": s.available(),
+                "version": model.product_version(product),
+            }),
+            "the stream of {product}"
+        );
     }
+    let r = api.read("/inventory/never-stocked", token).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "product_not_found"),
+        "{}",
+        r.body
+    );
+    let r = api
+        .command(Method::GET, "/products/never-stocked", None)
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "product_not_found"),
+        "{}",
+        r.body
+    );
     let mut by_available: Vec<(i64, &str)> = inventory
         .iter()
         .map(|(p, s)| (s.available(), p.as_str()))
@@ -1262,8 +1578,8 @@ async fn verify(api: &Api, model: &Model, page: usize) -> Seen {
     assert_eq!(summary["ordersByStatus"], Value::Object(by_status));
     let mut top: Vec<(i64, &str)> = inventory
         .iter()
-        .filter(|(_, s)| s.sold > 0)
-        .map(|(p, s)| (s.sold, p.as_str()))
+        .filter(|(_, s)| s.sold() > 0)
+        .map(|(p, s)| (s.sold(), p.as_str()))
         .collect();
     top.sort_by_key(|(sold, p)| (Reverse(*sold), *p));
     top.truncate(10);
@@ -1357,22 +1673,48 @@ async fn verify(api: &Api, model: &Model, page: usize) -> Seen {
 
 // ---- the tests ------------------------------------------------------------------------------
 
-/// Unit prices of the scripted test's catalogue.
-fn price(product: &str) -> i64 {
-    match product {
-        "apple" => 250,
-        "pear" => 120,
-        "kiwi" => 75,
-        "melon" => 899,
-        "fig" => 40,
-        "lime" => 55,
-        "plum" => 310,
-        _ => 100,
+/// The tests' catalogue: id, name, currency, unit price. Quinces and dates are sold in euros.
+const CATALOGUE: [(&str, &str, &str, i64); 9] = [
+    ("apple", "Apple", "USD", 250),
+    ("pear", "Pear", "USD", 120),
+    ("kiwi", "Kiwi", "USD", 75),
+    ("melon", "Melon", "USD", 899),
+    ("fig", "Fig", "USD", 40),
+    ("lime", "Lime", "USD", 55),
+    ("plum", "Plum", "USD", 310),
+    ("quince", "Quince", "EUR", 95),
+    ("date", "Medjool date", "EUR", 30),
+];
+
+fn catalogue() -> impl Iterator<Item = (&'static str, Product)> {
+    CATALOGUE.iter().map(|&(id, name, currency, price)| {
+        (
+            id,
+            Product {
+                name: name.into(),
+                currency,
+                price,
+            },
+        )
+    })
+}
+
+/// A line at whatever the catalogue charges (no `unitPriceCents` sent).
+fn item(product: &str, quantity: i64) -> Line {
+    Line {
+        product: product.to_owned(),
+        quantity,
+        price: 0,
+        sent: None,
     }
 }
 
-fn item(product: &str, quantity: i64) -> Line {
-    line(product, quantity, price(product))
+/// A line that sends the price the client was shown.
+fn shown(product: &str, quantity: i64, cents: i64) -> Line {
+    Line {
+        sent: Some(cents),
+        ..item(product, quantity)
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -1385,20 +1727,37 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
     };
     let cmd = |c: fn(String) -> Cmd, id: &String| c(id.clone());
 
-    // Stock: two receipts of apples; kiwis will be oversold; melons never received.
-    for (p, q) in [
-        ("apple", 100),
-        ("pear", 40),
-        ("kiwi", 5),
-        ("apple", 20),
-        ("plum", 7),
-    ] {
-        m.ok(&api, Cmd::Receive(p.into(), q)).await;
-    }
+    // Nothing can be ordered before the catalogue names its price.
+    m.refused(
+        &api,
+        Cmd::Place {
+            user: "alice".into(),
+            currency: None,
+            lines: vec![item("apple", 1)],
+        },
+    )
+    .await;
+    // Stock: two receipts of apples; kiwis run short; melons and limes not received yet.
+    m.open_shop(
+        &api,
+        &[
+            ("apple", 100),
+            ("pear", 40),
+            ("kiwi", 5),
+            ("apple", 20),
+            ("plum", 7),
+            ("fig", 2),
+        ],
+    )
+    .await;
+    // The same details again append nothing (`run` checks the version).
+    let (id, apple) = catalogue().next().unwrap();
+    m.ok(&api, Cmd::SetProduct(id.into(), apple)).await;
 
-    // alice: one order through its whole life, one refunded, one left pending, one confirmed.
+    // alice: one order through its whole life, one refused then refunded, one left
+    // pending, one confirmed.
     let a1 = m
-        .place(&api, "alice", vec![item("apple", 2), item("pear", 3)])
+        .place(&api, "alice", vec![item("apple", 2), shown("pear", 3, 120)])
         .await;
     m.ok(&api, Cmd::Add(a1.clone(), item("kiwi", 4))).await;
     m.ok(&api, Cmd::Add(a1.clone(), item("apple", 1))).await; // merges: 3 apples
@@ -1408,6 +1767,8 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
         .await;
     m.ok(&api, cmd(Cmd::Deliver, &a1)).await;
     let a2 = m.place(&api, "alice", vec![item("melon", 1)]).await;
+    m.refused(&api, cmd(Cmd::Confirm, &a2)).await; // no melon received
+    m.ok(&api, Cmd::Receive("melon".into(), 3)).await;
     m.ok(&api, cmd(Cmd::Confirm, &a2)).await;
     m.ok(
         &api,
@@ -1421,14 +1782,24 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
     let a4 = m.place(&api, "alice", vec![item("apple", 1)]).await;
     m.ok(&api, cmd(Cmd::Confirm, &a4)).await;
 
-    // bob: a euro order cancelled while pending, one shipped.
+    // bob: a euro order (of a product priced in euros) cancelled while pending; one
+    // refused for want of kiwis, confirmed after a delivery, shipped.
+    m.refused(
+        &api,
+        Cmd::Place {
+            user: "bob".into(),
+            currency: Some("EUR"),
+            lines: vec![item("quince", 1), item("apple", 5)],
+        },
+    )
+    .await;
     let b1 = m
         .ok(
             &api,
             Cmd::Place {
                 user: "bob".into(),
                 currency: Some("EUR"),
-                lines: vec![item("apple", 5)],
+                lines: vec![item("quince", 5)],
             },
         )
         .await
@@ -1437,11 +1808,14 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
     let b2 = m
         .place(&api, "bob", vec![item("kiwi", 2), item("pear", 2)])
         .await;
+    m.refused(&api, cmd(Cmd::Confirm, &b2)).await; // 1 kiwi left
+    m.ok(&api, Cmd::Receive("kiwi".into(), 10)).await;
     m.ok(&api, cmd(Cmd::Confirm, &b2)).await;
     m.ok(&api, Cmd::Ship(b2.clone(), "UPS".into(), "1Z999".into()))
         .await;
 
-    // carol: a confirmed order and five pending ones, so her history takes pages.
+    // carol: a confirmed order (the melons alice's cancellation released) and five pending
+    // ones, so her history takes pages.
     let c1 = m
         .place(&api, "carol", vec![item("melon", 2), item("apple", 1)])
         .await;
@@ -1460,11 +1834,43 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
     m.ok(&api, Cmd::Cancel(d1.clone(), Some("duplicate".into())))
         .await;
 
+    // erin: pears go up; a client that shows the old price is told the new one.
+    let pear = Product {
+        price: 130,
+        ..catalogue().nth(1).unwrap().1
+    };
+    m.ok(&api, Cmd::SetProduct("pear".into(), pear)).await;
+    m.refused(
+        &api,
+        Cmd::Place {
+            user: "erin".into(),
+            currency: None,
+            lines: vec![item("apple", 1), shown("pear", 1, 120)],
+        },
+    )
+    .await;
+    let e1 = m
+        .place(&api, "erin", vec![item("apple", 1), shown("pear", 1, 130)])
+        .await;
+
+    // Stock counts: not below what is reserved and shipped (4 apples), then a write-off.
+    m.refused(&api, Cmd::Adjust("apple".into(), -117, None))
+        .await;
+    m.ok(
+        &api,
+        Cmd::Adjust("apple".into(), -100, Some("damaged in transit".into())),
+    )
+    .await;
+    m.ok(&api, Cmd::Adjust("plum".into(), 3, None)).await;
+
     // Refusals change nothing (`verify` checks every version).
     m.refused(&api, cmd(Cmd::Confirm, &a1)).await;
     m.refused(&api, Cmd::Cancel(a1.clone(), None)).await;
-    m.refused(&api, Cmd::Add(a3.clone(), line("pear", 1, 1)))
+    m.refused(&api, Cmd::Add(a3.clone(), shown("plum", 1, 1)))
         .await;
+    m.refused(&api, Cmd::Add(a3.clone(), item("durian", 1)))
+        .await;
+    m.refused(&api, Cmd::Add(a3.clone(), item("date", 1))).await; // priced in euros
     m.refused(&api, Cmd::Remove(a3.clone(), "melon".into()))
         .await;
     m.refused(&api, Cmd::Remove(a4.clone(), "apple".into()))
@@ -1481,7 +1887,7 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
     // The scenario, spelled out (`verify` found the views equal to these expectations).
     let status = |id: &String| seen.docs[id]["status"].as_str().unwrap().to_owned();
     assert_eq!(
-        [&a1, &a2, &a3, &a4, &b1, &b2, &c1, &d1].map(status),
+        [&a1, &a2, &a3, &a4, &b1, &b2, &c1, &d1, &e1].map(status),
         [
             "delivered",
             "cancelled",
@@ -1490,7 +1896,8 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
             "cancelled",
             "shipped",
             "confirmed",
-            "cancelled"
+            "cancelled",
+            "pending"
         ]
     );
     assert_eq!(
@@ -1500,6 +1907,8 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
             {"productId": "kiwi", "quantity": 4, "unitPriceCents": 75, "lineTotalCents": 300},
         ])
     );
+    assert_eq!(seen.docs[&a3]["items"][0]["unitPriceCents"], 120);
+    assert_eq!(seen.docs[&e1]["items"][1]["unitPriceCents"], 130);
     assert_eq!(seen.docs[&b1]["currency"], "EUR");
     assert_eq!(seen.docs[&a2]["cancelReason"], "arrived bruised");
     let all: Figures = seen.sales.values().fold(Figures::default(), |mut a, f| {
@@ -1508,34 +1917,128 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
     });
     assert_eq!(
         (all.placed, all.confirmed, all.cancelled),
-        (13, 6, 3),
+        (14, 6, 3),
         "placed, confirmed, cancelled"
     );
     assert_eq!(all.refunded, m.orders[&a2].total() + m.orders[&d1].total());
+    let stock = |p: &str| {
+        let s = seen.inventory[p];
+        (s.received, s.reserved, s.shipped, s.available())
+    };
+    assert_eq!(stock("kiwi"), (15, 0, 6, 9), "kiwis: a1 and b2 shipped");
     assert_eq!(
-        seen.inventory["kiwi"].available(),
-        5 - 4 - 2,
-        "kiwis oversold"
+        stock("melon"),
+        (3, 2, 0, 1),
+        "melons: a2 released, c1 holds 2"
     );
-    assert_eq!(seen.inventory["melon"].received, 0);
-    let fig = seen.inventory["fig"];
     assert_eq!(
-        (fig.received, fig.sold),
-        (0, 0),
-        "the one fig sold was refunded"
+        stock("apple"),
+        (20, 1, 3, 16),
+        "apples: written off, a4 holds 1"
     );
+    assert_eq!(stock("fig"), (2, 0, 0, 2), "the one fig sold was refunded");
+    assert_eq!(stock("lime"), (0, 0, 0, 0), "limes only on a pending order");
     assert!(
-        !seen.inventory.contains_key("lime"),
-        "limes only on a pending order"
+        !seen.inventory.contains_key("durian"),
+        "never in the catalogue"
     );
 
     system.stop().await;
 }
 
-/// A product of the random writers' catalogue.
-fn product(rng: &mut fastrand::Rng) -> &'static str {
-    const PRODUCTS: [&str; 6] = ["apple", "pear", "kiwi", "melon", "fig", "plum"];
-    PRODUCTS[rng.usize(..PRODUCTS.len())]
+/// `make run`'s demo data (`scripts/run.sh seed`) goes through the real write-service: every
+/// product has a price and the stock its confirmed orders reserve.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_demo_data_of_make_run_is_accepted(pool: PgPool) {
+    let system = System::start(&pool).await;
+    let api = system.api();
+    let write_addr = api.write.trim_start_matches("http://").to_owned();
+    let seed = || async {
+        let run = Command::new(workspace_root().join("scripts/run.sh"))
+            .arg("seed")
+            .env("WRITE_SERVICE_ADDR", &write_addr)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run scripts/run.sh seed");
+        let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+        assert!(run.status.success(), "scripts/run.sh seed:\n{stderr}");
+        stderr
+    };
+    seed().await;
+    // A second run finds the demo orders and adds nothing.
+    let again = seed().await;
+    assert!(again.contains("not seeding"), "{again}");
+
+    let mut statuses = vec![];
+    for n in 1..=6 {
+        let id = format!("00000000-0000-4000-8000-{n:012}");
+        let r = api
+            .command(Method::GET, &format!("/orders/{id}/state"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "demo order {n}: {}", r.body);
+        statuses.push(r.body["status"].as_str().unwrap_or("?").to_owned());
+    }
+    assert_eq!(
+        statuses,
+        [
+            "delivered",
+            "confirmed",
+            "cancelled",
+            "pending",
+            "shipped",
+            "cancelled"
+        ],
+        "demo orders"
+    );
+    // A write after the seeding: its position is a token that covers all of it.
+    let r = api
+        .command(
+            Method::POST,
+            "/products/after-the-demo/stock",
+            Some(&json!({"quantity": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let token = r.body["position"].as_str().unwrap().to_owned();
+    // keyboard: 40 in, 1 shipped; mouse: 120 in, 2 + 1 shipped; monitor: 10 in, 1 reserved,
+    // 2 shipped.
+    for (product, name, price, stock) in [
+        ("keyboard", "Mechanical keyboard", 8999, [40, 0, 1, 39]),
+        ("mouse", "Wireless mouse", 2499, [120, 0, 3, 117]),
+        ("monitor", "27-inch monitor", 24900, [10, 1, 2, 7]),
+    ] {
+        let r = api
+            .command(Method::GET, &format!("/products/{product}"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{product}: {}", r.body);
+        let b = &r.body;
+        assert_eq!(
+            (&b["name"], &b["unitPriceCents"], &b["currency"]),
+            (&json!(name), &json!(price), &json!("USD")),
+            "{product}: {b}"
+        );
+        let counts = [
+            "receivedUnits",
+            "reservedUnits",
+            "shippedUnits",
+            "availableUnits",
+        ];
+        assert_eq!(counts.map(|c| int(&b[c])), stock, "{product}: {b}");
+        let item = api.read_ok(&format!("/inventory/{product}"), &token).await;
+        assert_eq!(counts.map(|c| int(&item[c])), stock, "{product}: {item}");
+    }
+    system.stop().await;
+}
+
+/// A product of the random writers' catalogue, in the order's currency.
+fn product(rng: &mut fastrand::Rng, currency: &str) -> &'static str {
+    let fits: Vec<&str> = CATALOGUE
+        .iter()
+        .filter(|(.., c, _)| *c == currency)
+        .map(|(id, ..)| *id)
+        .collect();
+    fits[rng.usize(..fits.len())]
 }
 
 /// How far the random writers have got.
@@ -1554,31 +2057,33 @@ async fn random_writer(
     seed: u64,
     flow: Arc<watch::Sender<Flow>>,
     stop: Arc<AtomicBool>,
+    mut m: Model,
 ) -> Model {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut m = Model::default();
     let mut mine: Vec<String> = vec![];
     let mut appended = 0u32;
     while !stop.load(Ordering::SeqCst) {
         let pick = rng.u32(0..100);
+        let currency = if rng.bool() { "EUR" } else { "USD" };
         let cmd = if pick < 8 {
-            Cmd::Receive(product(&mut rng).into(), rng.i64(1..40))
+            Cmd::Receive(product(&mut rng, currency).into(), rng.i64(1..40))
         } else if pick < 30 || mine.is_empty() {
             let lines = (0..rng.usize(1..4))
-                .map(|_| item(product(&mut rng), rng.i64(1..5)))
+                .map(|_| item(product(&mut rng, currency), rng.i64(1..5)))
                 .collect();
             Cmd::Place {
                 user: format!("u{}", rng.u32(0..6)),
-                currency: rng.bool().then_some("EUR"),
+                currency: (currency == "EUR").then_some("EUR"),
                 lines,
             }
         } else {
             // Mostly recent orders, so lifecycles get somewhere.
             let n = mine.len();
             let id = mine[n - 1 - rng.usize(0..n.min(8))].clone();
+            let currency = m.orders[&id].currency.clone();
             match pick {
-                30..=45 => Cmd::Add(id, item(product(&mut rng), rng.i64(1..3))),
-                46..=53 => Cmd::Remove(id, product(&mut rng).into()),
+                30..=45 => Cmd::Add(id, item(product(&mut rng, &currency), rng.i64(1..3))),
+                46..=53 => Cmd::Remove(id, product(&mut rng, &currency).into()),
                 54..=73 => Cmd::Confirm(id),
                 74..=81 => Cmd::Cancel(id, rng.bool().then(|| "changed my mind".into())),
                 82..=91 => Cmd::Ship(id, "DHL".into(), format!("T{}", rng.u32(..))),
@@ -1618,17 +2123,25 @@ async fn the_projector_killed_mid_stream_neither_loses_nor_double_counts(pool: P
     const ZERO: &str = "0000000000000000-0000000000000000";
     let mut system = System::start(&pool).await;
     let api = system.api();
+    // Some stock to start with; the writers receive more as they go, and some of their
+    // confirmations are refused for want of it.
+    let mut m = Model {
+        shared_stock: true,
+        ..Model::default()
+    };
+    let opening: Vec<(&str, i64)> = CATALOGUE.iter().map(|(id, ..)| (*id, 20)).collect();
+    m.open_shop(&api, &opening).await;
     let stop = Arc::new(AtomicBool::new(false));
     let flow = Arc::new(watch::Sender::new(Flow::default()));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let writer = random_writer(api.clone(), 100 + w, flow.clone(), stop.clone());
+            let writer =
+                random_writer(api.clone(), 100 + w, flow.clone(), stop.clone(), m.writer());
             tokio::spawn(writer)
         })
         .collect();
 
     let mut rng = fastrand::Rng::with_seed(5);
-    let mut m = Model::default();
     let mut with_backlog = 0;
     for round in 1..=KILLS {
         // Let the writers append some more, and see this projector apply a write made after
@@ -1670,9 +2183,11 @@ async fn the_projector_killed_mid_stream_neither_loses_nor_double_counts(pool: P
         })
         .collect();
     eprintln!(
-        "{appended} commands appended by the writers, {} orders {by_status:?}; \
-         {with_backlog} of {KILLS} kills left events unapplied",
+        "{appended} commands appended by the writers, {} orders {by_status:?}, {} \
+         confirmations refused for want of stock; {with_backlog} of {KILLS} kills left events \
+         unapplied",
         m.orders.len(),
+        m.short,
     );
 
     verify(&api, &m, 25).await;
@@ -1685,6 +2200,7 @@ async fn orders_are_found_by_product(pool: PgPool) {
     let system = System::start(&pool).await;
     let api = system.api();
     let mut m = Model::default();
+    m.open_shop(&api, &[("apple", 5), ("pear", 5)]).await;
     let o1 = m
         .place(&api, "alice", vec![item("apple", 1), item("pear", 2)])
         .await;
@@ -1720,6 +2236,7 @@ async fn a_forged_consistency_token_is_refused_at_once(pool: PgPool) {
     let system = System::start(&pool).await;
     let api = system.api();
     let mut m = Model::default();
+    m.open_shop(&api, &[]).await;
     let order = m.place(&api, "alice", vec![item("apple", 1)]).await;
     let token = m.token.clone().unwrap();
     api.read_ok(&format!("/orders/{order}"), &token).await;
