@@ -3,9 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use domain::events::{DomainEvent, LineItem};
 use domain::ids::FreeText;
-use domain::order::{self, OrderCommand, OrderState};
+use domain::order::{OrderCommand, OrderState};
 use domain::{Currency, OrderId, ProductId, UserId};
 use event_store::{Loaded, OrderAggregate, Until};
 use serde::Deserialize;
@@ -14,14 +13,16 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
+use crate::decisions::{OrderDecision, OrderRequest};
 use crate::extract::{AppPath, AppQuery, CommandContext, JsonBody};
 use crate::model::{
     AuditEvent, AuditTrail, CommandFailures, ErrorBody, Item, OrderAccepted, OrderSnapshot,
-    StoreUnavailable,
+    StoreUnavailable, present,
 };
 use service_kit::api_error::ApiError;
 
-/// A new order. Lines of the same product and price merge into one.
+/// A new order. Each line takes its product's catalog price; lines of the same product
+/// merge into one.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
@@ -40,16 +41,6 @@ pub struct CreateOrder {
     /// 1 to 100 lines after merging.
     #[schema(min_items = 1)]
     items: Vec<Item>,
-}
-
-/// An optional field that may be left out but not sent as `null`: the schema says it is
-/// never null, and a client generator must not learn otherwise from the server.
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
 }
 
 /// The body of a command that takes none: absent, or `{}`.
@@ -101,21 +92,16 @@ async fn run(
     ctx: CommandContext,
     body: Value,
     success: StatusCode,
-    command: OrderCommand,
+    request: OrderRequest,
 ) -> Result<CommandOutcome, ApiError> {
-    commands::execute::<OrderAggregate, _, _, _>(
+    commands::execute(
         app,
         Command {
             stream_id: order_id.stream_id(),
             success,
             ctx,
             body,
-            decide: move |state: &OrderState| {
-                Ok(order::decide(state, command.clone())?
-                    .into_iter()
-                    .map(DomainEvent::Order)
-                    .collect())
-            },
+            decide: OrderDecision { order_id, request },
             accepted: move |version, position| OrderAccepted {
                 order_id,
                 version,
@@ -153,11 +139,10 @@ pub async fn create(
     JsonBody { value, raw }: JsonBody<CreateOrder>,
 ) -> Result<CommandOutcome, ApiError> {
     let order_id = value.order_id.unwrap_or_default();
-    let command = OrderCommand::Create {
-        order_id,
+    let command = OrderRequest::Create {
         user_id: value.user_id,
         currency: value.currency.unwrap_or_default(),
-        items: value.items.into_iter().map(LineItem::from).collect(),
+        items: value.items.into_iter().map(Into::into).collect(),
     };
     // Without a client-chosen id, a retry is safe only with an Idempotency-Key: the stored
     // body (with the generated id) is what the retry gets back.
@@ -197,7 +182,7 @@ pub async fn add_item(
         ctx,
         raw,
         StatusCode::OK,
-        OrderCommand::AddItem(value.into()),
+        OrderRequest::AddItem(value.into()),
     )
     .await
 }
@@ -238,7 +223,7 @@ pub async fn remove_item(
         ctx,
         raw,
         StatusCode::OK,
-        OrderCommand::RemoveItem(product_id),
+        OrderRequest::Other(OrderCommand::RemoveItem(product_id)),
     )
     .await
 }
@@ -276,7 +261,7 @@ pub async fn confirm(
         ctx,
         raw,
         StatusCode::OK,
-        OrderCommand::Confirm,
+        OrderRequest::Other(OrderCommand::Confirm),
     )
     .await
 }
@@ -308,9 +293,9 @@ pub async fn cancel(
     ctx: CommandContext,
     JsonBody { value, raw }: JsonBody<Cancel>,
 ) -> Result<CommandOutcome, ApiError> {
-    let command = OrderCommand::Cancel {
+    let command = OrderRequest::Other(OrderCommand::Cancel {
         reason: value.reason.map(FreeText::into_inner),
-    };
+    });
     run(&app, order_id, ctx, raw, StatusCode::OK, command).await
 }
 
@@ -341,10 +326,10 @@ pub async fn ship(
     ctx: CommandContext,
     JsonBody { value, raw }: JsonBody<Ship>,
 ) -> Result<CommandOutcome, ApiError> {
-    let command = OrderCommand::Ship {
+    let command = OrderRequest::Other(OrderCommand::Ship {
         carrier: value.carrier.into_inner(),
         tracking_number: value.tracking_number.into_inner(),
-    };
+    });
     run(&app, order_id, ctx, raw, StatusCode::OK, command).await
 }
 
@@ -381,7 +366,7 @@ pub async fn deliver(
         ctx,
         raw,
         StatusCode::OK,
-        OrderCommand::Deliver,
+        OrderRequest::Other(OrderCommand::Deliver),
     )
     .await
 }
