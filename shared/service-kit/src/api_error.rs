@@ -27,7 +27,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `validation_failed`, `invalid_parameter`,
     /// `malformed_json`, `invalid_path`, `invalid_header`, `order_not_found`,
-    /// `concurrency_conflict`, `invalid_cursor`, `not_caught_up`, `unavailable`; each answer's
+    /// `concurrency_conflict`, `price_changed`, `insufficient_stock`, `below_committed`,
+    /// `invalid_cursor`, `not_caught_up`, `unavailable`; each answer's
     /// description names the codes it may carry.
     pub code: String,
     pub message: String,

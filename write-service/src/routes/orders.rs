@@ -112,7 +112,8 @@ async fn run(
     .await
 }
 
-/// Places an order (`OrderCreated`), pending confirmation.
+/// Places an order (`OrderCreated`), pending confirmation; each line takes its product's
+/// catalog price.
 #[utoipa::path(
     post,
     path = "/orders",
@@ -127,9 +128,9 @@ async fn run(
                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`) or header (`invalid_header`)", body = ErrorBody),
-        (status = 409, description = "The order id is taken (`order_exists`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 409, description = "The order id is taken (`order_exists`); a line's `unitPriceCents` is not its product's current catalog price (`price_changed`, the first such line in `field`, e.g. `items[1].unitPriceCents`, and `details: [{productId, unitPriceCents}]` with the current price of every such line; nothing written); or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
-        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), including a product with no catalog price or priced in another currency than the order (`field`: `items[i].productId`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
     )
 )]
@@ -149,7 +150,8 @@ pub async fn create(
     run(&app, order_id, ctx, raw, StatusCode::CREATED, command).await
 }
 
-/// Adds a line to a pending order, or units to the line of the same product.
+/// Adds a line to a pending order at its product's catalog price, or units to the line of
+/// the same product at the line's price.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/items",
@@ -164,9 +166,9 @@ pub async fn create(
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
-        (status = 409, description = "The order is not pending (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 409, description = "The order is not pending (`invalid_state`); `unitPriceCents` is not the price the line takes (the catalog's, or the line's for a product already on the order: `price_changed`, `field` `unitPriceCents`, `details: [{productId, unitPriceCents}]`; nothing written); or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
-        (status = 422, description = "A field is missing, unknown or breaks a rule, e.g. another unit price for a product on the order (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), including a product with no catalog price or priced in another currency than the order (`field`: `productId`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
     )
 )]
@@ -228,7 +230,8 @@ pub async fn remove_item(
     .await
 }
 
-/// Confirms a pending order.
+/// Confirms a pending order: `OrderConfirmed`, and one `StockReserved` per line on its
+/// product's stream, in one transaction, or nothing.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/confirm",
@@ -243,7 +246,7 @@ pub async fn remove_item(
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
-        (status = 409, description = "The order is not pending (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 409, description = "The order is not pending (`invalid_state`); a line's product has fewer units available than the line asks (`insufficient_stock`, with `details: [{productId, askedUnits, availableUnits}]` for every short line; nothing written); or the order or a product kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
         (status = 422, description = "The body has fields (`validation_failed`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
@@ -266,7 +269,8 @@ pub async fn confirm(
     .await
 }
 
-/// Cancels a pending or confirmed order.
+/// Cancels a pending or confirmed order; a confirmed order's reservations are released
+/// (`StockReleased` on each product) in the same transaction.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/cancel",
@@ -299,7 +303,8 @@ pub async fn cancel(
     run(&app, order_id, ctx, raw, StatusCode::OK, command).await
 }
 
-/// Ships a confirmed order.
+/// Ships a confirmed order; its reserved units become shipped (`StockShipped` on each
+/// product) in the same transaction.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/ship",
