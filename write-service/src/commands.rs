@@ -1,15 +1,16 @@
-//! A command over HTTP: the event store's one command path ([`EventStore::execute`]: load,
-//! decide, append, retry a lost race), with `If-Match` as its expected version, an
+//! A command over HTTP: the event store's one command path ([`EventStore::execute_many`]:
+//! load, decide, append every stream the decision touched in one transaction, retry a lost
+//! race), with `If-Match` as the expected version of the command's own stream, an
 //! `Idempotency-Key` as its idempotency record, and its outcome and errors as HTTP answers.
 //!
-//! [`EventStore::execute`]: event_store::EventStore::execute
+//! [`EventStore::execute_many`]: event_store::EventStore::execute_many
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::Position;
 use domain::events::DomainEvent;
 use event_store::{
-    Aggregate, AppendOutcome, CommandError, Executed, IdempotencyRecord, Retries, StoreError,
+    AppendOutcome, CommandError, Decide, Executed, IdempotencyRecord, Retries, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,8 +58,9 @@ impl IntoResponse for CommandOutcome {
     }
 }
 
-/// One command against one aggregate's stream. It owns what it needs, because it runs in a
-/// task of its own (see [`execute`]).
+/// One command: its own stream (the one `If-Match` is about, and whose new version it
+/// answers) and a decision that may touch others. It owns what it needs, because it runs in
+/// a task of its own (see [`execute`]).
 pub struct Command<F, R> {
     pub stream_id: String,
     pub success: StatusCode,
@@ -96,27 +98,23 @@ impl CommandOutcome {
 /// that disconnects drops its handler future, and database work dropped half-way can leave a
 /// pooled connection inside a transaction (sqlx 0.9.0's `begin`, transact-rs/sqlx#4393).
 /// The answer is then just not delivered; a retry with the same `Idempotency-Key` gets it.
-pub async fn execute<A, F, R, B>(
+pub async fn execute<F, R, B>(
     app: &AppState,
     cmd: Command<F, R>,
 ) -> Result<CommandOutcome, ApiError>
 where
-    A: Aggregate + 'static,
-    A::State: Send,
-    F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError> + Send + Sync + 'static,
+    F: Decide<ApiError> + Send + 'static,
     R: Fn(u64, Position) -> B + Send + Sync + 'static,
     B: Serialize + 'static,
 {
-    let task = tokio::spawn(run::<A, F, R, B>(app.clone(), cmd).in_current_span());
+    let task = tokio::spawn(run::<F, R, B>(app.clone(), cmd).in_current_span());
     task.await
         .map_err(|e| ApiError::internal("command task failed", &e))?
 }
 
-async fn run<A, F, R, B>(app: AppState, cmd: Command<F, R>) -> Result<CommandOutcome, ApiError>
+async fn run<F, R, B>(app: AppState, cmd: Command<F, R>) -> Result<CommandOutcome, ApiError>
 where
-    A: Aggregate,
-    A::State: Send,
-    F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError> + Sync,
+    F: Decide<ApiError> + Send,
     R: Fn(u64, Position) -> B + Sync,
     B: Serialize,
 {
@@ -135,7 +133,7 @@ where
         json!({"status": success.as_u16(), "body": accepted(version, o.position)})
     };
     let count_retry = || metrics::counter!("write_command_retries_total").increment(1);
-    let command = event_store::Command::new(&cmd.stream_id, &cmd.decide)
+    let command = event_store::Command::new(&cmd.stream_id, cmd.decide)
         .metadata(metadata)
         .expected_version(ctx.if_match)
         .idempotency(ctx.idempotency_key.as_deref().map(|key| IdempotencyRecord {
@@ -146,12 +144,14 @@ where
         .retries(Retries::new(app.max_retries))
         .on_retry(&count_retry);
 
-    match app.store.execute::<A, _, _>(command).await {
+    match app.store.execute_many(command).await {
         Ok(Executed::Appended {
             outcome, events, ..
         }) => {
             metrics::counter!("write_events_appended_total").increment(events as u64);
-            if let Err(e) = app.store.notify_appended().await {
+            if events > 0
+                && let Err(e) = app.store.notify_appended().await
+            {
                 // Tailers fall back to polling; the command itself succeeded.
                 tracing::warn!(error = %e, "could not notify tailers");
             }
@@ -189,5 +189,38 @@ fn api_error(e: CommandError<ApiError>) -> ApiError {
             ApiError::internal("idempotency record vanished", &e)
         }
         CommandError::Store(e) => e.into(),
+    }
+}
+
+/// A command's decision on one stream: load it as `A`, decide, stage what `decide` returns.
+pub struct OneStream<A, F> {
+    pub stream_id: String,
+    pub decide: F,
+    pub aggregate: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A, F> OneStream<A, F> {
+    pub fn new(stream_id: String, decide: F) -> Self {
+        Self {
+            stream_id,
+            decide,
+            aggregate: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<A, F> Decide<ApiError> for OneStream<A, F>
+where
+    A: event_store::Aggregate,
+    F: Fn(&A::State) -> Result<Vec<DomainEvent>, ApiError> + Send + Sync,
+{
+    async fn decide(
+        &mut self,
+        decision: &mut event_store::Decision<'_>,
+    ) -> Result<(), CommandError<ApiError>> {
+        let state = decision.load::<A>(&self.stream_id).await?;
+        let events = (self.decide)(&state).map_err(CommandError::Rejected)?;
+        decision.append::<A>(&self.stream_id, events)?;
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The write-service: order commands over HTTP, appended to the PostgreSQL event store.
 
 pub mod commands;
+pub mod decisions;
 pub mod extract;
 pub mod model;
 pub mod openapi;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use backon::{ExponentialBuilder, Retryable};
 use event_store::{EventStore, MIGRATOR};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -66,8 +67,16 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{order_id}/deliver", post(orders::deliver))
         .route("/orders/{order_id}/events", get(orders::events))
         .route(
+            "/products/{product_id}",
+            put(products::set_details).get(products::get),
+        )
+        .route(
             "/products/{product_id}/stock",
             post(products::receive_stock),
+        )
+        .route(
+            "/products/{product_id}/stock/adjustments",
+            post(products::adjust_stock),
         )
         .route_layer(middleware::from_fn(no_query_parameters))
         .route("/orders/{order_id}/state", get(orders::state))

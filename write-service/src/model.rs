@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use domain::events::LineItem;
 use domain::order::{Order, OrderStatus};
+use domain::product::ProductState;
 use domain::{Currency, OrderId, Position, ProductId, Quantity, UnitPriceCents, UserId};
 use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,8 @@ use serde_json::Value;
 pub use service_kit::api_error::{ErrorBody, ErrorDetail};
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::decisions::RequestedLine;
 
 /// The answer to an order command: the order's new version and its consistency token.
 #[derive(Debug, Serialize, ToSchema)]
@@ -29,20 +32,6 @@ pub struct OrderAccepted {
     /// `If-Match` to make the next command conditional on nothing having changed.
     pub version: u64,
     /// Where the command's last event sits in the log: pass it to the read-service as
-    /// `X-Consistency-Token` to read this write.
-    #[schema(value_type = String, pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
-    pub position: Position,
-}
-
-/// The answer to a stock delivery: the product stream's new version and its consistency token.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StockAccepted {
-    #[schema(value_type = String)]
-    pub product_id: ProductId,
-    /// The product stream's version after the command (also the `ETag`).
-    pub version: u64,
-    /// Where the event sits in the log: pass it to the read-service as
     /// `X-Consistency-Token` to read this write.
     #[schema(value_type = String, pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
     pub position: Position,
@@ -107,24 +96,133 @@ pub struct AuditTrail {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Item {
-    /// 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`. A product appears once
-    /// per order: adding it again adds to its quantity, at the same unit price.
+    /// 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`: a product with a price in
+    /// the catalog (`PUT /products/{productId}`), in the order's currency. A product appears
+    /// once per order: adding it again adds to its quantity, at the line's unit price.
     #[schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     product_id: ProductId,
     /// Units of the product; a line holds at most 10000.
     #[schema(value_type = i64, minimum = 1, maximum = 10000)]
     quantity: Quantity,
-    /// Price of one unit in minor units of the order's currency.
-    #[schema(value_type = i64, minimum = 0, maximum = 100000000)]
-    unit_price_cents: UnitPriceCents,
+    /// Optional: the unit price the client was shown, in minor units. The order takes the
+    /// catalog's price whatever is sent; a different one here is refused with 409
+    /// `price_changed` (the current prices in `details`) and nothing is written.
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 100000000, nullable = false)]
+    #[serde(default, deserialize_with = "present")]
+    unit_price_cents: Option<UnitPriceCents>,
 }
 
-impl From<Item> for LineItem {
-    fn from(i: Item) -> LineItem {
-        LineItem {
+impl From<Item> for RequestedLine {
+    fn from(i: Item) -> RequestedLine {
+        RequestedLine {
             product_id: i.product_id,
             quantity: i.quantity,
             unit_price_cents: i.unit_price_cents,
+        }
+    }
+}
+
+/// An optional field that may be left out but not sent as `null`: the schema says it is
+/// never null, and a client generator must not learn otherwise from the server.
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// A line of an order: the product, its units and the unit price it was added at (the
+/// catalog's price then; a client's price for lines recorded before the catalog).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLine {
+    #[schema(value_type = String)]
+    pub product_id: ProductId,
+    #[schema(value_type = i64, minimum = 1, maximum = 10000)]
+    pub quantity: Quantity,
+    /// Price of one unit in minor units of the order's currency.
+    #[schema(value_type = i64, minimum = 0, maximum = 100000000)]
+    pub unit_price_cents: UnitPriceCents,
+}
+
+impl From<LineItem> for OrderLine {
+    fn from(l: LineItem) -> Self {
+        let LineItem {
+            product_id,
+            quantity,
+            unit_price_cents,
+        } = l;
+        Self {
+            product_id,
+            quantity,
+            unit_price_cents,
+        }
+    }
+}
+
+/// The answer to a product command: the product stream's new version and its consistency
+/// token.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductAccepted {
+    #[schema(value_type = String)]
+    pub product_id: ProductId,
+    /// The product stream's version after the command (also the `ETag`).
+    pub version: u64,
+    /// Where the product's last event sits in the log: pass it to the read-service as
+    /// `X-Consistency-Token` to read this write.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
+    pub position: Position,
+}
+
+/// A product as its events build it: the catalog's details and what it can promise.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductSnapshot {
+    #[schema(value_type = String)]
+    pub product_id: ProductId,
+    /// Null until staff set it (`PUT /products/{productId}`).
+    #[schema(required = true)]
+    pub name: Option<String>,
+    /// ISO 4217 code of the price; null until set.
+    #[schema(value_type = Option<String>, pattern = "^[A-Z]{3}$", required = true)]
+    pub currency: Option<Currency>,
+    /// Price of one unit in minor units of `currency`; null until set: the product cannot
+    /// be ordered before.
+    #[schema(value_type = Option<i64>, required = true)]
+    pub unit_price_cents: Option<UnitPriceCents>,
+    /// Deliveries plus adjustments.
+    pub received_units: i64,
+    /// Held for confirmed orders not yet shipped or cancelled.
+    pub reserved_units: i64,
+    pub shipped_units: i64,
+    /// What confirmations can still reserve: received - reserved - shipped.
+    pub available_units: i64,
+    /// The product stream's version this state is at.
+    pub version: u64,
+}
+
+impl ProductSnapshot {
+    pub fn new(product_id: ProductId, state: &ProductState, version: u64) -> Self {
+        let ProductState {
+            name,
+            price,
+            received_units,
+            reserved_units,
+            shipped_units,
+            reservations: _,
+        } = state.clone();
+        Self {
+            product_id,
+            name,
+            currency: price.map(|p| p.currency),
+            unit_price_cents: price.map(|p| p.unit_price_cents),
+            received_units,
+            reserved_units,
+            shipped_units,
+            available_units: state.available_units(),
+            version,
         }
     }
 }
@@ -141,8 +239,7 @@ pub struct OrderSnapshot {
     #[schema(value_type = String, pattern = "^[A-Z]{3}$")]
     pub currency: Currency,
     /// One line per product.
-    #[schema(value_type = Vec<Item>)]
-    pub items: Vec<LineItem>,
+    pub items: Vec<OrderLine>,
     /// Sum of quantity × unit price over the lines, in minor units of `currency`.
     pub total_cents: i64,
     pub status: OrderStatus,
@@ -176,7 +273,7 @@ impl OrderSnapshot {
             order_id,
             user_id,
             currency,
-            items,
+            items: items.into_iter().map(OrderLine::from).collect(),
             total_cents,
             status,
             cancel_reason,

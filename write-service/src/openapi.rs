@@ -16,14 +16,18 @@ use crate::routes::{orders, products};
 #[openapi(
     info(
         title = "write-service",
-        description = "Order commands, validated and appended to the PostgreSQL event store. \
+        description = "Order commands and the product catalog, validated and appended to the \
+            PostgreSQL event store. An order line takes its product's catalog price; \
+            confirming an order reserves its stock in the same commit, or is refused with \
+            409 `insufficient_stock`. \
             A command answers the stream's new `version` (also the `ETag`; send it back as \
             `If-Match` to make the next command conditional) and the `position` of its last \
             event: pass that to the read-service as `X-Consistency-Token` to read the write. \
             A command with an `Idempotency-Key` counts once however often it is sent. Bodies \
             are JSON objects of at most 64 KiB; unknown fields are refused. Errors are \
-            `{\"error\": {\"code\", \"message\", \"field\"?}}`; every response carries an \
-            `x-request-id` header."
+            `{\"error\": {\"code\", \"message\", \"field\"?, \"details\"?}}` (`details`: \
+            one object per item the error is about, where an answer says so); every \
+            response carries an `x-request-id` header."
     ),
     paths(
         orders::create,
@@ -35,7 +39,10 @@ use crate::routes::{orders, products};
         orders::deliver,
         orders::events,
         orders::state,
+        products::set_details,
+        products::get,
         products::receive_stock,
+        products::adjust_stock,
     ),
     // Named only by the `ref(...)` of optional request bodies, which does not register them;
     // `Health` by the ops paths `OpsDoc` adds.
@@ -45,7 +52,7 @@ use crate::routes::{orders, products};
     modifiers(&OPS, &NoQueryParameters, &ResponseHeaders),
     tags(
         (name = "orders", description = "Order commands and the event store's view of one order"),
-        (name = "products", description = "Stock received per product"),
+        (name = "products", description = "The catalog (name, price) and the stock of each product"),
     )
 )]
 pub struct ApiDoc;

@@ -6,7 +6,7 @@ use std::ops::Deref;
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use domain::order::MAX_TEXT_LEN;
-use domain::{Position, Quantity, StockQuantity, UnitPriceCents};
+use domain::{Position, Quantity, StockDelta, StockQuantity, UnitPriceCents};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -59,11 +59,88 @@ impl App {
         r.body["orderId"].as_str().unwrap().to_owned()
     }
 
+    /// Events on order streams (the catalog's own events are the tests' setup).
     async fn event_count(&self) -> i64 {
-        sqlx::query_scalar("select count(*) from events")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "select count(*) from events e join streams s using (stream_id)
+             where s.stream_type = 'order'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Sets each product's catalog price (named `name`, in USD unless `currency`).
+    async fn price(&self, products: &[(&str, i64)]) {
+        for (product, cents) in products {
+            let r = self
+                .http
+                .send(
+                    Method::PUT,
+                    &format!("/products/{product}"),
+                    &[],
+                    Some(json!({"name": product, "unitPriceCents": cents})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        }
+    }
+
+    /// Before an order body goes out, the catalog takes the prices its lines name (so
+    /// the tests written when clients set prices keep their meaning); a value that is not
+    /// a valid product or price is left for the request to be refused on.
+    async fn price_lines_of(&self, method: &Method, uri: &str, body: Option<&Value>) {
+        if method != Method::POST || !(uri == "/orders" || uri.ends_with("/items")) {
+            return;
+        }
+        let Some(body) = body else { return };
+        let valid_id = |p: &str| {
+            (1..=64).contains(&p.len())
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        };
+        let currency = body["currency"].as_str().unwrap_or("USD");
+        let lines = match body["items"].as_array() {
+            Some(items) => items.clone(),
+            None => vec![body.clone()],
+        };
+        for line in lines {
+            let (Some(product), Some(cents)) =
+                (line["productId"].as_str(), line["unitPriceCents"].as_i64())
+            else {
+                continue;
+            };
+            if !valid_id(product) {
+                continue;
+            }
+            let put = json!({"name": product, "unitPriceCents": cents, "currency": currency});
+            // Only where it is valid: the request's own refusal is what a test checks.
+            let r = self
+                .http
+                .send(Method::PUT, &format!("/products/{product}"), &[], Some(put))
+                .await;
+            if r.body["version"] == 1 {
+                // A new product, with stock enough for any test's confirmations.
+                let stock = format!("/products/{product}/stock");
+                let r = self.http.post(&stock, json!({"quantity": 1_000_000})).await;
+                assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+            }
+        }
+    }
+
+    async fn post(&self, uri: &str, body: Value) -> test_support::http::Reply {
+        self.send(Method::POST, uri, &[], Some(body)).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> test_support::http::Reply {
+        self.price_lines_of(&method, uri, body.as_ref()).await;
+        self.http.send(method, uri, headers, body).await
     }
 }
 
@@ -454,18 +531,15 @@ async fn rule_violations_are_422_naming_the_field(pool: PgPool) {
             "extra",
         ),
         (json!({"items": [item(1, 1)]}), "userId"),
+        // Not in the catalog: it has no price.
         (
             json!({"userId": "alice", "items": [{"productId": "a", "quantity": 1}]}),
-            "items[0].unitPriceCents",
+            "items[0].productId",
         ),
         (json!(["not", "an", "object"]), "body"),
         (
             json!({"userId": "alice", "items": (0..101).map(|i| json!({"productId": format!("p{i}"), "quantity": 1, "unitPriceCents": 1})).collect::<Vec<_>>()}),
             "items",
-        ),
-        (
-            json!({"userId": "alice", "items": [item(1, 1), item(1, 2)]}),
-            "unitPriceCents",
         ),
         (
             json!({"userId": "alice", "items": [item(1, 1)], "orderId": "nope"}),
@@ -490,9 +564,14 @@ async fn rule_violations_are_422_naming_the_field(pool: PgPool) {
             json!({"productId": "sku-1", "quantity": 1, "unitPriceCents": 1}),
         )
         .await;
+    // The line keeps the price it was added at (1250), whatever the catalog says now.
     assert_eq!(
-        (r.status, r.body["error"]["field"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("unitPriceCents"))
+        (r.status, r.code(), r.body["error"]["field"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            "price_changed",
+            Some("unitPriceCents")
+        )
     );
     app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
         .await;
@@ -1354,7 +1433,10 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
         ("POST", "/orders/{order_id}/deliver"),
         ("GET", "/orders/{order_id}/events"),
         ("GET", "/orders/{order_id}/state"),
+        ("PUT", "/products/{product_id}"),
+        ("GET", "/products/{product_id}"),
         ("POST", "/products/{product_id}/stock"),
+        ("POST", "/products/{product_id}/stock/adjustments"),
         ("GET", "/health/live"),
         ("GET", "/health/ready"),
         ("GET", "/metrics"),
@@ -1398,16 +1480,21 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
         "/orders/{order_id}/cancel",
         "/orders/{order_id}/ship",
         "/orders/{order_id}/deliver",
+        "/products/{product_id}",
         "/products/{product_id}/stock",
+        "/products/{product_id}/stock/adjustments",
     ];
     for (method, path) in &documented {
         let op = &doc["paths"][path][method.to_lowercase()];
-        let is_command = commands.contains(&path.as_str());
+        let is_command = method != "GET" && commands.contains(&path.as_str());
         let mut codes: BTreeSet<&str> = match path.as_str() {
             "/orders" => ["201"].into(),
             "/health/ready" => ["200", "503"].into(),
             "/orders/{order_id}/events" => ["200", "400", "404", "422", "503"].into(),
             "/orders/{order_id}/state" => ["200", "400", "404", "422", "503"].into(),
+            "/products/{product_id}" if method == "GET" => {
+                ["200", "400", "404", "422", "503"].into()
+            }
             _ => ["200"].into(),
         };
         if is_command {
@@ -1479,7 +1566,7 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
             "{method} {path}"
         );
         let accepted = if path.starts_with("/products") {
-            "StockAccepted"
+            "ProductAccepted"
         } else {
             "OrderAccepted"
         };
@@ -1493,6 +1580,8 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
             "items" => ("Item", true),
             "ship" => ("Ship", true),
             "stock" => ("ReceiveStock", true),
+            "adjustments" => ("AdjustStock", true),
+            "{product_id}" if method == "PUT" => ("SetDetails", true),
             "cancel" => ("Cancel", false),
             _ => ("NoFields", false),
         };
@@ -1560,6 +1649,13 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
             StockQuantity::MIN as i64,
             StockQuantity::MAX as i64,
         ),
+        ("AdjustStock", "quantity", StockDelta::MIN, StockDelta::MAX),
+        (
+            "SetDetails",
+            "unitPriceCents",
+            UnitPriceCents::MIN,
+            UnitPriceCents::MAX,
+        ),
     ] {
         let p = prop(schema, field);
         assert_eq!(
@@ -1572,6 +1668,8 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
         ("Cancel", "reason"),
         ("Ship", "carrier"),
         ("Ship", "trackingNumber"),
+        ("SetDetails", "name"),
+        ("AdjustStock", "reason"),
     ] {
         assert_eq!(
             prop(schema, field)["maxLength"].as_u64(),
@@ -1600,6 +1698,8 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
         "Cancel",
         "Ship",
         "ReceiveStock",
+        "AdjustStock",
+        "SetDetails",
     ] {
         assert_eq!(
             schemas[schema]["additionalProperties"], false,
@@ -1619,17 +1719,43 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
     let id = created.body["orderId"].as_str().unwrap();
     let state = app.get(&format!("/orders/{id}/state")).await;
     assert_eq!(keys(&state.body), fields("OrderSnapshot"));
-    assert_eq!(keys(&state.body["items"][0]), fields("Item"));
+    assert_eq!(keys(&state.body["items"][0]), fields("OrderLine"));
     let events = app.get(&format!("/orders/{id}/events")).await;
     assert_eq!(keys(&events.body), fields("AuditTrail"));
     assert_eq!(keys(&events.body["events"][0]), fields("AuditEvent"));
     let stock = app
         .post("/products/sku-1/stock", json!({"quantity": 1}))
         .await;
-    assert_eq!(keys(&stock.body), fields("StockAccepted"));
+    assert_eq!(keys(&stock.body), fields("ProductAccepted"));
+    let product = app.get("/products/sku-1").await;
+    assert_eq!(keys(&product.body), fields("ProductSnapshot"));
     let error = app.post("/orders", json!({"userId": "alice"})).await;
     assert_eq!(keys(&error.body), fields("ErrorBody"));
     assert!(keys(&error.body["error"]).is_subset(&fields("ErrorDetail")));
+    // An error with details: every field documented.
+    app.price(&[("scarce", 5)]).await;
+    let scarce = app
+        .post(
+            "/orders",
+            json!({"userId": "alice", "items": [{"productId": "scarce", "quantity": 1}]}),
+        )
+        .await;
+    let scarce = scarce.body["orderId"].as_str().unwrap().to_owned();
+    let error = app
+        .send(
+            Method::POST,
+            &format!("/orders/{scarce}/confirm"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(error.code(), "insufficient_stock");
+    assert!(keys(&error.body["error"]).contains("details"));
+    assert!(keys(&error.body["error"]).is_subset(&fields("ErrorDetail")));
+    assert_eq!(
+        schemas["ErrorDetail"]["properties"]["details"]["type"],
+        "array"
+    );
     let live = app.get("/health/live").await;
     assert!(keys(&live.body).is_subset(&fields("Health")));
 }

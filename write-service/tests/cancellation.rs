@@ -25,7 +25,7 @@ fn settings() -> Settings {
 
 fn create(order_id: Uuid) -> Request<Body> {
     let body = json!({"orderId": order_id, "userId": "u", "items": [
-        {"productId": "sku-1", "quantity": 1, "unitPriceCents": 100}
+        {"productId": "sku-1", "quantity": 1}
     ]});
     Request::builder()
         .method(Method::POST)
@@ -36,13 +36,41 @@ fn create(order_id: Uuid) -> Request<Body> {
 }
 
 fn add_item(order_id: Uuid, product: u32) -> Request<Body> {
-    let body = json!({"productId": format!("p{product}"), "quantity": 1, "unitPriceCents": 5});
+    // Few products, all in the catalog (`price_catalog`); the line's units add up instead.
+    let body = json!({"productId": format!("p{}", product % PRODUCTS), "quantity": 1});
     Request::builder()
         .method(Method::POST)
         .uri(format!("/orders/{order_id}/items"))
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
+}
+
+/// How many products `add_item` spreads over.
+const PRODUCTS: u32 = 10;
+
+/// Puts `sku-1` (with stock to confirm orders of it) and every product `add_item` uses in
+/// the catalog.
+async fn price_catalog(router: &Router) {
+    let stock = Request::builder()
+        .method(Method::POST)
+        .uri("/products/sku-1/stock")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"quantity": 1000}).to_string()))
+        .unwrap();
+    assert_eq!(status(router, stock).await, StatusCode::OK);
+    let products = (0..PRODUCTS).map(|p| format!("p{p}"));
+    for product in products.chain(["sku-1".to_owned()]) {
+        let req = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("/products/{product}"))
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"name": product, "unitPriceCents": 100}).to_string(),
+            ))
+            .unwrap();
+        assert_eq!(status(router, req).await, StatusCode::OK);
+    }
 }
 
 async fn status(router: &Router, req: Request<Body>) -> StatusCode {
@@ -57,6 +85,7 @@ async fn commands_dropped_at_random_moments_leave_no_session_in_a_transaction(po
         .max_connections(4)
         .connect_lazy_with(options.clone());
     let app = router(AppState::new(app_pool, &settings()));
+    price_catalog(&app).await;
 
     let mut orders = Vec::new();
     for _ in 0..20 {
@@ -152,6 +181,7 @@ async fn wait_for_count(conn: &mut PgConnection, sql: &str, bind: &str, n: i64) 
 async fn a_command_whose_client_went_away_still_completes(pool: PgPool) {
     let options: PgConnectOptions = (*pool.connect_options()).clone();
     let app = router(AppState::new(pool.clone(), &settings()));
+    price_catalog(&app).await;
     let order = Uuid::new_v4();
     assert_eq!(status(&app, create(order)).await, StatusCode::CREATED);
     let stream = format!("order-{order}");

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
-use sqlx::{Acquire, Postgres, Transaction};
+use sqlx::{Acquire, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{EventStore, StoreError, stored_u64};
@@ -55,7 +55,7 @@ pub struct AppendOutcome {
 /// An append's versions as the `bigint`s they are stored as: where the stream must be and
 /// where it moves to. Checked before anything is written, so no version is ever clamped.
 #[derive(Debug, Clone, Copy)]
-struct Versions {
+pub(crate) struct Versions {
     expected: i64,
     new: i64,
     /// `new`, as the caller counts versions.
@@ -142,15 +142,15 @@ impl EventStore {
     }
 }
 
-fn versions_of(appends: &[StreamAppend]) -> Result<Vec<Versions>, StoreError> {
+pub(crate) fn versions_of(appends: &[StreamAppend]) -> Result<Vec<Versions>, StoreError> {
     appends.iter().map(Versions::of).collect()
 }
 
 /// A pooled connection that is closed, not returned to the pool, unless the work on it ran
 /// to its end (success or error alike: an error leaves sqlx's own rollback queued).
-struct CloseUnlessFinished {
-    conn: PoolConnection<Postgres>,
-    finished: bool,
+pub(crate) struct CloseUnlessFinished {
+    pub(crate) conn: PoolConnection<Postgres>,
+    pub(crate) finished: bool,
 }
 
 impl Drop for CloseUnlessFinished {
@@ -163,8 +163,8 @@ impl Drop for CloseUnlessFinished {
 
 /// Writes the append inside `tx`: stream locks first, then every event in one statement,
 /// snapshots and the idempotency key. Committing is the caller's.
-async fn write(
-    tx: &mut Transaction<'_, Postgres>,
+pub(crate) async fn write(
+    tx: &mut PgConnection,
     appends: &[StreamAppend],
     stream_versions: &[Versions],
     idempotency: Option<IdempotencyRecord<'_>>,
@@ -213,7 +213,7 @@ async fn write(
         &data as &[&Value],
         &metadata as &[&Value],
     )
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| conflict_from_unique_violation(e, appends))?;
     let (tx_id, global_position) = (inserted.tx_id, inserted.global_position);
@@ -234,7 +234,7 @@ async fn write(
                 s.state_schema,
                 s.state,
             )
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
     }
@@ -252,24 +252,35 @@ async fn write(
     };
 
     if let Some(record) = idempotency {
-        let recorded = (record.outcome)(&outcome);
-        let inserted = sqlx::query!(
-            "insert into idempotency_keys (idempotency_key, request, outcome)
-             values ($1, $2, $3)
-             on conflict (idempotency_key) do nothing",
-            record.key,
-            record.fingerprint,
-            recorded,
-        )
-        .execute(&mut **tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            // Another request with this key committed first; ours must not count.
-            return Err(StoreError::IdempotencyKeyTaken(record.key.to_owned()));
-        }
+        record_outcome(tx, record, &outcome).await?;
     }
 
     Ok(outcome)
+}
+
+/// Stores what an idempotent command answers; refused if another request recorded the key
+/// first (committed, or still in its transaction: this waits for it).
+pub(crate) async fn record_outcome(
+    conn: &mut PgConnection,
+    record: IdempotencyRecord<'_>,
+    outcome: &AppendOutcome,
+) -> Result<(), StoreError> {
+    let recorded = (record.outcome)(outcome);
+    let inserted = sqlx::query!(
+        "insert into idempotency_keys (idempotency_key, request, outcome)
+             values ($1, $2, $3)
+             on conflict (idempotency_key) do nothing",
+        record.key,
+        record.fingerprint,
+        recorded,
+    )
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        // Another request with this key committed first; ours must not count.
+        return Err(StoreError::IdempotencyKeyTaken(record.key.to_owned()));
+    }
+    Ok(())
 }
 
 /// Takes the stream's row lock and moves its version, as the transaction's first write.
@@ -279,7 +290,7 @@ async fn write(
 /// stream's events are in the same order by `(tx_id, global_position)` as by stream
 /// position, which the projector relies on, even for multi-stream appends.
 async fn lock_stream(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     a: &StreamAppend,
     v: Versions,
 ) -> Result<(), StoreError> {
@@ -292,7 +303,7 @@ async fn lock_stream(
             a.stream_type,
             v.new,
         )
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
     } else {
         // Waits for a concurrent appender's lock, then re-checks the version it left.
@@ -303,7 +314,7 @@ async fn lock_stream(
             v.expected,
             v.new,
         )
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
     };
     if moved.rows_affected() == 1 {
@@ -313,7 +324,7 @@ async fn lock_stream(
         "select version from streams where stream_id = $1",
         a.stream_id
     )
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     Err(StoreError::WrongExpectedVersion {
         stream_id: a.stream_id.clone(),

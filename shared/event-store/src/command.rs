@@ -1,18 +1,28 @@
-//! The one command path: load (with snapshots), decide, append at the loaded version, retry
+//! The one command path: load (with snapshots), decide, append at the loaded versions, retry
 //! a lost race after a growing, jittered delay; with an optional expected version (the
-//! write-service's `If-Match`) and an optional idempotency key. Nothing here knows HTTP.
+//! write-service's `If-Match`) and an optional idempotency key. A decision may span several
+//! streams ([`EventStore::execute_many`]): it loads what it needs through a [`Decision`],
+//! stages events per stream, and everything it staged is appended in one transaction, each
+//! stream at the version the decision read. Nothing here knows HTTP.
 
+use std::any::Any;
+use std::future::Future;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Sleeper, TokioSleeper};
 use serde_json::Value;
+use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::append::{CloseUnlessFinished, record_outcome, versions_of, write};
+use super::read::load_on;
 use super::{
-    Aggregate, AppendOutcome, EventStore, IdempotencyRecord, Loaded, NewEvent, Snapshot,
-    StoreError, StoredOutcome, StreamAppend,
+    Aggregate, AppendOutcome, EventStore, IdempotencyRecord, NewEvent, Snapshot, StoreError,
+    StoredOutcome, StreamAppend, stored_u64,
 };
 use domain::events::DomainEvent;
+use domain::position::Position;
 
 /// How a command retries a lost race: at most `max` times, each after a delay that starts
 /// at `min_delay` and doubles up to `max_delay`, stretched by a random 0 to 100% so that
@@ -155,56 +165,317 @@ pub enum CommandError<E> {
     Store(#[from] StoreError),
 }
 
+/// What a multi-stream decision works on: the streams it loaded, each with the version it
+/// was read at, and the events it staged for them. See [`EventStore::execute_many`].
+pub struct Decision<'c> {
+    conn: Conn<'c>,
+    streams: Vec<Tracked>,
+}
+
+enum Conn<'c> {
+    /// A first attempt reads from the pool, holding nothing.
+    Pool(&'c PgPool),
+    /// A retry reads inside its own transaction, which holds the streams' command locks.
+    Locked(&'c mut PgConnection),
+}
+
+type AnyState = Box<dyn Any + Send + Sync>;
+
+struct Tracked {
+    stream_id: String,
+    stream_type: &'static str,
+    version: u64,
+    state: AnyState,
+    events: Vec<DomainEvent>,
+    /// The snapshot of `state` with `events` applied, for the aggregate it was loaded as.
+    snapshot: fn(&AnyState, &[DomainEvent]) -> Option<Snapshot>,
+}
+
+fn snapshot_of<A: Aggregate>(state: &AnyState, events: &[DomainEvent]) -> Option<Snapshot> {
+    let state = state.downcast_ref::<A::State>()?.clone();
+    let state = events.iter().fold(state, |s, e| A::apply(s, e));
+    // A state that does not serialise is not snapshotted; loads replay instead.
+    serde_json::to_value(&state).ok().map(|state| Snapshot {
+        state_schema: A::STATE_SCHEMA_VERSION,
+        state,
+    })
+}
+
+impl Decision<'_> {
+    /// The stream's aggregate as `A`, loaded once per attempt: a second load gives the same
+    /// state, at the same version (without the events staged since).
+    pub async fn load<A: Aggregate>(&mut self, stream_id: &str) -> Result<A::State, StoreError> {
+        if let Some(t) = self.streams.iter().find(|t| t.stream_id == stream_id) {
+            return t
+                .state
+                .downcast_ref::<A::State>()
+                .filter(|_| t.stream_type == A::STREAM_TYPE)
+                .cloned()
+                .ok_or_else(|| not_loaded::<A>(stream_id));
+        }
+        let loaded = match &mut self.conn {
+            Conn::Pool(pool) => load_on::<A>(&mut *pool.acquire().await?, stream_id).await?,
+            Conn::Locked(conn) => load_on::<A>(conn, stream_id).await?,
+        };
+        self.streams.push(Tracked {
+            stream_id: stream_id.to_owned(),
+            stream_type: A::STREAM_TYPE,
+            version: loaded.version,
+            state: Box::new(loaded.state.clone()),
+            events: Vec::new(),
+            snapshot: snapshot_of::<A>,
+        });
+        Ok(loaded.state)
+    }
+
+    /// The version a loaded stream was read at.
+    pub fn version(&self, stream_id: &str) -> Option<u64> {
+        self.streams
+            .iter()
+            .find(|t| t.stream_id == stream_id)
+            .map(|t| t.version)
+    }
+
+    /// Stages events for a stream this decision loaded as `A`; they are appended at the
+    /// version it was read at, with the other streams' events, if the decision succeeds.
+    pub fn append<A: Aggregate>(
+        &mut self,
+        stream_id: &str,
+        events: impl IntoIterator<Item = DomainEvent>,
+    ) -> Result<(), StoreError> {
+        let t = self
+            .streams
+            .iter_mut()
+            .find(|t| t.stream_id == stream_id && t.stream_type == A::STREAM_TYPE)
+            .ok_or_else(|| not_loaded::<A>(stream_id))?;
+        t.events.extend(events);
+        Ok(())
+    }
+
+    /// The appends the decision staged: the primary stream first (also without events, so
+    /// that it is checked at its version and its new version comes first in the outcome),
+    /// then every other stream with events, in the order they were loaded.
+    fn plan(self, store: &EventStore, primary: &str, metadata: &Value) -> Result<Plan, StoreError> {
+        let Some(first) = self.streams.iter().position(|t| t.stream_id == primary) else {
+            return Err(StoreError::NotLoaded {
+                stream_id: primary.to_owned(),
+                stream_type: "primary",
+            });
+        };
+        let primary_version = self.streams[first].version;
+        let events = self.streams.iter().map(|t| t.events.len()).sum();
+        let mut streams = self.streams;
+        let primary_stream = streams.remove(first);
+        let mut appends = Vec::new();
+        // A stream that does not exist is not created without events.
+        if primary_version > 0 || !primary_stream.events.is_empty() {
+            appends.push(stream_append(store, primary_stream, metadata));
+        }
+        appends.extend(
+            streams
+                .into_iter()
+                .filter(|t| !t.events.is_empty())
+                .map(|t| stream_append(store, t, metadata)),
+        );
+        Ok(Plan {
+            appends,
+            events,
+            primary_version,
+        })
+    }
+}
+
+fn not_loaded<A: Aggregate>(stream_id: &str) -> StoreError {
+    StoreError::NotLoaded {
+        stream_id: stream_id.to_owned(),
+        stream_type: A::STREAM_TYPE,
+    }
+}
+
+/// The append of a tracked stream's events at its loaded version, with the new state's
+/// snapshot when due.
+fn stream_append(store: &EventStore, t: Tracked, metadata: &Value) -> StreamAppend {
+    let new_version = t.version.saturating_add(t.events.len() as u64);
+    let snapshot = if !t.events.is_empty() && store.snapshot_due(t.version, new_version) {
+        (t.snapshot)(&t.state, &t.events)
+    } else {
+        None
+    };
+    StreamAppend {
+        stream_id: t.stream_id,
+        stream_type: t.stream_type,
+        expected_version: t.version,
+        events: t
+            .events
+            .iter()
+            .map(|e| NewEvent {
+                event_id: Uuid::new_v4(),
+                event: e.encode(),
+                metadata: metadata.clone(),
+            })
+            .collect(),
+        snapshot,
+    }
+}
+
+struct Plan {
+    appends: Vec<StreamAppend>,
+    events: usize,
+    primary_version: u64,
+}
+
+/// What one attempt is told by the command, besides its decision.
+struct Attempt<'a> {
+    primary: &'a str,
+    metadata: &'a Value,
+    expected_version: Option<u64>,
+    idempotency: Option<IdempotencyRecord<'a>>,
+}
+
+/// A decision over several streams, for [`EventStore::execute_many`]. It may run more than
+/// once (after each lost race), each time on a fresh [`Decision`].
+pub trait Decide<E> {
+    /// Loads what the command needs through `decision` (the command's own stream first),
+    /// and stages the events to append, or refuses with [`CommandError::Rejected`].
+    fn decide(
+        &mut self,
+        decision: &mut Decision<'_>,
+    ) -> impl Future<Output = Result<(), CommandError<E>>> + Send;
+}
+
+/// [`EventStore::execute`]'s decision: one stream, one aggregate.
+struct OneStream<'a, A, D> {
+    stream_id: &'a str,
+    decide: D,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A, D, E> Decide<E> for OneStream<'_, A, D>
+where
+    A: Aggregate,
+    D: Fn(&A::State) -> Result<Vec<DomainEvent>, E> + Sync,
+    E: Send,
+{
+    fn decide(
+        &mut self,
+        decision: &mut Decision<'_>,
+    ) -> impl Future<Output = Result<(), CommandError<E>>> + Send {
+        let (stream_id, decide) = (self.stream_id, &self.decide);
+        async move {
+            let state = decision.load::<A>(stream_id).await?;
+            let events = decide(&state).map_err(CommandError::Rejected)?;
+            decision.append::<A>(stream_id, events)?;
+            Ok(())
+        }
+    }
+}
+
+impl<'a, D> Command<'a, D> {
+    fn split<D2>(self, decide: impl FnOnce(D) -> D2) -> Command<'a, D2> {
+        Command {
+            stream_id: self.stream_id,
+            decide: decide(self.decide),
+            metadata: self.metadata,
+            expected_version: self.expected_version,
+            idempotency: self.idempotency,
+            retries: self.retries,
+            on_retry: self.on_retry,
+        }
+    }
+}
+
 impl EventStore {
-    /// Runs a command: replays its idempotency record if one exists, else loads the
-    /// aggregate, decides, checks the expected version and appends at the loaded version
-    /// (with a snapshot when due) and its idempotency record, in one transaction. A lost race
-    /// loads and decides again, up to the command's [`Retries`].
+    /// Runs a command on one aggregate's stream: [`execute_many`](Self::execute_many) with
+    /// a decision that loads the command's stream as `A` and stages what `decide` returns.
+    pub async fn execute<A, D, E>(&self, cmd: Command<'_, D>) -> Result<Executed, CommandError<E>>
+    where
+        A: Aggregate,
+        D: Fn(&A::State) -> Result<Vec<DomainEvent>, E> + Sync,
+        E: Send,
+    {
+        let stream_id = cmd.stream_id;
+        let cmd = cmd.split(|decide| OneStream::<A, D> {
+            stream_id,
+            decide,
+            aggregate: PhantomData,
+        });
+        self.execute_many(cmd).await
+    }
+
+    /// Runs a command whose decision may span several streams: replays its idempotency
+    /// record if one exists; else runs `decide` on a [`Decision`] (which loads streams, with
+    /// snapshots, and records the version each was read at), checks the expected version of
+    /// the command's own stream (the primary, which `decide` must load), and appends every
+    /// staged stream at the version it was read at, with snapshots when due and the
+    /// idempotency record, in one transaction (stream locks in sorted order). A decision
+    /// that stages nothing appends nothing and answers the primary's current version.
+    ///
+    /// A lost race on any stream decides again, up to the command's [`Retries`]; a retry
+    /// first takes a transaction-scoped advisory lock on each stream the last attempt
+    /// appended to (in sorted order), so that retries of commands on one hot stream queue
+    /// up once instead of losing again and again. Those locks only order retries: the
+    /// append's expected versions alone keep the log right. A lost race on the primary
+    /// stream of a command with an expected version is a precondition failure, never retried.
     ///
     /// The pooled append closes its connection if this future is dropped half-way, but the
     /// caller should still run a command it must not lose in a task of its own.
     #[tracing::instrument(skip_all, fields(stream_id = cmd.stream_id))]
-    pub async fn execute<A, D, E>(&self, cmd: Command<'_, D>) -> Result<Executed, CommandError<E>>
+    pub async fn execute_many<D, E>(&self, cmd: Command<'_, D>) -> Result<Executed, CommandError<E>>
     where
-        A: Aggregate,
-        D: Fn(&A::State) -> Result<Vec<DomainEvent>, E>,
+        D: Decide<E>,
     {
-        if let Some(record) = cmd.idempotency
+        let Command {
+            stream_id,
+            mut decide,
+            metadata,
+            expected_version,
+            idempotency,
+            retries: max_retries,
+            on_retry,
+        } = cmd;
+        if let Some(record) = idempotency
             && let Some(stored) = self.stored_outcome(record.key).await?
         {
             return replay(stored, record.fingerprint);
         }
-        let mut delays = cmd.retries.delays();
+        let attempt = Attempt {
+            primary: stream_id,
+            metadata: &metadata,
+            expected_version,
+            idempotency,
+        };
+        let mut delays = max_retries.delays();
         let mut retries = 0;
+        // The streams the last attempt appended to: what a retry locks first.
+        let mut locks: Vec<String> = Vec::new();
         loop {
-            let loaded = self.load::<A>(cmd.stream_id).await?;
-            let events = (cmd.decide)(&loaded.state).map_err(CommandError::Rejected)?;
-            // After the decision: a precondition counts only for a command that would
-            // otherwise succeed (RFC 9110, 13.2.1), so a refused command is its own error.
-            if let Some(expected) = cmd.expected_version
-                && expected != loaded.version
-            {
-                return Err(CommandError::PreconditionFailed {
-                    expected,
-                    actual: loaded.version,
-                });
-            }
-            let count = events.len();
-            let append = self.stream_append::<A>(cmd.stream_id, loaded, events, &cmd.metadata);
-            match self
-                .append(std::slice::from_ref(&append), cmd.idempotency)
-                .await
-            {
-                Ok(outcome) => {
+            let result = if retries == 0 {
+                self.attempt_optimistic(&mut decide, &attempt, &mut locks)
+                    .await
+            } else {
+                self.attempt_locked(&mut decide, &attempt, &mut locks).await
+            };
+            match result {
+                Ok((outcome, events)) => {
                     return Ok(Executed::Appended {
                         outcome,
-                        events: count,
+                        events,
                         retries,
                     });
                 }
-                Err(StoreError::WrongExpectedVersion { actual, .. }) => {
-                    if let Some(expected) = cmd.expected_version {
-                        return Err(CommandError::PreconditionFailed { expected, actual });
+                Err(CommandError::Store(e)) if is_lost_race(&e) => {
+                    if let Some(expected) = expected_version
+                        && let StoreError::WrongExpectedVersion {
+                            stream_id: moved,
+                            actual,
+                            ..
+                        } = &e
+                        && moved == stream_id
+                    {
+                        return Err(CommandError::PreconditionFailed {
+                            expected,
+                            actual: *actual,
+                        });
                     }
                     let Some(delay) = delays.next() else {
                         return Err(CommandError::Conflict {
@@ -212,58 +483,184 @@ impl EventStore {
                         });
                     };
                     retries += 1;
-                    if let Some(on_retry) = cmd.on_retry {
+                    if let Some(on_retry) = on_retry {
                         on_retry();
                     }
                     TokioSleeper.sleep(delay).await;
                 }
-                Err(StoreError::IdempotencyKeyTaken(key)) => {
+                Err(CommandError::Store(StoreError::IdempotencyKeyTaken(key))) => {
                     // A concurrent command with the same key committed first: its outcome
                     // is the answer, if it was the same request.
-                    return match (self.stored_outcome(&key).await?, cmd.idempotency) {
+                    return match (self.stored_outcome(&key).await?, idempotency) {
                         (Some(stored), Some(record)) => replay(stored, record.fingerprint),
                         _ => Err(StoreError::IdempotencyKeyTaken(key).into()),
                     };
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// The append of `events` at the loaded version, with the new state's snapshot when due.
-    fn stream_append<A: Aggregate>(
+    /// A first attempt: loads from the pool, decides, and appends in a transaction of its
+    /// own; a stream that moved meanwhile fails the append.
+    async fn attempt_optimistic<D, E>(
         &self,
-        stream_id: &str,
-        loaded: Loaded<A::State>,
-        events: Vec<DomainEvent>,
-        metadata: &Value,
-    ) -> StreamAppend {
-        let new_version = loaded.version.saturating_add(events.len() as u64);
-        let snapshot = if self.snapshot_due(loaded.version, new_version) {
-            let state = events.iter().fold(loaded.state, |s, e| A::apply(s, e));
-            // A state that does not serialise is not snapshotted; loads replay instead.
-            serde_json::to_value(&state).ok().map(|state| Snapshot {
-                state_schema: A::STATE_SCHEMA_VERSION,
-                state,
-            })
-        } else {
-            None
+        decide: &mut D,
+        attempt: &Attempt<'_>,
+        locks: &mut Vec<String>,
+    ) -> Result<(AppendOutcome, usize), CommandError<E>>
+    where
+        D: Decide<E>,
+    {
+        let mut decision = Decision {
+            conn: Conn::Pool(&self.pool),
+            streams: Vec::new(),
         };
-        StreamAppend {
-            stream_id: stream_id.to_owned(),
-            stream_type: A::STREAM_TYPE,
-            expected_version: loaded.version,
-            events: events
-                .iter()
-                .map(|e| NewEvent {
-                    event_id: Uuid::new_v4(),
-                    event: e.encode(),
-                    metadata: metadata.clone(),
-                })
-                .collect(),
-            snapshot,
+        decide.decide(&mut decision).await?;
+        let plan = self.checked_plan(decision, attempt, locks)?;
+        if plan.events == 0 {
+            let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
+            return Ok((unchanged(&mut conn, &plan, attempt).await?, 0));
         }
+        let outcome = self.append(&plan.appends, attempt.idempotency).await?;
+        Ok((outcome, plan.events))
     }
+
+    /// A retry: in one transaction, takes the advisory locks of `locks` (sorted), then
+    /// loads, decides and appends. Dropped half-way, its connection is closed, not pooled.
+    async fn attempt_locked<D, E>(
+        &self,
+        decide: &mut D,
+        attempt: &Attempt<'_>,
+        locks: &mut Vec<String>,
+    ) -> Result<(AppendOutcome, usize), CommandError<E>>
+    where
+        D: Decide<E>,
+    {
+        let mut guard = CloseUnlessFinished {
+            conn: self.pool.acquire().await.map_err(StoreError::from)?,
+            finished: false,
+        };
+        let result = async {
+            let mut tx = guard.conn.begin().await.map_err(StoreError::from)?;
+            lock_commands(&mut tx, locks).await?;
+            let mut decision = Decision {
+                conn: Conn::Locked(&mut tx),
+                streams: Vec::new(),
+            };
+            decide.decide(&mut decision).await?;
+            let plan = self.checked_plan(decision, attempt, locks)?;
+            let outcome = if plan.events == 0 {
+                unchanged(&mut tx, &plan, attempt).await?
+            } else {
+                let versions = versions_of(&plan.appends)?;
+                write(&mut tx, &plan.appends, &versions, attempt.idempotency).await?
+            };
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok((outcome, plan.events))
+        }
+        .await;
+        guard.finished = true;
+        result
+    }
+
+    /// The decision's appends, after checking the primary's expected version (after the
+    /// decision: a precondition counts only for a command that would otherwise succeed,
+    /// RFC 9110, 13.2.1, so a refused command is its own error). Records what a retry locks.
+    fn checked_plan<E>(
+        &self,
+        decision: Decision<'_>,
+        attempt: &Attempt<'_>,
+        locks: &mut Vec<String>,
+    ) -> Result<Plan, CommandError<E>> {
+        let plan = decision.plan(self, attempt.primary, attempt.metadata)?;
+        *locks = plan.appends.iter().map(|a| a.stream_id.clone()).collect();
+        if let Some(expected) = attempt.expected_version
+            && expected != plan.primary_version
+        {
+            return Err(CommandError::PreconditionFailed {
+                expected,
+                actual: plan.primary_version,
+            });
+        }
+        Ok(plan)
+    }
+}
+
+/// A lost race: a stream moved under the decision. (No deadlock can come from the locks:
+/// stream locks are taken in sorted order, advisory locks in sorted order before any.)
+fn is_lost_race(e: &StoreError) -> bool {
+    matches!(e, StoreError::WrongExpectedVersion { .. })
+}
+
+/// The outcome of a decision that staged nothing: the primary's version as read, and the
+/// position of its last event (the token under which a reader sees that version). An
+/// idempotency record is still kept, so a retry answers the same.
+async fn unchanged(
+    conn: &mut PgConnection,
+    plan: &Plan,
+    attempt: &Attempt<'_>,
+) -> Result<AppendOutcome, StoreError> {
+    let last = sqlx::query!(
+        r#"select tx_id::text::int8 as "tx_id!", global_position from events
+           where stream_id = $1 order by stream_position desc limit 1"#,
+        attempt.primary,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let position = match last {
+        Some(row) => Position {
+            tx_id: stored_u64(
+                "events.tx_id",
+                row.tx_id,
+                format_args!("event at global position {}", row.global_position),
+            )?,
+            global_position: row.global_position,
+        },
+        None => Position::ZERO,
+    };
+    let outcome = AppendOutcome {
+        versions: vec![plan.primary_version],
+        position,
+    };
+    if let Some(record) = attempt.idempotency {
+        record_outcome(conn, record, &outcome).await?;
+    }
+    Ok(outcome)
+}
+
+/// Queues this transaction behind any other command retrying on the same streams:
+/// transaction-scoped advisory locks, taken in sorted key order so that two retries cannot
+/// wait on each other in a cycle. They need no transaction id, so holding them does not
+/// hold back the tail; the stream locks and the xid still come with the append.
+async fn lock_commands(conn: &mut PgConnection, streams: &[String]) -> Result<(), StoreError> {
+    let mut keys: Vec<(i32, i32)> = streams.iter().map(|s| command_lock_key(s)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for (high, low) in keys {
+        sqlx::query!(
+            r#"select 1 as "locked!" from pg_advisory_xact_lock($1, $2)"#,
+            high,
+            low
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A stream's advisory key: its id's 64-bit FNV-1a hash, as the two-`int4` key (a key
+/// space of its own, apart from the single-`bigint` keys of the projector's leases). The
+/// same on every instance and build; two streams sharing a key only queue together.
+fn command_lock_key(stream_id: &str) -> (i32, i32) {
+    let hash = stream_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let [a, b, c, d, e, f, g, h] = hash.to_be_bytes();
+    (
+        i32::from_be_bytes([a, b, c, d]),
+        i32::from_be_bytes([e, f, g, h]),
+    )
 }
 
 fn replay<E>(stored: StoredOutcome, fingerprint: &Value) -> Result<Executed, CommandError<E>> {

@@ -19,7 +19,7 @@ use domain::order::{self, OrderState};
 use domain::product::{self, ProductState};
 
 pub use append::{AppendOutcome, IdempotencyRecord, NewEvent, Snapshot, StreamAppend};
-pub use command::{Command, CommandError, Executed, Retries};
+pub use command::{Command, CommandError, Decide, Decision, Executed, Retries};
 pub use read::{RecordedEvent, StoredOutcome, TailRow, UnreadableEvent, Until};
 
 /// Migrations of the event store, embedded at build time.
@@ -65,6 +65,13 @@ pub enum StoreError {
     /// append must take its stream locks as the transaction's first write.
     #[error("an append inside a transaction must be its first write")]
     AppendNotFirst,
+    /// A decision appended to (or named as its primary) a stream it had not loaded, or
+    /// loaded it as another aggregate: a bug in the caller.
+    #[error("stream `{stream_id}` was not loaded as `{stream_type}` before the decision used it")]
+    NotLoaded {
+        stream_id: String,
+        stream_type: &'static str,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -112,7 +119,7 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 pub trait Aggregate {
     const STREAM_TYPE: &'static str;
     const STATE_SCHEMA_VERSION: i32;
-    type State: Default + Clone + Serialize + DeserializeOwned;
+    type State: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static;
 
     fn apply(state: Self::State, event: &DomainEvent) -> Self::State;
 }

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Aggregate, EventStore, Loaded, StoreError, query_bound, stored_u64};
@@ -175,32 +176,8 @@ impl EventStore {
         &self,
         stream_id: &str,
     ) -> Result<Loaded<A::State>, StoreError> {
-        let snapshot = sqlx::query!(
-            "select stream_version, state from snapshots where stream_id = $1 and state_schema = $2",
-            stream_id,
-            A::STATE_SCHEMA_VERSION,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        let (state, version) = match snapshot {
-            Some(row) => {
-                let (version, state) = (row.stream_version, row.state);
-                let state =
-                    serde_json::from_value(state).map_err(|source| StoreError::Snapshot {
-                        stream_id: stream_id.to_owned(),
-                        source,
-                    })?;
-                let version = stored_u64(
-                    "snapshots.stream_version",
-                    version,
-                    format_args!("stream `{stream_id}`"),
-                )?;
-                (state, version)
-            }
-            None => (A::State::default(), 0),
-        };
-        self.fold::<A>(stream_id, Loaded { state, version }, Until::End)
-            .await
+        let mut conn = self.pool.acquire().await?;
+        load_on::<A>(&mut conn, stream_id).await
     }
 
     /// State from a full replay of the stream, ignoring snapshots, up to `until`.
@@ -213,52 +190,8 @@ impl EventStore {
             state: A::State::default(),
             version: 0,
         };
-        self.fold::<A>(stream_id, start, until).await
-    }
-
-    async fn fold<A: Aggregate>(
-        &self,
-        stream_id: &str,
-        start: Loaded<A::State>,
-        until: Until,
-    ) -> Result<Loaded<A::State>, StoreError> {
-        // Only what a fold needs, by position: a long replay is dominated by moving and
-        // decoding rows, and ids, metadata and times would be thrown away.
-        let (max_version, max_time) = until_bounds(until);
-        let rows = sqlx::query!(
-            "select global_position, stream_position, event_type, schema_version, data
-             from events
-             where stream_id = $1 and stream_position > $2 and stream_position <= $3
-               and ($4::timestamptz is null or recorded_at <= $4)
-             order by stream_position",
-            stream_id,
-            query_bound(start.version),
-            max_version,
-            max_time,
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut acc = start;
-        for row in rows {
-            let (global_position, stream_position) = (row.global_position, row.stream_position);
-            let (event_type, schema_version, data) = (row.event_type, row.schema_version, row.data);
-            let event = DomainEvent::decode(&event_type, schema_version, data).map_err(|e| {
-                StoreError::Decode {
-                    global_position,
-                    stream_id: stream_id.to_owned(),
-                    message: e.to_string(),
-                }
-            })?;
-            acc = Loaded {
-                state: A::apply(acc.state, &event),
-                version: stored_u64(
-                    "events.stream_position",
-                    stream_position,
-                    format_args!("event at global position {global_position}"),
-                )?,
-            };
-        }
-        Ok(acc)
+        let mut conn = self.pool.acquire().await?;
+        fold::<A>(&mut conn, stream_id, start, until).await
     }
 
     /// What the command that used `key` recorded, if one did.
@@ -374,4 +307,80 @@ impl EventStore {
         })
         .transpose()
     }
+}
+
+/// [`EventStore::load`] on a given connection (a command's own transaction, for one).
+pub(crate) async fn load_on<A: Aggregate>(
+    conn: &mut PgConnection,
+    stream_id: &str,
+) -> Result<Loaded<A::State>, StoreError> {
+    let snapshot = sqlx::query!(
+        "select stream_version, state from snapshots where stream_id = $1 and state_schema = $2",
+        stream_id,
+        A::STATE_SCHEMA_VERSION,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (state, version) = match snapshot {
+        Some(row) => {
+            let (version, state) = (row.stream_version, row.state);
+            let state = serde_json::from_value(state).map_err(|source| StoreError::Snapshot {
+                stream_id: stream_id.to_owned(),
+                source,
+            })?;
+            let version = stored_u64(
+                "snapshots.stream_version",
+                version,
+                format_args!("stream `{stream_id}`"),
+            )?;
+            (state, version)
+        }
+        None => (A::State::default(), 0),
+    };
+    fold::<A>(conn, stream_id, Loaded { state, version }, Until::End).await
+}
+
+async fn fold<A: Aggregate>(
+    conn: &mut PgConnection,
+    stream_id: &str,
+    start: Loaded<A::State>,
+    until: Until,
+) -> Result<Loaded<A::State>, StoreError> {
+    // Only what a fold needs, by position: a long replay is dominated by moving and
+    // decoding rows, and ids, metadata and times would be thrown away.
+    let (max_version, max_time) = until_bounds(until);
+    let rows = sqlx::query!(
+        "select global_position, stream_position, event_type, schema_version, data
+             from events
+             where stream_id = $1 and stream_position > $2 and stream_position <= $3
+               and ($4::timestamptz is null or recorded_at <= $4)
+             order by stream_position",
+        stream_id,
+        query_bound(start.version),
+        max_version,
+        max_time,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut acc = start;
+    for row in rows {
+        let (global_position, stream_position) = (row.global_position, row.stream_position);
+        let (event_type, schema_version, data) = (row.event_type, row.schema_version, row.data);
+        let event = DomainEvent::decode(&event_type, schema_version, data).map_err(|e| {
+            StoreError::Decode {
+                global_position,
+                stream_id: stream_id.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+        acc = Loaded {
+            state: A::apply(acc.state, &event),
+            version: stored_u64(
+                "events.stream_position",
+                stream_position,
+                format_args!("event at global position {global_position}"),
+            )?,
+        };
+    }
+    Ok(acc)
 }

@@ -3,13 +3,14 @@
 
 use domain::events::{DomainEvent, LineItem, OrderEvent};
 use domain::order::{self, OrderCommand, OrderState};
-use domain::{Currency, OrderId, Position, Quantity, UnitPriceCents};
+use domain::product::{self, ProductCommand, ProductState};
+use domain::{Currency, OrderId, Position, Quantity, StockQuantity, UnitPriceCents};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use event_store::{
     Aggregate, Command, CommandError, EventStore, Executed, IdempotencyRecord, NewEvent,
-    OrderAggregate, Retries, Snapshot, StoreError, StreamAppend, Until,
+    OrderAggregate, ProductAggregate, Retries, Snapshot, StoreError, StreamAppend, Until,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -1179,4 +1180,227 @@ async fn idempotency_records_from_before_the_outcome_column_keep_their_answer(po
         stored.outcome,
         json!({"status": 201, "body": {"version": 1}})
     );
+}
+
+// --- decisions over several streams: `EventStore::execute_many` ---
+
+/// Receives one unit on each of `streams` (product streams), loaded in that order, the first
+/// being the command's own; refuses instead when `refuse` is set, after staging. Counts its
+/// calls and wakes `decided` after each.
+struct ReceiveOnEach {
+    streams: Vec<String>,
+    refuse: bool,
+    calls: Arc<AtomicUsize>,
+    decided: Arc<Notify>,
+}
+
+impl ReceiveOnEach {
+    fn new(streams: &[&str]) -> Self {
+        Self {
+            streams: streams.iter().map(|s| (*s).to_owned()).collect(),
+            refuse: false,
+            calls: Arc::default(),
+            decided: Arc::default(),
+        }
+    }
+}
+
+/// What `ReceiveOnEach` refuses with.
+#[derive(Debug, PartialEq)]
+struct Refused;
+
+impl event_store::Decide<Refused> for ReceiveOnEach {
+    async fn decide(
+        &mut self,
+        decision: &mut event_store::Decision<'_>,
+    ) -> Result<(), CommandError<Refused>> {
+        for stream in &self.streams {
+            let state = decision.load::<ProductAggregate>(stream).await?;
+            let product_id = stream.trim_start_matches("product-").parse().unwrap();
+            let cmd = ProductCommand::ReceiveStock {
+                product_id,
+                quantity: StockQuantity::try_from(1).unwrap(),
+            };
+            let events = product::decide(&state, cmd).unwrap();
+            decision
+                .append::<ProductAggregate>(stream, events.into_iter().map(DomainEvent::Product))?;
+        }
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.decided.notify_one();
+        if self.refuse {
+            return Err(CommandError::Rejected(Refused));
+        }
+        Ok(())
+    }
+}
+
+async fn receive_on_each(store: &EventStore, streams: &[&str]) -> Executed {
+    let cmd = Command::new(streams[0], ReceiveOnEach::new(streams));
+    store.execute_many(cmd).await.unwrap()
+}
+
+async fn version_of(store: &EventStore, stream: &str) -> u64 {
+    store
+        .load::<ProductAggregate>(stream)
+        .await
+        .unwrap()
+        .version
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_decision_that_loses_a_race_on_its_second_stream_decides_again_and_succeeds(
+    pool: PgPool,
+) {
+    let store = EventStore::new(pool.clone(), 100);
+    receive_on_each(&store, &["product-a", "product-b"]).await;
+    // A competitor holds `product-b`'s lock, moving it to version 2, until it commits.
+    let mut competitor = pool.begin().await.unwrap();
+    let events = product::decide(
+        &ProductState::default(),
+        ProductCommand::ReceiveStock {
+            product_id: "b".parse().unwrap(),
+            quantity: StockQuantity::try_from(5).unwrap(),
+        },
+    )
+    .unwrap();
+    let append = StreamAppend {
+        stream_id: "product-b".into(),
+        stream_type: "product",
+        expected_version: 1,
+        events: events
+            .into_iter()
+            .map(|e| NewEvent {
+                event_id: Uuid::new_v4(),
+                event: DomainEvent::Product(e).encode(),
+                metadata: json!({}),
+            })
+            .collect(),
+        snapshot: None,
+    };
+    store
+        .append_in(&mut competitor, &[append], None)
+        .await
+        .unwrap();
+
+    let decide = ReceiveOnEach::new(&["product-a", "product-b"]);
+    let (calls, decided) = (decide.calls.clone(), decide.decided.clone());
+    let command = tokio::spawn({
+        let store = store.clone();
+        async move { store.execute_many(Command::new("product-a", decide)).await }
+    });
+    // It decided on both streams at version 1; `product-b` is about to move.
+    decided.notified().await;
+    competitor.commit().await.unwrap();
+
+    let executed = command.await.unwrap().unwrap();
+    let Executed::Appended {
+        outcome,
+        events,
+        retries,
+    } = executed
+    else {
+        panic!("expected an append, got {executed:?}");
+    };
+    assert_eq!((outcome.versions, events, retries), (vec![2, 3], 2, 1));
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "decided again on both");
+    assert_eq!(version_of(&store, "product-a").await, 2);
+    let b = store.load::<ProductAggregate>("product-b").await.unwrap();
+    assert_eq!((b.version, b.state.received_units), (3, 1 + 5 + 1));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_refused_decision_over_several_streams_writes_nothing(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    receive_on_each(&store, &["product-a"]).await;
+    let before = count(&pool, "select count(*) from events").await;
+    let mut decide = ReceiveOnEach::new(&["product-a", "product-b", "product-c"]);
+    decide.refuse = true;
+    let request = json!({"body": "refused"});
+    let recorded = |_: &event_store::AppendOutcome| json!({});
+    let cmd = Command::new("product-a", decide).idempotency(Some(IdempotencyRecord {
+        key: "k-refused-many",
+        fingerprint: &request,
+        outcome: &recorded,
+    }));
+    let result = store.execute_many(cmd).await;
+    assert!(
+        matches!(result, Err(CommandError::Rejected(Refused))),
+        "{result:?}"
+    );
+    assert_eq!(count(&pool, "select count(*) from events").await, before);
+    assert_eq!(count(&pool, "select count(*) from streams").await, 1);
+    assert_eq!(
+        count(&pool, "select count(*) from idempotency_keys").await,
+        0
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn decisions_over_the_same_streams_in_opposite_orders_do_not_deadlock(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    receive_on_each(&store, &["product-a", "product-b"]).await;
+    const PER_ORDER: usize = 20;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..2 * PER_ORDER {
+        let store = store.clone();
+        let streams: &[&str] = if i % 2 == 0 {
+            &["product-a", "product-b"]
+        } else {
+            &["product-b", "product-a"]
+        };
+        tasks.spawn(async move {
+            // Enough retries that only a deadlock or a wrong lock order could fail it.
+            let cmd =
+                Command::new(streams[0], ReceiveOnEach::new(streams)).retries(Retries::new(100));
+            store.execute_many(cmd).await
+        });
+    }
+    let mut retried = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(Executed::Appended { retries, .. }) => retried += retries,
+            other => panic!("{other:?}"),
+        }
+    }
+    let expected = 1 + 2 * PER_ORDER as u64;
+    assert_eq!(version_of(&store, "product-a").await, expected);
+    assert_eq!(version_of(&store, "product-b").await, expected);
+    // Retries queue on the streams' command locks: far fewer than one per lost race each.
+    assert!(
+        retried <= 2 * 2 * PER_ORDER as u32,
+        "{retried} retries for {} commands",
+        2 * PER_ORDER
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_decision_that_stages_nothing_answers_the_current_version(pool: PgPool) {
+    let store = EventStore::new(pool.clone(), 100);
+    let first = receive_on_each(&store, &["product-a"]).await;
+    let position = first.appended().unwrap().position;
+    struct LoadOnly;
+    impl event_store::Decide<()> for LoadOnly {
+        async fn decide(
+            &mut self,
+            decision: &mut event_store::Decision<'_>,
+        ) -> Result<(), CommandError<()>> {
+            decision.load::<ProductAggregate>("product-a").await?;
+            Ok(())
+        }
+    }
+    let executed = store
+        .execute_many(Command::new("product-a", LoadOnly))
+        .await
+        .unwrap();
+    let Executed::Appended {
+        outcome, events, ..
+    } = executed
+    else {
+        panic!("{executed:?}");
+    };
+    assert_eq!(
+        (outcome.versions, outcome.position, events),
+        (vec![1], position, 0)
+    );
+    assert_eq!(count(&pool, "select count(*) from events").await, 1);
 }

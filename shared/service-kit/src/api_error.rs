@@ -1,5 +1,6 @@
 //! The one error type the HTTP services return, and its stable body:
-//! `{"error": {"code", "message", "field"?}}`. Server-side details go to the log only.
+//! `{"error": {"code", "message", "field"?, "details"?}}`. Server-side details go to the log
+//! only; `details` is for what the client needs to act on (e.g. each short line of an order).
 
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Request};
@@ -15,7 +16,8 @@ use domain::order::{DomainError, ErrorKind};
 use event_store::StoreError;
 
 /// The error body as the OpenAPI documents describe it (the services build it from
-/// [`ApiError`]): `{"error": {"code", "message", "field"?}}`, plus the `x-request-id` header.
+/// [`ApiError`]): `{"error": {"code", "message", "field"?, "details"?}}`, plus the
+/// `x-request-id` header.
 #[derive(Debug, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -25,7 +27,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `validation_failed`, `invalid_parameter`,
     /// `malformed_json`, `invalid_path`, `invalid_header`, `order_not_found`,
-    /// `concurrency_conflict`, `invalid_cursor`, `not_caught_up`, `unavailable`; each answer's
+    /// `concurrency_conflict`, `price_changed`, `insufficient_stock`, `below_committed`,
+    /// `invalid_cursor`, `not_caught_up`, `unavailable`; each answer's
     /// description names the codes it may carry.
     pub code: String,
     pub message: String,
@@ -33,6 +36,12 @@ pub struct ErrorDetail {
     /// `items[0].quantity`).
     #[schema(nullable = false)]
     pub field: Option<String>,
+    /// One object per item the error is about, when the answer's description names them
+    /// (e.g. `insufficient_stock`: `{"productId", "askedUnits", "availableUnits"}` per short
+    /// line; `price_changed`: `{"productId", "unitPriceCents"}` per line whose price
+    /// differs). Absent otherwise.
+    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
+    pub details: Option<Vec<serde_json::Value>>,
 }
 
 /// Largest request body the services accept; larger ones get 413.
@@ -44,6 +53,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Serialised as `error.details` when present.
+    pub details: Option<Vec<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -53,7 +64,13 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            details: None,
         }
+    }
+
+    pub fn with_details(mut self, details: Vec<serde_json::Value>) -> Self {
+        self.details = Some(details);
+        self
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -101,6 +118,9 @@ impl IntoResponse for ApiError {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(field) = self.field {
             error["field"] = field.into();
+        }
+        if let Some(details) = self.details {
+            error["details"] = details.into();
         }
         let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

@@ -3,9 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use domain::events::{DomainEvent, LineItem};
 use domain::ids::FreeText;
-use domain::order::{self, OrderCommand, OrderState};
+use domain::order::{OrderCommand, OrderState};
 use domain::{Currency, OrderId, ProductId, UserId};
 use event_store::{Loaded, OrderAggregate, Until};
 use serde::Deserialize;
@@ -14,14 +13,16 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::commands::{self, Command, CommandOutcome};
+use crate::decisions::{OrderDecision, OrderRequest};
 use crate::extract::{AppPath, AppQuery, CommandContext, JsonBody};
 use crate::model::{
     AuditEvent, AuditTrail, CommandFailures, ErrorBody, Item, OrderAccepted, OrderSnapshot,
-    StoreUnavailable,
+    StoreUnavailable, present,
 };
 use service_kit::api_error::ApiError;
 
-/// A new order. Lines of the same product and price merge into one.
+/// A new order. Each line takes its product's catalog price; lines of the same product
+/// merge into one.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
@@ -40,16 +41,6 @@ pub struct CreateOrder {
     /// 1 to 100 lines after merging.
     #[schema(min_items = 1)]
     items: Vec<Item>,
-}
-
-/// An optional field that may be left out but not sent as `null`: the schema says it is
-/// never null, and a client generator must not learn otherwise from the server.
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
 }
 
 /// The body of a command that takes none: absent, or `{}`.
@@ -101,21 +92,16 @@ async fn run(
     ctx: CommandContext,
     body: Value,
     success: StatusCode,
-    command: OrderCommand,
+    request: OrderRequest,
 ) -> Result<CommandOutcome, ApiError> {
-    commands::execute::<OrderAggregate, _, _, _>(
+    commands::execute(
         app,
         Command {
             stream_id: order_id.stream_id(),
             success,
             ctx,
             body,
-            decide: move |state: &OrderState| {
-                Ok(order::decide(state, command.clone())?
-                    .into_iter()
-                    .map(DomainEvent::Order)
-                    .collect())
-            },
+            decide: OrderDecision { order_id, request },
             accepted: move |version, position| OrderAccepted {
                 order_id,
                 version,
@@ -126,7 +112,8 @@ async fn run(
     .await
 }
 
-/// Places an order (`OrderCreated`), pending confirmation.
+/// Places an order (`OrderCreated`), pending confirmation; each line takes its product's
+/// catalog price.
 #[utoipa::path(
     post,
     path = "/orders",
@@ -141,9 +128,9 @@ async fn run(
                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`) or header (`invalid_header`)", body = ErrorBody),
-        (status = 409, description = "The order id is taken (`order_exists`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 409, description = "The order id is taken (`order_exists`); a line's `unitPriceCents` is not its product's current catalog price (`price_changed`, the first such line in `field`, e.g. `items[1].unitPriceCents`, and `details: [{productId, unitPriceCents}]` with the current price of every such line; nothing written); or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
-        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), including a product with no catalog price or priced in another currency than the order (`field`: `items[i].productId`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
     )
 )]
@@ -153,18 +140,18 @@ pub async fn create(
     JsonBody { value, raw }: JsonBody<CreateOrder>,
 ) -> Result<CommandOutcome, ApiError> {
     let order_id = value.order_id.unwrap_or_default();
-    let command = OrderCommand::Create {
-        order_id,
+    let command = OrderRequest::Create {
         user_id: value.user_id,
         currency: value.currency.unwrap_or_default(),
-        items: value.items.into_iter().map(LineItem::from).collect(),
+        items: value.items.into_iter().map(Into::into).collect(),
     };
     // Without a client-chosen id, a retry is safe only with an Idempotency-Key: the stored
     // body (with the generated id) is what the retry gets back.
     run(&app, order_id, ctx, raw, StatusCode::CREATED, command).await
 }
 
-/// Adds a line to a pending order, or units to the line of the same product.
+/// Adds a line to a pending order at its product's catalog price, or units to the line of
+/// the same product at the line's price.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/items",
@@ -179,9 +166,9 @@ pub async fn create(
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
-        (status = 409, description = "The order is not pending (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 409, description = "The order is not pending (`invalid_state`); `unitPriceCents` is not the price the line takes (the catalog's, or the line's for a product already on the order: `price_changed`, `field` `unitPriceCents`, `details: [{productId, unitPriceCents}]`; nothing written); or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
-        (status = 422, description = "A field is missing, unknown or breaks a rule, e.g. another unit price for a product on the order (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), including a product with no catalog price or priced in another currency than the order (`field`: `productId`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
     )
 )]
@@ -197,7 +184,7 @@ pub async fn add_item(
         ctx,
         raw,
         StatusCode::OK,
-        OrderCommand::AddItem(value.into()),
+        OrderRequest::AddItem(value.into()),
     )
     .await
 }
@@ -238,12 +225,13 @@ pub async fn remove_item(
         ctx,
         raw,
         StatusCode::OK,
-        OrderCommand::RemoveItem(product_id),
+        OrderRequest::Other(OrderCommand::RemoveItem(product_id)),
     )
     .await
 }
 
-/// Confirms a pending order.
+/// Confirms a pending order: `OrderConfirmed`, and one `StockReserved` per line on its
+/// product's stream, in one transaction, or nothing.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/confirm",
@@ -258,7 +246,7 @@ pub async fn remove_item(
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
-        (status = 409, description = "The order is not pending (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 409, description = "The order is not pending (`invalid_state`); a line's product has fewer units available than the line asks (`insufficient_stock`, with `details: [{productId, askedUnits, availableUnits}]` for every short line; nothing written); or the order or a product kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
         (status = 422, description = "The body has fields (`validation_failed`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
@@ -276,12 +264,13 @@ pub async fn confirm(
         ctx,
         raw,
         StatusCode::OK,
-        OrderCommand::Confirm,
+        OrderRequest::Other(OrderCommand::Confirm),
     )
     .await
 }
 
-/// Cancels a pending or confirmed order.
+/// Cancels a pending or confirmed order; a confirmed order's reservations are released
+/// (`StockReleased` on each product) in the same transaction.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/cancel",
@@ -308,13 +297,14 @@ pub async fn cancel(
     ctx: CommandContext,
     JsonBody { value, raw }: JsonBody<Cancel>,
 ) -> Result<CommandOutcome, ApiError> {
-    let command = OrderCommand::Cancel {
+    let command = OrderRequest::Other(OrderCommand::Cancel {
         reason: value.reason.map(FreeText::into_inner),
-    };
+    });
     run(&app, order_id, ctx, raw, StatusCode::OK, command).await
 }
 
-/// Ships a confirmed order.
+/// Ships a confirmed order; its reserved units become shipped (`StockShipped` on each
+/// product) in the same transaction.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/ship",
@@ -341,10 +331,10 @@ pub async fn ship(
     ctx: CommandContext,
     JsonBody { value, raw }: JsonBody<Ship>,
 ) -> Result<CommandOutcome, ApiError> {
-    let command = OrderCommand::Ship {
+    let command = OrderRequest::Other(OrderCommand::Ship {
         carrier: value.carrier.into_inner(),
         tracking_number: value.tracking_number.into_inner(),
-    };
+    });
     run(&app, order_id, ctx, raw, StatusCode::OK, command).await
 }
 
@@ -381,7 +371,7 @@ pub async fn deliver(
         ctx,
         raw,
         StatusCode::OK,
-        OrderCommand::Deliver,
+        OrderRequest::Other(OrderCommand::Deliver),
     )
     .await
 }
