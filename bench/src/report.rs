@@ -243,7 +243,8 @@ impl Report {
             md,
             "Measured by the `bench` crate with `{}` ({} suite), started {} UTC, {} s wall time. \
              Every number below was written by the harness from its own measurements; none is \
-             edited by hand. The same data is in `report.json` beside this file.\n",
+             edited by hand. The same data is in `report.json` beside this file (committed as \
+             `BENCHMARKS.json` beside `BENCHMARKS.md`).\n",
             self.command,
             self.mode,
             self.started_at,
