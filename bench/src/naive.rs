@@ -82,7 +82,7 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
                     "$push": {"recentOrders": {"$each": [recent], "$position": 0, "$slice": RECENT_ORDERS as i64}},
                 }
             }
-            Some(OrderEvent::OrderConfirmed) => {
+            Some(OrderEvent::OrderConfirmed(_)) => {
                 doc! {"$inc": {"totalSpentCents": total}, "$set": set}
             }
             Some(OrderEvent::OrderCancelled(_)) if was_confirmed(e) => {
@@ -100,7 +100,7 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
     for key in DailySalesProjection::keys(e) {
         let inc = match order_event {
             Some(OrderEvent::OrderCreated(_)) => doc! {"ordersPlaced": 1_i64},
-            Some(OrderEvent::OrderConfirmed) => {
+            Some(OrderEvent::OrderConfirmed(_)) => {
                 let units: i64 = e
                     .after
                     .iter()

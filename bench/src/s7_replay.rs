@@ -51,7 +51,10 @@ fn history(n: usize) -> anyhow::Result<Vec<DomainEvent>> {
                 items: vec![line(0)],
             }
         } else if i + 1 == n {
-            OrderCommand::Confirm
+            OrderCommand::Confirm {
+                payment_method: "pm_card_visa".to_owned(),
+                email: None,
+            }
         } else if i < STEADY_LINES {
             OrderCommand::AddItem(line(i))
         } else if let Some(p) = extra.take() {

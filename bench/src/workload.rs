@@ -273,7 +273,7 @@ impl Generator {
             let p = product_index(&l.product_id);
             let (product_id, order_id) = (l.product_id.clone(), o.order_id);
             match event {
-                OrderEvent::OrderConfirmed => {
+                OrderEvent::OrderConfirmed(_) => {
                     let reserve = || ProductCommand::Reserve {
                         product_id: product_id.clone(),
                         order_id,
@@ -337,7 +337,10 @@ impl Generator {
         Some(match step {
             Step::Add(p) => OrderCommand::AddItem(self.line(p)),
             Step::Remove(p) => OrderCommand::RemoveItem(product_id(p)),
-            Step::Confirm => OrderCommand::Confirm,
+            Step::Confirm => OrderCommand::Confirm {
+                payment_method: "pm_card_visa".to_owned(),
+                email: None,
+            },
             Step::Cancel => OrderCommand::Cancel {
                 reason: Some("changed my mind".to_owned()),
             },
@@ -359,7 +362,7 @@ impl Generator {
             return;
         };
         match event {
-            OrderEvent::OrderConfirmed => {
+            OrderEvent::OrderConfirmed(_) => {
                 e.orders_confirmed += 1;
                 e.revenue_cents += o.total_cents;
                 for l in &o.items {

@@ -137,7 +137,12 @@ fn day(v: &Value) -> String {
     time(v).format("%Y-%m-%d").to_string()
 }
 
-const CONFIRM: OrderCommand = OrderCommand::Confirm;
+fn confirm() -> OrderCommand {
+    OrderCommand::Confirm {
+        payment_method: "pm_card_visa".into(),
+        email: None,
+    }
+}
 
 fn cancel() -> OrderCommand {
     OrderCommand::Cancel {
@@ -158,7 +163,7 @@ async fn an_order_reads_as_clean_json(pool: PgPool) {
     let id = env
         .new_order("alice", vec![line("sku-1", 2, 1250), line("sku-2", 1, 99)])
         .await;
-    env.order(id, CONFIRM).await;
+    env.order(id, confirm()).await;
     let shipped = env.order(id, ship()).await;
     env.catch_up_all().await;
     let app = env.app().await;
@@ -248,7 +253,7 @@ async fn a_users_history_pages_past_the_recent_orders_cap(pool: PgPool) {
     let some: Vec<OrderId> = placed.iter().take(3).map(|s| s.parse().unwrap()).collect();
     let mut spent = 0;
     for id in &some {
-        env.order(*id, CONFIRM).await;
+        env.order(*id, confirm()).await;
     }
     env.new_order("bob", vec![line("sku-1", 1, 1)]).await;
     env.catch_up_all().await;
@@ -377,14 +382,14 @@ async fn search_pages_stay_stable_while_orders_arrive(pool: PgPool) {
 async fn search_combines_criteria_sorts_and_never_runs_client_operators(pool: PgPool) {
     let env = Env::new(pool).await;
     let o1 = env.new_order("u1", vec![line("p1", 1, 1000)]).await;
-    env.order(o1, CONFIRM).await;
+    env.order(o1, confirm()).await;
     let o2 = env.new_order("u1", vec![line("p2", 2, 1500)]).await;
     let o3 = env
         .new_order("u2", vec![line("p1", 1, 500), line("p2", 1, 500)])
         .await;
     env.order(o3, cancel()).await;
     let o4 = env.new_order("u2", vec![line("p3", 1, 7000)]).await;
-    env.order(o4, CONFIRM).await;
+    env.order(o4, confirm()).await;
     env.order(o4, ship()).await;
     env.catch_up_all().await;
     let app = env.app().await;
@@ -567,9 +572,9 @@ async fn cursors_are_bound_to_their_listing_and_sort(pool: PgPool) {
 async fn daily_sales_fill_days_without_sales_with_zeros(pool: PgPool) {
     let env = Env::new(pool).await;
     let a = env.new_order("alice", vec![line("sku-1", 2, 1000)]).await;
-    env.order(a, CONFIRM).await;
+    env.order(a, confirm()).await;
     let b = env.new_order("bob", vec![line("sku-2", 1, 500)]).await;
-    env.order(b, CONFIRM).await;
+    env.order(b, confirm()).await;
     env.order(b, cancel()).await;
     let c = env.new_order("carol", vec![line("sku-1", 1, 300)]).await;
     env.catch_up_all().await;
@@ -924,7 +929,7 @@ async fn a_token_not_applied_in_time_is_503_per_view(pool: PgPool) {
 async fn a_generation_switch_mid_traffic_fails_no_request(pool: PgPool) {
     let env = Env::new(pool).await;
     let first = env.new_order("alice", vec![line("sku-1", 1, 100)]).await;
-    env.order(first, CONFIRM).await;
+    env.order(first, confirm()).await;
     env.catch_up_all().await;
     // A rebuild fills generation 2 of every view while generation 1 serves; one more order
     // exists only there, so the switch shows.

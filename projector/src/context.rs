@@ -54,7 +54,7 @@ impl OrderFacts {
         f.version = e.stream_position;
         f.updated_at = at;
         match event {
-            OrderEvent::OrderConfirmed => f.confirmed_at = Some(at),
+            OrderEvent::OrderConfirmed(_) => f.confirmed_at = Some(at),
             OrderEvent::OrderCancelled(_) => f.cancelled_at = Some(at),
             OrderEvent::OrderShipped(_) => f.shipped_at = Some(at),
             OrderEvent::OrderDelivered => f.delivered_at = Some(at),

@@ -119,7 +119,16 @@ async fn stream_commands(env: Arc<TestEnv>, stop: Arc<AtomicBool>) -> usize {
                 let product = format!("x{}", rng.u32(0..4)).parse().unwrap();
                 env.try_order(id, OrderCommand::RemoveItem(product)).await
             }
-            59..=62 => env.try_order(id, OrderCommand::Confirm).await,
+            59..=62 => {
+                env.try_order(
+                    id,
+                    OrderCommand::Confirm {
+                        payment_method: "pm_card_visa".into(),
+                        email: None,
+                    },
+                )
+                .await
+            }
             63..=78 => events.try_confirm(id).await.is_some(),
             79..=86 => events.try_cancel(id, None).await.is_some(),
             87..=94 => events.try_ship(id, "c", "t").await.is_some(),

@@ -51,7 +51,14 @@ async fn some_orders(env: &TestEnv, n: usize) {
             ),
         )
         .await;
-        env.order(id, OrderCommand::Confirm).await;
+        env.order(
+            id,
+            OrderCommand::Confirm {
+                payment_method: "pm_card_visa".into(),
+                email: None,
+            },
+        )
+        .await;
     }
 }
 

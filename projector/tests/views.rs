@@ -198,7 +198,14 @@ async fn an_old_log_without_reservations_still_projects(pool: PgPool) {
     for (id, qty) in [(kept, 2), (cancelled, 3), (shipped, 4), (later, 1)] {
         env.order(id, create(id, "olga", vec![line("old", qty, 100)]))
             .await;
-        env.order(id, OrderCommand::Confirm).await;
+        env.order(
+            id,
+            OrderCommand::Confirm {
+                payment_method: "pm_card_visa".into(),
+                email: None,
+            },
+        )
+        .await;
     }
     env.order(cancelled, OrderCommand::Cancel { reason: None })
         .await;

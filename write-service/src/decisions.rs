@@ -1,11 +1,12 @@
 //! The write-service's decisions over several streams: an order's commands with the catalog
-//! (lines priced from their products) and the stock (confirming reserves every line,
-//! cancelling a confirmed order releases, shipping ships), each appended with the order's
+//! (lines priced from their products) and the stock (`domain::order::stock_commands`:
+//! confirming reserves every line, cancelling a confirmed or paid order releases, shipping
+//! ships), each appended with the order's
 //! own event in one transaction by the event store's command path.
 
 use axum::http::StatusCode;
-use domain::events::{DomainEvent, LineItem, ReleaseReason};
-use domain::order::{self, DomainError, OrderCommand, OrderState, OrderStatus};
+use domain::events::{DomainEvent, LineItem};
+use domain::order::{self, DomainError, OrderCommand};
 use domain::product::{self, ProductCommand, ProductError, ProductState};
 use domain::{Currency, OrderId, ProductId, Quantity, UnitPriceCents};
 use event_store::{CommandError, Decide, Decision, OrderAggregate, ProductAggregate};
@@ -82,34 +83,12 @@ impl Decide<ApiError> for OrderDecision {
         let events = order::decide(&state, command.clone()).map_err(refuse)?;
         decision
             .append::<OrderAggregate>(&order_stream, events.into_iter().map(DomainEvent::Order))?;
+        let stock = order::stock_commands(&state, &command);
         match command {
-            OrderCommand::Confirm => reserve(decision, self.order_id, &state).await,
-            OrderCommand::Cancel { .. } if status(&state) == Some(OrderStatus::Confirmed) => {
-                let release = |product_id| ProductCommand::Release {
-                    product_id,
-                    order_id: self.order_id,
-                    reason: ReleaseReason::OrderCancelled,
-                };
-                for_each_line(decision, &state, release).await
-            }
-            OrderCommand::Ship { .. } => {
-                let ship = |product_id| ProductCommand::Ship {
-                    product_id,
-                    order_id: self.order_id,
-                };
-                for_each_line(decision, &state, ship).await
-            }
-            _ => Ok(()),
+            OrderCommand::Confirm { .. } => reserve(decision, stock).await,
+            _ => apply_each(decision, stock).await,
         }
     }
-}
-
-fn status(state: &OrderState) -> Option<OrderStatus> {
-    state.order().map(|o| o.status)
-}
-
-fn lines(state: &OrderState) -> &[LineItem] {
-    state.order().map_or(&[], |o| o.items.as_slice())
 }
 
 /// The catalog's price for each requested line (a product already on the order keeps the
@@ -198,18 +177,13 @@ async fn price_lines(
 /// Reserves every line of the order on its product, or refuses with every short line.
 async fn reserve(
     decision: &mut Decision<'_>,
-    order_id: OrderId,
-    state: &OrderState,
+    reservations: Vec<ProductCommand>,
 ) -> Result<(), Refusal> {
     let mut short = Vec::new();
-    for line in lines(state) {
-        let stream = line.product_id.stream_id();
+    for command in reservations {
+        let product_id = command.product_id().clone();
+        let stream = product_id.stream_id();
         let product: ProductState = decision.load::<ProductAggregate>(&stream).await?;
-        let command = ProductCommand::Reserve {
-            product_id: line.product_id.clone(),
-            order_id,
-            quantity: line.quantity,
-        };
         match product::decide(&product, command) {
             Ok(events) => {
                 decision.append::<ProductAggregate>(
@@ -218,7 +192,7 @@ async fn reserve(
                 )?;
             }
             Err(ProductError::InsufficientStock { asked, available }) => {
-                short.push((line.product_id.clone(), asked, available));
+                short.push((product_id, asked, available));
             }
             Err(e) => return Err(refuse(product_error(e))),
         }
@@ -247,17 +221,15 @@ async fn reserve(
     ))
 }
 
-/// Applies `command` to the product of every line of the order (release, ship).
-async fn for_each_line(
+/// Applies each product command (release, ship) to its product's stream.
+async fn apply_each(
     decision: &mut Decision<'_>,
-    state: &OrderState,
-    command: impl Fn(ProductId) -> ProductCommand,
+    commands: Vec<ProductCommand>,
 ) -> Result<(), Refusal> {
-    for line in lines(state) {
-        let stream = line.product_id.stream_id();
+    for command in commands {
+        let stream = command.product_id().stream_id();
         let product: ProductState = decision.load::<ProductAggregate>(&stream).await?;
-        let events = product::decide(&product, command(line.product_id.clone()))
-            .map_err(|e| refuse(product_error(e)))?;
+        let events = product::decide(&product, command).map_err(|e| refuse(product_error(e)))?;
         decision
             .append::<ProductAggregate>(&stream, events.into_iter().map(DomainEvent::Product))?;
     }

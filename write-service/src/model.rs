@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::events::LineItem;
-use domain::order::{Order, OrderStatus};
+use domain::order::{Order, OrderStatus, PaymentStatus};
 use domain::product::ProductState;
 use domain::{Currency, OrderId, Position, ProductId, Quantity, UnitPriceCents, UserId};
 use event_store::RecordedEvent;
@@ -252,6 +252,15 @@ pub struct OrderSnapshot {
     /// Set when it was shipped.
     #[schema(required = true)]
     pub tracking_number: Option<String>,
+    /// Named at checkout; null before, and on orders confirmed before payments existed.
+    #[schema(required = true)]
+    pub payment_method: Option<String>,
+    /// Null until the order is confirmed.
+    #[schema(required = true)]
+    pub payment_status: Option<PaymentStatus>,
+    /// The provider's id of the captured payment.
+    #[schema(required = true)]
+    pub payment_intent_id: Option<String>,
     /// The order stream's version this state is at.
     pub version: u64,
 }
@@ -268,6 +277,10 @@ impl OrderSnapshot {
             cancel_reason,
             carrier,
             tracking_number,
+            payment_method,
+            email: _,
+            payment,
+            payment_intent_id,
         } = order.clone();
         Self {
             order_id,
@@ -279,6 +292,9 @@ impl OrderSnapshot {
             cancel_reason,
             carrier,
             tracking_number,
+            payment_method,
+            payment_status: payment,
+            payment_intent_id,
             version,
         }
     }

@@ -17,7 +17,7 @@ impl Projection for DailySalesProjection {
         match &e.event.event {
             DomainEvent::Order(
                 OrderEvent::OrderCreated(_)
-                | OrderEvent::OrderConfirmed
+                | OrderEvent::OrderConfirmed(_)
                 | OrderEvent::OrderCancelled(_),
             ) if e.after.is_some() => vec![e.event.recorded_at.format("%Y-%m-%d").to_string()],
             _ => vec![],
@@ -33,7 +33,7 @@ impl Projection for DailySalesProjection {
         let total = after.order.total_cents;
         match event {
             OrderEvent::OrderCreated(_) => doc.orders_placed += 1,
-            OrderEvent::OrderConfirmed => {
+            OrderEvent::OrderConfirmed(_) => {
                 doc.orders_confirmed += 1;
                 doc.revenue_cents += total;
                 doc.units_sold += after

@@ -49,7 +49,7 @@ impl Projection for UsersProjection {
                 });
                 doc.recent_orders.truncate(RECENT_ORDERS);
             }
-            OrderEvent::OrderConfirmed => doc.total_spent_cents += after.order.total_cents,
+            OrderEvent::OrderConfirmed(_) => doc.total_spent_cents += after.order.total_cents,
             OrderEvent::OrderCancelled(_) if was_confirmed => {
                 doc.total_spent_cents -= after.order.total_cents
             }

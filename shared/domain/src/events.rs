@@ -35,6 +35,47 @@ pub struct ItemRemoved {
     pub product_id: ProductId,
 }
 
+/// The checkout: the order is final and its stock reserved (in the same commit); the
+/// fulfilment process charges `payment_method`. Orders confirmed before payments existed
+/// (schema version 1) name none and are never charged.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderConfirmed {
+    pub payment_method: Option<String>,
+    /// Where the customer's emails about this order go; none: the process's default.
+    pub email: Option<String>,
+}
+
+/// The payment provider took the order's amount. On a confirmed order it makes the order
+/// paid; on one cancelled meanwhile (a late answer) it is recorded all the same, and the
+/// fulfilment process refunds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCaptured {
+    pub payment_intent_id: String,
+    pub amount_cents: i64,
+    pub currency: Currency,
+}
+
+/// The payment provider refused the charge (the process cancels the order in the same
+/// commit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDeclined {
+    pub code: String,
+    pub decline_code: Option<String>,
+    pub message: String,
+}
+
+/// A captured payment given back to the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRefunded {
+    pub refund_id: String,
+    pub amount_cents: i64,
+    pub currency: Currency,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelled {
     pub reason: Option<String>,
@@ -114,10 +155,13 @@ pub enum OrderEvent {
     OrderCreated(OrderCreated),
     ItemAdded(LineItem),
     ItemRemoved(ItemRemoved),
-    OrderConfirmed,
+    OrderConfirmed(OrderConfirmed),
     OrderCancelled(OrderCancelled),
     OrderShipped(OrderShipped),
     OrderDelivered,
+    PaymentCaptured(PaymentCaptured),
+    PaymentDeclined(PaymentDeclined),
+    PaymentRefunded(PaymentRefunded),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,10 +276,14 @@ event_types! {
     Order(OrderEvent::OrderCreated(OrderCreated)) = 2,
     Order(OrderEvent::ItemAdded(LineItem)) = 1,
     Order(OrderEvent::ItemRemoved(ItemRemoved)) = 1,
-    Order(OrderEvent::OrderConfirmed) = 1,
+    // v1 had no data (confirmed before payments); v2 names the payment method and email.
+    Order(OrderEvent::OrderConfirmed(OrderConfirmed)) = 2,
     Order(OrderEvent::OrderCancelled(OrderCancelled)) = 1,
     Order(OrderEvent::OrderShipped(OrderShipped)) = 1,
     Order(OrderEvent::OrderDelivered) = 1,
+    Order(OrderEvent::PaymentCaptured(PaymentCaptured)) = 1,
+    Order(OrderEvent::PaymentDeclined(PaymentDeclined)) = 1,
+    Order(OrderEvent::PaymentRefunded(PaymentRefunded)) = 1,
     Product(ProductEvent::ProductDetailsSet(ProductDetailsSet)) = 1,
     Product(ProductEvent::StockReceived(StockReceived)) = 1,
     Product(ProductEvent::StockAdjusted(StockAdjusted)) = 1,
@@ -273,6 +321,13 @@ pub fn upcast(
             if let Value::Object(map) = &mut data {
                 map.entry("currency")
                     .or_insert_with(|| Value::String("USD".into()));
+            }
+            Ok((data, 2))
+        }
+        ("OrderConfirmed", 1) => {
+            if let Value::Object(map) = &mut data {
+                map.entry("paymentMethod").or_insert(Value::Null);
+                map.entry("email").or_insert(Value::Null);
             }
             Ok((data, 2))
         }
@@ -333,6 +388,15 @@ mod tests {
         assert_eq!(e.total_cents, 300);
     }
 
+    #[test]
+    fn order_confirmed_v1_upcasts_to_v2_without_a_payment_method() {
+        let e = DomainEvent::decode("OrderConfirmed", 1, json!({})).unwrap();
+        assert_eq!(
+            e,
+            DomainEvent::Order(OrderEvent::OrderConfirmed(OrderConfirmed::default()))
+        );
+    }
+
     /// One event of each type.
     fn one_of_each() -> Vec<DomainEvent> {
         let sku: ProductId = "sku-1".parse().unwrap();
@@ -356,7 +420,11 @@ mod tests {
                 product_id: sku.clone(),
             })
             .into(),
-            OrderEvent::OrderConfirmed.into(),
+            OrderEvent::OrderConfirmed(OrderConfirmed {
+                payment_method: Some("pm_card_visa".into()),
+                email: Some("a@example.com".into()),
+            })
+            .into(),
             OrderEvent::OrderCancelled(OrderCancelled {
                 reason: Some("changed mind".into()),
             })
@@ -367,6 +435,24 @@ mod tests {
             })
             .into(),
             OrderEvent::OrderDelivered.into(),
+            OrderEvent::PaymentCaptured(PaymentCaptured {
+                payment_intent_id: "pi_1".into(),
+                amount_cents: 750,
+                currency: Currency::USD,
+            })
+            .into(),
+            OrderEvent::PaymentDeclined(PaymentDeclined {
+                code: "card_declined".into(),
+                decline_code: Some("insufficient_funds".into()),
+                message: "Your card was declined.".into(),
+            })
+            .into(),
+            OrderEvent::PaymentRefunded(PaymentRefunded {
+                refund_id: "re_1".into(),
+                amount_cents: 750,
+                currency: Currency::USD,
+            })
+            .into(),
             ProductEvent::ProductDetailsSet(ProductDetailsSet {
                 product_id: sku.clone(),
                 name: "Mouse".into(),

@@ -4,16 +4,22 @@
 use serde::{Deserialize, Serialize};
 
 use crate::events::{
-    ItemRemoved, LineItem, OrderCancelled, OrderCreated, OrderEvent, OrderShipped,
+    ItemRemoved, LineItem, OrderCancelled, OrderConfirmed, OrderCreated, OrderEvent, OrderShipped,
+    PaymentCaptured, PaymentDeclined, PaymentRefunded, ReleaseReason,
 };
 use crate::ids::{Currency, OrderId, ProductId, Quantity, TextProblem, UserId, text_problem};
+use crate::product::ProductCommand;
 
 pub const MAX_LINES: usize = 100;
 pub use crate::ids::MAX_TEXT_LEN;
 
 /// Bumped whenever `OrderState`'s serialised shape changes; snapshots of another version
 /// are ignored and the state is rebuilt from events.
-pub const STATE_SCHEMA_VERSION: i32 = 1;
+pub const STATE_SCHEMA_VERSION: i32 = 2;
+
+/// Cancel reasons the fulfilment process writes.
+pub const REASON_PAYMENT_DECLINED: &str = "payment_declined";
+pub const REASON_PAYMENT_TIMEOUT: &str = "payment_timeout";
 
 /// Where an order is in its life. Its lowercase name is the one in events' states, views
 /// and APIs alike.
@@ -38,16 +44,74 @@ pub enum OrderStatus {
     /// Where every order starts.
     #[default]
     Pending,
+    /// Checked out: stock reserved, payment being taken.
     Confirmed,
-    Cancelled,
+    /// The payment was captured; the order may ship.
+    Paid,
     Shipped,
     Delivered,
+    Cancelled,
 }
 
 impl OrderStatus {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
+}
+
+/// Where an order's payment is, once it is confirmed.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum PaymentStatus {
+    /// Confirmed, not charged yet (or confirmed before payments existed).
+    Awaiting,
+    Captured,
+    Declined,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A payment method as the provider names it: `pm_` and up to 100 letters, digits or `_`
+/// (Stripe's test methods, e.g. `pm_card_visa`).
+pub fn valid_payment_method(s: &str) -> bool {
+    s.strip_prefix("pm_").is_some_and(|rest| {
+        (1..=100).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
+/// An email address, loosely: one `@` with text either side, at most 254 characters, no
+/// whitespace or control characters. The mail server has the last word.
+pub fn valid_email(s: &str) -> bool {
+    let mut parts = s.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && s.len() <= 254
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +126,23 @@ pub struct Order {
     pub cancel_reason: Option<String>,
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
+    /// Named at checkout; none on orders confirmed before payments existed.
+    #[serde(default)]
+    pub payment_method: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// None until the order is confirmed.
+    #[serde(default)]
+    pub payment: Option<PaymentStatus>,
+    #[serde(default)]
+    pub payment_intent_id: Option<String>,
+}
+
+impl Order {
+    /// Confirmed before payments existed: never charged, and ships from `confirmed`.
+    pub fn is_legacy_unpaid(&self) -> bool {
+        self.status == OrderStatus::Confirmed && self.payment_method.is_none()
+    }
 }
 
 /// The state `decide` works on: no order yet, or a placed one.
@@ -83,7 +164,10 @@ pub enum OrderCommand {
     },
     AddItem(LineItem),
     RemoveItem(ProductId),
-    Confirm,
+    Confirm {
+        payment_method: String,
+        email: Option<String>,
+    },
     Cancel {
         reason: Option<String>,
     },
@@ -92,6 +176,22 @@ pub enum OrderCommand {
         tracking_number: String,
     },
     Deliver,
+    /// The provider's answers, recorded by the fulfilment process.
+    CapturePayment {
+        payment_intent_id: String,
+        amount_cents: i64,
+        currency: Currency,
+    },
+    DeclinePayment {
+        code: String,
+        decline_code: Option<String>,
+        message: String,
+    },
+    RefundPayment {
+        refund_id: String,
+        amount_cents: i64,
+        currency: Currency,
+    },
 }
 
 impl OrderCommand {
@@ -99,10 +199,13 @@ impl OrderCommand {
         match self {
             OrderCommand::Create { .. } => "create",
             OrderCommand::AddItem(_) | OrderCommand::RemoveItem(_) => "modify",
-            OrderCommand::Confirm => "confirm",
+            OrderCommand::Confirm { .. } => "confirm",
             OrderCommand::Cancel { .. } => "cancel",
             OrderCommand::Ship { .. } => "ship",
             OrderCommand::Deliver => "deliver",
+            OrderCommand::CapturePayment { .. } => "record a payment of",
+            OrderCommand::DeclinePayment { .. } => "record a declined payment of",
+            OrderCommand::RefundPayment { .. } => "refund",
         }
     }
 }
@@ -151,6 +254,12 @@ pub enum DomainError {
         "{field} must not contain control characters such as NUL (U+0000); tab and line breaks are fine"
     )]
     ControlCharacter { field: &'static str },
+    #[error(
+        "paymentMethod must be a payment method id such as `pm_card_visa` (`pm_` and up to 100 letters, digits or `_`)"
+    )]
+    InvalidPaymentMethod,
+    #[error("email must be an email address (one `@`, at most 254 characters, no spaces)")]
+    InvalidEmail,
 }
 
 impl DomainError {
@@ -165,7 +274,9 @@ impl DomainError {
             | QuantityTooLarge(_)
             | TotalOverflow
             | InvalidText { .. }
-            | ControlCharacter { .. } => ErrorKind::Invalid,
+            | ControlCharacter { .. }
+            | InvalidPaymentMethod
+            | InvalidEmail => ErrorKind::Invalid,
         }
     }
 
@@ -177,6 +288,8 @@ impl DomainError {
             PriceMismatch { .. } => Some("unitPriceCents"),
             QuantityTooLarge(_) => Some("quantity"),
             InvalidText { field } | ControlCharacter { field } => Some(field),
+            InvalidPaymentMethod => Some("paymentMethod"),
+            InvalidEmail => Some("email"),
             _ => None,
         }
     }
@@ -196,7 +309,9 @@ impl DomainError {
             | QuantityTooLarge(_)
             | TotalOverflow
             | InvalidText { .. }
-            | ControlCharacter { .. } => "validation_failed",
+            | ControlCharacter { .. }
+            | InvalidPaymentMethod
+            | InvalidEmail => "validation_failed",
         }
     }
 }
@@ -306,16 +421,33 @@ pub fn decide(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEven
             }
             OrderEvent::ItemRemoved(ItemRemoved { product_id })
         }
-        (Some(o), OrderCommand::Confirm) => match o.status {
-            OrderStatus::Pending => OrderEvent::OrderConfirmed,
-            s => return Err(transition(s)),
-        },
+        (
+            Some(o),
+            OrderCommand::Confirm {
+                payment_method,
+                email,
+            },
+        ) => {
+            if !valid_payment_method(&payment_method) {
+                return Err(DomainError::InvalidPaymentMethod);
+            }
+            if email.as_deref().is_some_and(|e| !valid_email(e)) {
+                return Err(DomainError::InvalidEmail);
+            }
+            match o.status {
+                OrderStatus::Pending => OrderEvent::OrderConfirmed(OrderConfirmed {
+                    payment_method: Some(payment_method),
+                    email,
+                }),
+                s => return Err(transition(s)),
+            }
+        }
         (Some(o), OrderCommand::Cancel { reason }) => {
             if let Some(r) = &reason {
                 check_text("reason", r)?;
             }
             match o.status {
-                OrderStatus::Pending | OrderStatus::Confirmed => {
+                OrderStatus::Pending | OrderStatus::Confirmed | OrderStatus::Paid => {
                     OrderEvent::OrderCancelled(OrderCancelled { reason })
                 }
                 s => return Err(transition(s)),
@@ -330,18 +462,79 @@ pub fn decide(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEven
         ) => {
             check_text("carrier", &carrier)?;
             check_text("trackingNumber", &tracking_number)?;
-            match o.status {
-                OrderStatus::Confirmed => OrderEvent::OrderShipped(OrderShipped {
+            // Only paid orders ship, and those confirmed before payments existed.
+            if o.status == OrderStatus::Paid || o.is_legacy_unpaid() {
+                OrderEvent::OrderShipped(OrderShipped {
                     carrier,
                     tracking_number,
-                }),
-                s => return Err(transition(s)),
+                })
+            } else {
+                return Err(transition(o.status));
             }
         }
         (Some(o), OrderCommand::Deliver) => match o.status {
             OrderStatus::Shipped => OrderEvent::OrderDelivered,
             s => return Err(transition(s)),
         },
+        (
+            Some(o),
+            OrderCommand::CapturePayment {
+                payment_intent_id,
+                amount_cents,
+                currency,
+            },
+        ) => {
+            // A capture that answers after the order was cancelled is still a fact: it is
+            // recorded, and refunded.
+            let status_ok = matches!(o.status, OrderStatus::Confirmed | OrderStatus::Cancelled);
+            let payment_ok = matches!(
+                o.payment,
+                Some(PaymentStatus::Awaiting | PaymentStatus::Declined)
+            );
+            if !(status_ok && payment_ok) {
+                return Err(transition(o.status));
+            }
+            OrderEvent::PaymentCaptured(PaymentCaptured {
+                payment_intent_id,
+                amount_cents,
+                currency,
+            })
+        }
+        (
+            Some(o),
+            OrderCommand::DeclinePayment {
+                code,
+                decline_code,
+                message,
+            },
+        ) => {
+            let status_ok = matches!(o.status, OrderStatus::Confirmed | OrderStatus::Cancelled);
+            if !(status_ok && o.payment == Some(PaymentStatus::Awaiting)) {
+                return Err(transition(o.status));
+            }
+            OrderEvent::PaymentDeclined(PaymentDeclined {
+                code,
+                decline_code,
+                message,
+            })
+        }
+        (
+            Some(o),
+            OrderCommand::RefundPayment {
+                refund_id,
+                amount_cents,
+                currency,
+            },
+        ) => {
+            if !(o.status == OrderStatus::Cancelled && o.payment == Some(PaymentStatus::Captured)) {
+                return Err(transition(o.status));
+            }
+            OrderEvent::PaymentRefunded(PaymentRefunded {
+                refund_id,
+                amount_cents,
+                currency,
+            })
+        }
         // Create on a placed order and anything on a new one were answered above.
         (Some(_), OrderCommand::Create { .. }) => return Err(DomainError::OrderAlreadyExists),
         (None, _) => return Err(DomainError::OrderNotFound),
@@ -364,6 +557,10 @@ impl OrderState {
                 cancel_reason: None,
                 carrier: None,
                 tracking_number: None,
+                payment_method: None,
+                email: None,
+                payment: None,
+                payment_intent_id: None,
             }),
             (OrderState::Placed(mut o), e) => {
                 match e {
@@ -377,7 +574,12 @@ impl OrderState {
                         o.items.retain(|l| l.product_id != r.product_id);
                         o.total_cents = total_of(&o.items).unwrap_or(o.total_cents);
                     }
-                    OrderEvent::OrderConfirmed => o.status = OrderStatus::Confirmed,
+                    OrderEvent::OrderConfirmed(c) => {
+                        o.status = OrderStatus::Confirmed;
+                        o.payment_method = c.payment_method.clone();
+                        o.email = c.email.clone();
+                        o.payment = Some(PaymentStatus::Awaiting);
+                    }
                     OrderEvent::OrderCancelled(c) => {
                         o.status = OrderStatus::Cancelled;
                         o.cancel_reason = c.reason.clone();
@@ -388,6 +590,15 @@ impl OrderState {
                         o.tracking_number = Some(s.tracking_number.clone());
                     }
                     OrderEvent::OrderDelivered => o.status = OrderStatus::Delivered,
+                    OrderEvent::PaymentCaptured(p) => {
+                        if o.status == OrderStatus::Confirmed {
+                            o.status = OrderStatus::Paid;
+                        }
+                        o.payment = Some(PaymentStatus::Captured);
+                        o.payment_intent_id = Some(p.payment_intent_id.clone());
+                    }
+                    OrderEvent::PaymentDeclined(_) => o.payment = Some(PaymentStatus::Declined),
+                    OrderEvent::PaymentRefunded(_) => o.payment = Some(PaymentStatus::Refunded),
                 }
                 OrderState::Placed(o)
             }
@@ -400,6 +611,38 @@ impl OrderState {
             OrderState::New => None,
             OrderState::Placed(o) => Some(o),
         }
+    }
+}
+
+/// What an order command does to the stock, decided on the order's state before it:
+/// confirming reserves every line, cancelling a confirmed or paid order releases every
+/// line, shipping ships every line. Appended in the same commit as the order's event.
+pub fn stock_commands(state: &OrderState, command: &OrderCommand) -> Vec<ProductCommand> {
+    let Some(order) = state.order() else {
+        return Vec::new();
+    };
+    let order_id = order.order_id;
+    let each = |f: &dyn Fn(&LineItem) -> ProductCommand| order.items.iter().map(f).collect();
+    match command {
+        OrderCommand::Confirm { .. } => each(&|l| ProductCommand::Reserve {
+            product_id: l.product_id.clone(),
+            order_id,
+            quantity: l.quantity,
+        }),
+        OrderCommand::Cancel { .. }
+            if matches!(order.status, OrderStatus::Confirmed | OrderStatus::Paid) =>
+        {
+            each(&|l| ProductCommand::Release {
+                product_id: l.product_id.clone(),
+                order_id,
+                reason: ReleaseReason::OrderCancelled,
+            })
+        }
+        OrderCommand::Ship { .. } => each(&|l| ProductCommand::Ship {
+            product_id: l.product_id.clone(),
+            order_id,
+        }),
+        _ => Vec::new(),
     }
 }
 
@@ -423,6 +666,21 @@ mod tests {
             product_id: product.parse().unwrap(),
             quantity: Quantity::try_from(qty).unwrap(),
             unit_price_cents: UnitPriceCents::try_from(price).unwrap(),
+        }
+    }
+
+    fn confirm() -> OrderCommand {
+        OrderCommand::Confirm {
+            payment_method: "pm_card_visa".into(),
+            email: None,
+        }
+    }
+
+    fn capture() -> OrderCommand {
+        OrderCommand::CapturePayment {
+            payment_intent_id: "pi_1".into(),
+            amount_cents: 1,
+            currency: Currency::USD,
         }
     }
 
@@ -511,7 +769,7 @@ mod tests {
     #[test]
     fn commands_on_a_missing_order_are_not_found() {
         for cmd in [
-            OrderCommand::Confirm,
+            confirm(),
             OrderCommand::Deliver,
             OrderCommand::AddItem(line("a", 1, 1)),
         ] {
@@ -599,10 +857,7 @@ mod tests {
 
     #[test]
     fn items_change_only_while_pending() {
-        let given = vec![
-            create(vec![line("a", 1, 1), line("b", 1, 1)]),
-            OrderCommand::Confirm,
-        ];
+        let given = vec![create(vec![line("a", 1, 1), line("b", 1, 1)]), confirm()];
         let err = given_when(given.clone(), OrderCommand::AddItem(line("c", 1, 1))).unwrap_err();
         assert_eq!(err.to_string(), "cannot modify a confirmed order");
         assert_eq!(err.kind(), ErrorKind::Conflict);
@@ -618,26 +873,25 @@ mod tests {
         };
         let o = state_after(vec![
             create(vec![line("a", 1, 1)]),
-            OrderCommand::Confirm,
+            confirm(),
+            capture(),
             ship(),
             OrderCommand::Deliver,
         ]);
         assert_eq!(o.status, OrderStatus::Delivered);
+        assert_eq!(o.payment, Some(PaymentStatus::Captured));
+        // An unpaid order does not ship.
+        let err = given_when(vec![create(vec![line("a", 1, 1)]), confirm()], ship()).unwrap_err();
+        assert_eq!(err.to_string(), "cannot ship a confirmed order");
         assert_eq!(o.carrier.as_deref(), Some("DHL"));
 
         // Skipping a step is refused.
         assert!(given_when(vec![create(vec![line("a", 1, 1)])], ship()).is_err());
         assert!(given_when(vec![create(vec![line("a", 1, 1)])], OrderCommand::Deliver).is_err());
+        assert!(given_when(vec![create(vec![line("a", 1, 1)]), confirm()], confirm()).is_err());
         assert!(
             given_when(
-                vec![create(vec![line("a", 1, 1)]), OrderCommand::Confirm],
-                OrderCommand::Confirm
-            )
-            .is_err()
-        );
-        assert!(
-            given_when(
-                vec![create(vec![line("a", 1, 1)]), OrderCommand::Confirm],
+                vec![create(vec![line("a", 1, 1)]), confirm()],
                 OrderCommand::Deliver
             )
             .is_err()
@@ -652,16 +906,11 @@ mod tests {
         let o = state_after(vec![create(vec![line("a", 1, 1)]), cancel()]);
         assert_eq!(o.status, OrderStatus::Cancelled);
         assert_eq!(o.cancel_reason.as_deref(), Some("no longer needed"));
-        assert!(
-            given_when(
-                vec![create(vec![line("a", 1, 1)]), OrderCommand::Confirm],
-                cancel()
-            )
-            .is_ok()
-        );
+        assert!(given_when(vec![create(vec![line("a", 1, 1)]), confirm()], cancel()).is_ok());
         let shipped = vec![
             create(vec![line("a", 1, 1)]),
-            OrderCommand::Confirm,
+            confirm(),
+            capture(),
             OrderCommand::Ship {
                 carrier: "c".into(),
                 tracking_number: "t".into(),
@@ -671,18 +920,12 @@ mod tests {
         assert_eq!(err.to_string(), "cannot cancel a shipped order");
         let err = given_when(vec![create(vec![line("a", 1, 1)]), cancel()], cancel()).unwrap_err();
         assert_eq!(err.to_string(), "cannot cancel a cancelled order");
-        assert!(
-            given_when(
-                vec![create(vec![line("a", 1, 1)]), cancel()],
-                OrderCommand::Confirm
-            )
-            .is_err()
-        );
+        assert!(given_when(vec![create(vec![line("a", 1, 1)]), cancel()], confirm()).is_err());
     }
 
     #[test]
     fn free_text_is_bounded_and_not_blank() {
-        let given = vec![create(vec![line("a", 1, 1)]), OrderCommand::Confirm];
+        let given = vec![create(vec![line("a", 1, 1)]), confirm(), capture()];
         let err = given_when(
             given.clone(),
             OrderCommand::Ship {
@@ -704,7 +947,7 @@ mod tests {
 
     #[test]
     fn free_text_refuses_nul_and_control_characters_but_keeps_line_breaks() {
-        let given = vec![create(vec![line("a", 1, 1)]), OrderCommand::Confirm];
+        let given = vec![create(vec![line("a", 1, 1)]), confirm(), capture()];
         let ship = |carrier: &str, tracking: &str| OrderCommand::Ship {
             carrier: carrier.into(),
             tracking_number: tracking.into(),
@@ -739,5 +982,141 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn confirm_names_a_valid_payment_method_and_email() {
+        let given = || vec![create(vec![line("a", 1, 1)])];
+        for bad in ["", "pm_", "card_visa", "pm_card visa", "pm_é"] {
+            let cmd = OrderCommand::Confirm {
+                payment_method: bad.into(),
+                email: None,
+            };
+            assert_eq!(
+                given_when(given(), cmd),
+                Err(DomainError::InvalidPaymentMethod)
+            );
+        }
+        for bad in ["a", "a@b", "a@@b.c", "a b@c.d", "@b.c", "a@.c"] {
+            let cmd = OrderCommand::Confirm {
+                payment_method: "pm_card_visa".into(),
+                email: Some(bad.into()),
+            };
+            let err = given_when(given(), cmd).unwrap_err();
+            assert_eq!((err,), (DomainError::InvalidEmail,), "{bad}");
+        }
+        let o = state_after(vec![
+            create(vec![line("a", 1, 1)]),
+            OrderCommand::Confirm {
+                payment_method: "pm_card_visa".into(),
+                email: Some("alice@example.com".into()),
+            },
+        ]);
+        assert_eq!(o.payment, Some(PaymentStatus::Awaiting));
+        assert_eq!(o.email.as_deref(), Some("alice@example.com"));
+    }
+
+    #[test]
+    fn payments_move_a_confirmed_order_to_paid_and_a_cancelled_paid_one_to_refunded() {
+        let placed = || vec![create(vec![line("a", 1, 1)]), confirm()];
+        assert_eq!(
+            state_after(placed().into_iter().chain([capture()]).collect()).status,
+            OrderStatus::Paid
+        );
+        // A capture counts once.
+        assert!(given_when(placed().into_iter().chain([capture()]).collect(), capture()).is_err());
+        // A pending order has nothing to pay.
+        assert!(given_when(vec![create(vec![line("a", 1, 1)])], capture()).is_err());
+        let decline = || OrderCommand::DeclinePayment {
+            code: "card_declined".into(),
+            decline_code: None,
+            message: "declined".into(),
+        };
+        let o = state_after(placed().into_iter().chain([decline()]).collect());
+        assert_eq!(
+            (o.status, o.payment),
+            (OrderStatus::Confirmed, Some(PaymentStatus::Declined))
+        );
+        let cancel = OrderCommand::Cancel { reason: None };
+        let refund = OrderCommand::RefundPayment {
+            refund_id: "re_1".into(),
+            amount_cents: 1,
+            currency: Currency::USD,
+        };
+        // Only a cancelled order with a captured payment is refunded.
+        assert!(
+            given_when(
+                placed().into_iter().chain([capture()]).collect(),
+                refund.clone()
+            )
+            .is_err()
+        );
+        let o = state_after(
+            placed()
+                .into_iter()
+                .chain([capture(), cancel.clone(), refund.clone()])
+                .collect(),
+        );
+        assert_eq!(
+            (o.status, o.payment),
+            (OrderStatus::Cancelled, Some(PaymentStatus::Refunded))
+        );
+        // A late capture on a cancelled order is recorded, then refunded.
+        let o = state_after(placed().into_iter().chain([cancel, capture()]).collect());
+        assert_eq!(
+            (o.status, o.payment),
+            (OrderStatus::Cancelled, Some(PaymentStatus::Captured))
+        );
+    }
+
+    #[test]
+    fn confirm_reserves_cancel_releases_and_ship_ships_every_line() {
+        let two = create(vec![line("a", 2, 1), line("b", 1, 1)]);
+        let pending = state_of(vec![two.clone()]);
+        assert_eq!(stock_commands(&pending, &confirm()).len(), 2);
+        let cancel = OrderCommand::Cancel { reason: None };
+        assert!(
+            stock_commands(&pending, &cancel).is_empty(),
+            "nothing reserved yet"
+        );
+        let confirmed = state_of(vec![two.clone(), confirm()]);
+        assert!(matches!(
+            stock_commands(&confirmed, &cancel).as_slice(),
+            [
+                ProductCommand::Release { .. },
+                ProductCommand::Release { .. }
+            ]
+        ));
+        let paid = state_of(vec![two, confirm(), capture()]);
+        assert_eq!(stock_commands(&paid, &cancel).len(), 2);
+        let ship = OrderCommand::Ship {
+            carrier: "c".into(),
+            tracking_number: "t".into(),
+        };
+        assert!(matches!(
+            stock_commands(&paid, &ship).as_slice(),
+            [ProductCommand::Ship { .. }, ProductCommand::Ship { .. }]
+        ));
+    }
+
+    #[test]
+    fn orders_confirmed_before_payments_ship_from_confirmed() {
+        let mut state = state_of(vec![create(vec![line("a", 1, 1)])]);
+        state = state.apply(&OrderEvent::OrderConfirmed(OrderConfirmed::default()));
+        let ship = OrderCommand::Ship {
+            carrier: "c".into(),
+            tracking_number: "t".into(),
+        };
+        assert!(decide(&state, ship).is_ok());
+    }
+
+    fn state_of(given: Vec<OrderCommand>) -> OrderState {
+        let mut state = OrderState::New;
+        for c in given {
+            for e in decide(&state, c).unwrap() {
+                state = state.apply(&e);
+            }
+        }
+        state
     }
 }

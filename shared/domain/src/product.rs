@@ -91,6 +91,20 @@ pub enum ProductCommand {
     },
 }
 
+impl ProductCommand {
+    /// The product the command is about.
+    pub fn product_id(&self) -> &ProductId {
+        match self {
+            ProductCommand::SetDetails { product_id, .. }
+            | ProductCommand::ReceiveStock { product_id, .. }
+            | ProductCommand::AdjustStock { product_id, .. }
+            | ProductCommand::Reserve { product_id, .. }
+            | ProductCommand::Release { product_id, .. }
+            | ProductCommand::Ship { product_id, .. } => product_id,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProductError {
     #[error("stock of this product would overflow")]

@@ -19,7 +19,10 @@ fn command() -> impl Strategy<Value = OrderCommand> {
         6 => (product.clone(), 1i64..20, prop::sample::select(vec![0i64, 99, 100_000_000]))
             .prop_map(|(p, q, c)| OrderCommand::AddItem(line(p, q, c))),
         3 => product.prop_map(|p| OrderCommand::RemoveItem(p.parse().unwrap())),
-        1 => Just(OrderCommand::Confirm),
+        1 => Just(OrderCommand::Confirm { payment_method: "pm_card_visa".into(), email: Some("a@b.example".into()) }),
+        1 => Just(OrderCommand::CapturePayment { payment_intent_id: "pi_1".into(), amount_cents: 1, currency: Currency::USD }),
+        1 => Just(OrderCommand::DeclinePayment { code: "card_declined".into(), decline_code: None, message: "no".into() }),
+        1 => Just(OrderCommand::RefundPayment { refund_id: "re_1".into(), amount_cents: 1, currency: Currency::USD }),
         1 => Just(OrderCommand::Cancel { reason: None }),
         1 => Just(OrderCommand::Ship { carrier: "c".into(), tracking_number: "t".into() }),
         1 => Just(OrderCommand::Deliver),

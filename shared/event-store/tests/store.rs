@@ -37,6 +37,17 @@ fn create(order_id: OrderId) -> OrderCommand {
     }
 }
 
+fn confirm() -> OrderCommand {
+    OrderCommand::Confirm {
+        payment_method: "pm_card_visa".into(),
+        email: None,
+    }
+}
+
+fn confirmed() -> OrderEvent {
+    OrderEvent::OrderConfirmed(domain::events::OrderConfirmed::default())
+}
+
 fn new_events(events: Vec<OrderEvent>) -> Vec<NewEvent> {
     events
         .into_iter()
@@ -110,7 +121,7 @@ async fn append_then_load_returns_state_and_version(pool: PgPool) {
             .await
             .unwrap()
     );
-    assert!(execute(&store, id, OrderCommand::Confirm).await.unwrap());
+    assert!(execute(&store, id, confirm()).await.unwrap());
     let loaded = store.load::<OrderAggregate>(&id.stream_id()).await.unwrap();
     assert_eq!(loaded.version, 3);
     let o = loaded.state.order().unwrap();
@@ -127,7 +138,7 @@ async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(pool: PgPool)
         stream_id: id.stream_id(),
         stream_type: "order",
         expected_version: 0,
-        events: new_events(vec![OrderEvent::OrderConfirmed]),
+        events: new_events(vec![confirmed()]),
         snapshot: None,
     };
     let err = store
@@ -176,7 +187,7 @@ async fn concurrent_appends_at_one_version_let_exactly_one_win(pool: PgPool) {
                 stream_id: id.stream_id(),
                 stream_type: "order",
                 expected_version: 1,
-                events: new_events(vec![OrderEvent::OrderConfirmed]),
+                events: new_events(vec![confirmed()]),
                 snapshot: None,
             };
             tokio::spawn(async move { store.append(&[append], None).await })
@@ -276,7 +287,7 @@ fn command_strategy() -> impl Strategy<Value = Vec<OrderCommand>> {
     let cmd = prop_oneof![
         6 => (product.clone(), 1i64..5, prop::sample::select(vec![100i64, 250])).prop_map(|(p, q, c)| OrderCommand::AddItem(line(p, q, c))),
         3 => product.prop_map(|p| OrderCommand::RemoveItem(p.parse().unwrap())),
-        1 => Just(OrderCommand::Confirm),
+        1 => Just(confirm()),
         1 => Just(OrderCommand::Cancel { reason: Some("r".into()) }),
         1 => Just(OrderCommand::Ship { carrier: "c".into(), tracking_number: "t".into() }),
         1 => Just(OrderCommand::Deliver),
@@ -315,7 +326,7 @@ async fn a_snapshot_of_another_state_schema_is_ignored(pool: PgPool) {
     let store = EventStore::new(pool.clone(), 100);
     let id = OrderId::new();
     execute(&store, id, create(id)).await.unwrap();
-    execute(&store, id, OrderCommand::Confirm).await.unwrap();
+    execute(&store, id, confirm()).await.unwrap();
     // An older build's snapshot: different schema number and a shape we cannot read.
     sqlx::query("insert into snapshots (stream_id, stream_version, state_schema, state) values ($1, 2, 0, '{\"legacy\": true}')")
         .bind(id.stream_id())
@@ -541,9 +552,7 @@ async fn unreadable_events_keep_their_place_in_the_tail(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    execute(&store, id, OrderCommand::Confirm)
-        .await
-        .unwrap_err();
+    execute(&store, id, confirm()).await.unwrap_err();
     let rows = tail_at_least(&store, Position::ZERO, 2).await;
     assert_eq!(rows.len(), 2);
     assert!(rows[0].is_ok());
@@ -672,7 +681,7 @@ async fn an_append_past_the_largest_version_is_an_error_not_a_clamp(pool: PgPool
         stream_id: id.stream_id(),
         stream_type: "order",
         expected_version: i64::MAX as u64,
-        events: new_events(vec![OrderEvent::OrderConfirmed]),
+        events: new_events(vec![confirmed()]),
         snapshot: None,
     };
     let result = store.append(std::slice::from_ref(&append), None).await;
@@ -689,7 +698,7 @@ async fn stream_prefixes_are_read_by_the_stream_type_column_not_the_id(pool: PgP
     let store = EventStore::new(pool.clone(), 100);
     let order = OrderId::new();
     execute(&store, order, create(order)).await.unwrap();
-    execute(&store, order, OrderCommand::Confirm).await.unwrap();
+    execute(&store, order, confirm()).await.unwrap();
     // Named like an order, typed as a product.
     let impostor = OrderId::new().stream_id();
     sqlx::query("insert into streams (stream_id, stream_type, version) values ($1, 'product', 1)")
@@ -792,7 +801,7 @@ async fn competing_confirm(
         stream_id: id.stream_id(),
         stream_type: "order",
         expected_version: version,
-        events: new_events(vec![OrderEvent::OrderConfirmed]),
+        events: new_events(vec![confirmed()]),
         snapshot: None,
     };
     store.append_in(&mut tx, &[append], None).await.unwrap();
@@ -884,7 +893,7 @@ async fn an_expected_version_is_checked_after_the_decision(pool: PgPool) {
     let id = OrderId::new();
     execute(&store, id, create(id)).await.unwrap();
 
-    let result = run_command(&store, id, OrderCommand::Confirm, Some(5), None).await;
+    let result = run_command(&store, id, confirm(), Some(5), None).await;
     assert!(
         matches!(
             result,
@@ -908,7 +917,7 @@ async fn an_expected_version_is_checked_after_the_decision(pool: PgPool) {
     );
     assert_eq!(count(&pool, "select count(*) from events").await, 1);
 
-    let result = run_command(&store, id, OrderCommand::Confirm, Some(1), None).await;
+    let result = run_command(&store, id, confirm(), Some(1), None).await;
     assert_eq!(result.unwrap().appended().unwrap().versions, vec![2]);
 }
 
@@ -959,7 +968,7 @@ async fn a_refused_command_writes_nothing(pool: PgPool) {
         fingerprint: &request,
         outcome: &recorded,
     };
-    let result = run_command(&store, id, OrderCommand::Confirm, None, Some(record)).await;
+    let result = run_command(&store, id, confirm(), None, Some(record)).await;
     assert!(
         matches!(
             result,

@@ -5,8 +5,8 @@
 //! existed (an "old log"); `confirm`, `cancel` and `ship` also move the stock of every
 //! product on the order, in the same commit, as the write-service does now.
 
-use domain::events::{DomainEvent, LineItem, ReleaseReason};
-use domain::order::{self, OrderCommand, OrderState, OrderStatus};
+use domain::events::{DomainEvent, LineItem};
+use domain::order::{self, OrderCommand};
 use domain::product::{self, Price, ProductCommand};
 use domain::{
     Currency, OrderId, Position, ProductId, Quantity, StockDelta, StockQuantity, UnitPriceCents,
@@ -129,7 +129,28 @@ impl Events {
     /// Confirms an order and reserves its lines, in one commit; `None` if the order cannot
     /// be confirmed or a line lacks stock (then nothing is written). Returns its token.
     pub async fn try_confirm(&self, id: OrderId) -> Option<Position> {
-        self.order_with_stock(id, OrderCommand::Confirm).await
+        let cmd = OrderCommand::Confirm {
+            payment_method: "pm_card_visa".into(),
+            email: None,
+        };
+        self.order_with_stock(id, cmd).await
+    }
+
+    /// Records a captured payment of the order's total, as the fulfilment process does
+    /// (the order becomes `paid`, and may ship). Returns its token.
+    pub async fn pay(&self, id: OrderId) -> Position {
+        let stream = id.stream_id();
+        let loaded = self.store.load::<OrderAggregate>(&stream).await;
+        let order = loaded.expect("the event store").state;
+        let order = order.order().expect("the order exists");
+        let cmd = OrderCommand::CapturePayment {
+            payment_intent_id: format!("pi_test_{}", id.0.simple()),
+            amount_cents: order.total_cents,
+            currency: order.currency,
+        };
+        self.try_order(id, cmd)
+            .await
+            .expect("the order awaits its payment")
     }
 
     /// [`try_confirm`](Self::try_confirm) that must succeed.
@@ -166,39 +187,13 @@ impl Events {
             let loaded = self.store.load::<OrderAggregate>(&order_stream).await;
             let loaded = loaded.expect("the event store");
             let order_events = order::decide(&loaded.state, cmd.clone()).ok()?;
-            let OrderState::Placed(order) = &loaded.state else {
-                return None;
-            };
-            let stock_command = |product_id: ProductId, quantity: Quantity| match &cmd {
-                OrderCommand::Confirm => Some(ProductCommand::Reserve {
-                    product_id,
-                    order_id: id,
-                    quantity,
-                }),
-                OrderCommand::Cancel { .. } if order.status == OrderStatus::Confirmed => {
-                    Some(ProductCommand::Release {
-                        product_id,
-                        order_id: id,
-                        reason: ReleaseReason::OrderCancelled,
-                    })
-                }
-                OrderCommand::Ship { .. } => Some(ProductCommand::Ship {
-                    product_id,
-                    order_id: id,
-                }),
-                _ => None,
-            };
             let mut appends = vec![stream_append::<OrderAggregate>(
                 order_stream.clone(),
                 loaded.version,
                 order_events.into_iter().map(DomainEvent::Order),
             )];
-            for line in &order.items {
-                let Some(product_cmd) = stock_command(line.product_id.clone(), line.quantity)
-                else {
-                    continue;
-                };
-                let stream = line.product_id.stream_id();
+            for product_cmd in order::stock_commands(&loaded.state, &cmd) {
+                let stream = product_cmd.product_id().stream_id();
                 let product = self.store.load::<ProductAggregate>(&stream).await;
                 let product = product.expect("the event store");
                 let events = product::decide(&product.state, product_cmd).ok()?;

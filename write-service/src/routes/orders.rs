@@ -48,6 +48,22 @@ pub struct CreateOrder {
 #[serde(deny_unknown_fields)]
 pub struct NoFields {}
 
+/// The checkout: how the customer pays, and where their emails go.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Confirm {
+    /// The payment provider's payment method id, e.g. `pm_card_visa` (Stripe's test
+    /// methods: `pm_card_visa` succeeds, `pm_card_chargeDeclined` and
+    /// `pm_card_chargeDeclinedInsufficientFunds` are declined).
+    #[schema(pattern = "^pm_[A-Za-z0-9_]{1,100}$", example = "pm_card_visa")]
+    payment_method: String,
+    /// Where the order's emails go; when absent, `{userId}@` the fulfilment process's
+    /// `CUSTOMER_EMAIL_DOMAIN`.
+    #[schema(value_type = Option<String>, max_length = 254, pattern = "^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", nullable = false)]
+    #[serde(default, deserialize_with = "present")]
+    email: Option<String>,
+}
+
 /// The body is optional: no body means no reason.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -230,14 +246,16 @@ pub async fn remove_item(
     .await
 }
 
-/// Confirms a pending order: `OrderConfirmed`, and one `StockReserved` per line on its
-/// product's stream, in one transaction, or nothing.
+/// Checks out a pending order: `OrderConfirmed` with the payment method, and one
+/// `StockReserved` per line on its product's stream, in one transaction, or nothing. The
+/// fulfilment process then charges the payment method: the order becomes `paid`, or is
+/// cancelled with its stock released if the payment is declined or times out.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/confirm",
     tag = "orders",
     params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
-    request_body(content = ref("#/components/schemas/NoFields"), description = "None, or `{}`"),
+    request_body(content = ref("#/components/schemas/Confirm"), description = "The payment method (required) and the customer's email (optional)"),
     responses(
         (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
             headers(
@@ -248,7 +266,7 @@ pub async fn remove_item(
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`); a line's product has fewer units available than the line asks (`insufficient_stock`, with `details: [{productId, askedUnits, availableUnits}]` for every short line; nothing written); or the order or a product kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
-        (status = 422, description = "The body has fields (`validation_failed`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 422, description = "`paymentMethod` is missing or not a payment method id, `email` is not an email address, or the body has other fields (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
     )
 )]
@@ -256,21 +274,26 @@ pub async fn confirm(
     State(app): State<AppState>,
     AppPath(order_id): AppPath<OrderId>,
     ctx: CommandContext,
-    JsonBody { raw, .. }: JsonBody<NoFields>,
+    JsonBody { value, raw }: JsonBody<Confirm>,
 ) -> Result<CommandOutcome, ApiError> {
+    let command = OrderCommand::Confirm {
+        payment_method: value.payment_method,
+        email: value.email,
+    };
     run(
         &app,
         order_id,
         ctx,
         raw,
         StatusCode::OK,
-        OrderRequest::Other(OrderCommand::Confirm),
+        OrderRequest::Other(command),
     )
     .await
 }
 
-/// Cancels a pending or confirmed order; a confirmed order's reservations are released
-/// (`StockReleased` on each product) in the same transaction.
+/// Cancels a pending, confirmed or paid order; a confirmed or paid order's reservations are
+/// released (`StockReleased` on each product) in the same transaction, and the fulfilment
+/// process refunds a paid one.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/cancel",
@@ -285,7 +308,7 @@ pub async fn confirm(
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
-        (status = 409, description = "The order is neither pending nor confirmed (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 409, description = "The order is not pending, confirmed or paid (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
         (status = 422, description = "`reason` is blank, too long or not a string, or the body has other fields (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
@@ -303,8 +326,8 @@ pub async fn cancel(
     run(&app, order_id, ctx, raw, StatusCode::OK, command).await
 }
 
-/// Ships a confirmed order; its reserved units become shipped (`StockShipped` on each
-/// product) in the same transaction.
+/// Ships a paid order (or one confirmed before payments existed); its reserved units
+/// become shipped (`StockShipped` on each product) in the same transaction.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/ship",
@@ -319,7 +342,7 @@ pub async fn cancel(
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
-        (status = 409, description = "The order is not confirmed (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 409, description = "The order is not paid (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
         (status = 422, description = "A field is missing, unknown, blank or too long (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
