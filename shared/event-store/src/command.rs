@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Sleeper, TokioSleeper};
 use serde_json::Value;
-use sqlx::{Acquire, PgConnection, PgPool};
+use sqlx::{Acquire, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::append::{CloseUnlessFinished, record_outcome, versions_of, write};
@@ -499,6 +499,36 @@ impl EventStore {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// One decision inside the caller's transaction, for processes that commit their own
+    /// rows (state, outbox, checkpoint) with the events they append: loads through `tx`,
+    /// decides, and appends what was staged at the versions read, every event with
+    /// `metadata`. The append must be the transaction's first write
+    /// ([`StoreError::AppendNotFirst`] otherwise, before anything is written), so the
+    /// caller writes its own rows after this returns. `None`: the decision staged nothing.
+    /// No retry here: a lost race ([`StoreError::WrongExpectedVersion`]) is the caller's to
+    /// roll back and decide again.
+    pub async fn execute_in<D, E>(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        primary: &str,
+        metadata: &Value,
+        decide: &mut D,
+    ) -> Result<Option<AppendOutcome>, CommandError<E>>
+    where
+        D: Decide<E>,
+    {
+        let mut decision = Decision {
+            conn: Conn::Locked(tx),
+            streams: Vec::new(),
+        };
+        decide.decide(&mut decision).await?;
+        let plan = decision.plan(self, primary, metadata)?;
+        if plan.events == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.append_in(tx, &plan.appends, None).await?))
     }
 
     /// A first attempt: loads from the pool, decides, and appends in a transaction of its

@@ -8,6 +8,8 @@
 
 mod append;
 mod command;
+pub mod lease;
+pub mod listen;
 mod read;
 
 use serde::Serialize;
