@@ -45,7 +45,7 @@
 //! - `GET /sandbox/ledger[?order_id=...]`: every charge attempt (succeeded or declined) and
 //!   every refund, oldest first, with the order id from `metadata[order_id]` and the
 //!   idempotency key used; the tests' evidence of "at most one charge per order".
-//! - `GET /health`: 200.
+//! - `GET /health` (and `/health/live`, `/health/ready`, as the other services): 200.
 //!
 //! [`router`] builds the app with fresh state (tests run it in-process); [`serve`] runs it on a
 //! listener; the `payment-sandbox` binary runs it on `--addr` / `PAYMENT_SANDBOX_ADDR`.
@@ -72,6 +72,9 @@ pub fn router() -> Router {
     let sandbox = Arc::new(Sandbox::default());
     Router::new()
         .route("/health", get(health))
+        // The paths the other services' health checks use, so compose checks them alike.
+        .route("/health/live", get(health))
+        .route("/health/ready", get(health))
         .route("/v1/payment_intents", post(create_payment_intent))
         .route("/v1/payment_intents/search", get(search_payment_intents))
         .route("/v1/payment_intents/{id}", get(retrieve_payment_intent))

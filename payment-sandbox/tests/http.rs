@@ -582,12 +582,14 @@ async fn unavailable_answers_503_and_records_nothing() {
     let answer = sandbox.charge("o1", "pm_card_visa", "100", Some("k")).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(&answer).0, "api_error");
-    let health = sandbox.get("/health").await;
-    assert_eq!(
-        health.status,
-        StatusCode::OK,
-        "health is not part of the outage"
-    );
+    for path in ["/health", "/health/live", "/health/ready"] {
+        let health = sandbox.get(path).await;
+        assert_eq!(
+            health.status,
+            StatusCode::OK,
+            "{path} is not part of the outage"
+        );
+    }
 
     sandbox.set_mode("normal").await;
     assert_eq!(
