@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# One image for the three services (write-service, projector, read-service); each compose
-# service picks its binary with `command`, e.g. `docker run IMAGE projector status`.
+# One image for the services (write-service, projector, read-service, fulfilment, and
+# payment-sandbox, the sandbox of Stripe's test mode); each compose service picks its binary
+# with `command`, e.g. `docker run IMAGE projector status`.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -21,8 +22,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked \
         --bin write-service --bin projector --bin read-service \
+        --bin fulfilment --bin payment-sandbox \
  && mkdir -p /out \
- && cp target/release/write-service target/release/projector target/release/read-service /out/
+ && cp target/release/write-service target/release/projector target/release/read-service \
+        target/release/fulfilment target/release/payment-sandbox /out/
 
 # --- runtime ---------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
@@ -36,10 +39,11 @@ RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin app
 
-COPY --from=builder /out/write-service /out/projector /out/read-service /usr/local/bin/
+COPY --from=builder /out/write-service /out/projector /out/read-service \
+     /out/fulfilment /out/payment-sandbox /usr/local/bin/
 
 USER 10001:10001
 ENV RUST_LOG=info,sqlx=warn
-# write-service, read-service, projector (health and metrics)
-EXPOSE 8081 8082 8083
+# write-service, read-service, projector and fulfilment (health and metrics), payment-sandbox
+EXPOSE 8081 8082 8083 8084 12111
 CMD ["write-service"]

@@ -1,7 +1,8 @@
 //! `docker-compose.yml` and the `Dockerfile`, checked against the code without a Docker
 //! engine: the services and their health checks, the start order, the one image, the
-//! published ports, and that every environment variable given to a service is one the code
-//! reads (found by scanning the sources for clap's `env = "NAME"`, so this cannot drift).
+//! published ports, that the fulfilment process reaches the payment sandbox and the mail
+//! catcher, and that every environment variable given to a service is one the code reads
+//! (found by scanning the sources for clap's `env = "NAME"`, so this cannot drift).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -10,16 +11,34 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The Rust services, each run from the binary of the same name.
-const APP_SERVICES: [&str; 3] = ["write-service", "projector", "read-service"];
+const APP_SERVICES: [&str; 5] = [
+    "write-service",
+    "projector",
+    "read-service",
+    FULFILMENT,
+    PAYMENT_SANDBOX,
+];
+const FULFILMENT: &str = "fulfilment";
+/// The sandbox of Stripe's test mode, built from this workspace.
+const PAYMENT_SANDBOX: &str = "payment-sandbox";
+/// The mail catcher (an image, not ours).
+const MAILPIT: &str = "mailpit";
+/// Mailpit's SMTP port and web UI port inside its container.
+const MAILPIT_SMTP: u16 = 1025;
+const MAILPIT_UI: u16 = 8025;
+/// The Rust services that need no database: the sandbox keeps its state in memory.
+const NO_DATABASE: [&str; 1] = [PAYMENT_SANDBOX];
 /// The one-shot job that applies the migrations.
 const MIGRATE: &str = "migrate";
 const POSTGRES: &str = "postgres";
 const MONGO: &str = "mongo";
 /// Source directories whose `env = "NAME"` attributes name the variables the services read.
-const SOURCE_DIRS: [&str; 4] = [
+const SOURCE_DIRS: [&str; 6] = [
     "write-service/src",
     "projector/src",
     "read-service/src",
+    "fulfilment/src",
+    "payment-sandbox/src",
     "shared",
 ];
 /// Read by tracing's `EnvFilter` (shared/service-kit/src/telemetry.rs), not by clap.
@@ -365,6 +384,7 @@ fn env_attribute_scanner_finds_clap_attributes() {
         "DATABASE_URL",
         "WRITE_SERVICE_ADDR",
         "PROJECTOR_ADDR",
+        "PAYMENT_SANDBOX_ADDR",
         "RUST_LOG",
     ] {
         assert!(
@@ -377,7 +397,10 @@ fn env_attribute_scanner_finds_clap_attributes() {
 #[test]
 fn every_service_is_defined() {
     let compose = compose();
-    for name in [POSTGRES, MONGO, MIGRATE].into_iter().chain(APP_SERVICES) {
+    for name in [POSTGRES, MONGO, MIGRATE, MAILPIT]
+        .into_iter()
+        .chain(APP_SERVICES)
+    {
         service(&compose, name);
     }
 }
@@ -482,7 +505,23 @@ fn services_wait_for_what_they_need() {
         if env.contains_key("MONGODB_URI") {
             needed.insert(MONGO, HEALTHY);
         }
-        assert!(!needed.is_empty(), "{name} is given no database");
+        assert!(
+            !needed.is_empty() || NO_DATABASE.contains(&name),
+            "{name} is given no database"
+        );
+        // The services it calls, when compose runs them: started and answering first.
+        let calls = |var: &str, host: &str| {
+            svc.environment
+                .get(var)
+                .and_then(|url| url_host(&url).map(|(h, _)| h == host))
+                .unwrap_or(false)
+        };
+        if calls("PAYMENT_PROVIDER_URL", PAYMENT_SANDBOX) {
+            needed.insert(PAYMENT_SANDBOX, HEALTHY);
+        }
+        if calls("SMTP_URL", MAILPIT) {
+            needed.insert(MAILPIT, HEALTHY);
+        }
         let actual = svc.depends_on.conditions();
         for (dependency, condition) in needed {
             assert_eq!(
@@ -498,6 +537,122 @@ fn services_wait_for_what_they_need() {
     assert!(has("write-service", "DATABASE_URL"));
     assert!(has("projector", "DATABASE_URL") && has("projector", "MONGODB_URI"));
     assert!(has("read-service", "MONGODB_URI"));
+    for var in ["DATABASE_URL", "PAYMENT_PROVIDER_URL", "SMTP_URL"] {
+        assert!(has(FULFILMENT, var), "{FULFILMENT} is given no {var}");
+    }
+
+    // Waiting for a service to be healthy needs a health check to wait on.
+    for (name, svc) in &compose.services {
+        for (dependency, condition) in svc.depends_on.conditions() {
+            if condition == HEALTHY {
+                let check = service(&compose, &dependency).healthcheck.as_ref();
+                assert!(
+                    check.is_some_and(|c| c.disable != Some(true) && c.test.is_some()),
+                    "{name} waits for {dependency} to be healthy, which has no health check"
+                );
+            }
+        }
+    }
+}
+
+/// `(host, port)` of `scheme://host:port[/...]`.
+fn url_host(url: &str) -> Option<(String, u16)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit('@').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// The one `*_ADDR` variable of a Rust service: (name, value).
+fn listen_addr(compose: &Compose, name: &str) -> (String, String) {
+    let addrs: Vec<(String, String)> = service(compose, name)
+        .environment
+        .vars()
+        .into_iter()
+        .filter(|(k, _)| k.ends_with("_ADDR"))
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect();
+    assert_eq!(addrs.len(), 1, "{name} sets one listen address: {addrs:?}");
+    addrs.into_iter().next().expect("one address")
+}
+
+#[test]
+fn rust_services_are_checked_on_their_own_port() {
+    let compose = compose();
+    for name in APP_SERVICES {
+        let (var, addr) = listen_addr(&compose, name);
+        let port = addr.rsplit(':').next().unwrap_or_default();
+        let test = service(&compose, name)
+            .healthcheck
+            .as_ref()
+            .and_then(|h| h.test.as_ref())
+            .map(Words::words)
+            .unwrap_or_default()
+            .join(" ");
+        for needle in [
+            format!("/dev/tcp/127.0.0.1/{port} "),
+            "GET /health/ready ".to_owned(),
+        ] {
+            assert!(
+                test.contains(&needle),
+                "{name}: the health check should ask {needle:?} ({var}={addr}): {test}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fulfilment_pays_through_the_sandbox_and_mails_through_mailpit() {
+    let compose = compose();
+    let fulfilment = service(&compose, FULFILMENT);
+    let env = |name: &str| {
+        fulfilment
+            .environment
+            .get(name)
+            .unwrap_or_else(|| panic!("{FULFILMENT} sets no {name}"))
+    };
+    let command = fulfilment
+        .command
+        .as_ref()
+        .map(Words::words)
+        .unwrap_or_default();
+    assert_eq!(command, [FULFILMENT, "run"]);
+
+    let (_, sandbox_addr) = listen_addr(&compose, PAYMENT_SANDBOX);
+    let sandbox_port = sandbox_addr.rsplit(':').next().unwrap_or_default();
+    assert_eq!(
+        env("PAYMENT_PROVIDER_URL"),
+        format!("http://{PAYMENT_SANDBOX}:{sandbox_port}"),
+        "the provider is the sandbox, on the port it listens on"
+    );
+    assert!(
+        env("PAYMENT_API_KEY").starts_with("sk_test_"),
+        "the sandbox accepts test-mode secret keys only"
+    );
+    assert_eq!(
+        service(&compose, PAYMENT_SANDBOX)
+            .command
+            .as_ref()
+            .map(Words::words)
+            .unwrap_or_default(),
+        [PAYMENT_SANDBOX]
+    );
+
+    assert_eq!(env("SMTP_URL"), format!("smtp://{MAILPIT}:{MAILPIT_SMTP}"));
+    let mailpit = service(&compose, MAILPIT);
+    let image = mailpit.image.as_deref().unwrap_or_default();
+    assert!(
+        image.starts_with("axllent/mailpit"),
+        "{MAILPIT} runs {image}"
+    );
+    assert!(mailpit.build.is_none(), "{MAILPIT} is an image, not ours");
+    let published: Vec<String> = mailpit.ports.iter().map(Port::container_port).collect();
+    assert_eq!(
+        published,
+        [MAILPIT_UI.to_string()],
+        "{MAILPIT} publishes its web UI, and SMTP stays inside the network"
+    );
 }
 
 #[test]
@@ -551,7 +706,7 @@ fn rust_services_share_one_image_and_pick_their_binary() {
 }
 
 #[test]
-fn only_the_http_apis_publish_ports_and_listen_on_all_interfaces() {
+fn only_the_http_apis_and_uis_publish_ports_and_listen_on_all_interfaces() {
     let compose = compose();
     let publishing: BTreeSet<&str> = compose
         .services
@@ -559,24 +714,17 @@ fn only_the_http_apis_publish_ports_and_listen_on_all_interfaces() {
         .filter(|(_, svc)| !svc.ports.is_empty())
         .map(|(name, _)| name.as_str())
         .collect();
+    // The two APIs, the sandbox's ledger and mode switch, and Mailpit's web UI.
     assert_eq!(
         publishing,
-        BTreeSet::from(["write-service", "read-service"]),
+        BTreeSet::from(["write-service", "read-service", PAYMENT_SANDBOX, MAILPIT]),
         "services publishing ports"
     );
 
     for name in APP_SERVICES {
         let svc = service(&compose, name);
         // Inside a container, 127.0.0.1 (the services' default) is unreachable from outside.
-        let addrs: Vec<(String, String)> = svc
-            .environment
-            .vars()
-            .into_iter()
-            .filter(|(k, _)| k.ends_with("_ADDR"))
-            .map(|(k, v)| (k, v.unwrap_or_default()))
-            .collect();
-        assert_eq!(addrs.len(), 1, "{name} sets one listen address: {addrs:?}");
-        let (var, addr) = &addrs[0];
+        let (var, addr) = &listen_addr(&compose, name);
         let port = addr
             .strip_prefix("0.0.0.0:")
             .unwrap_or_else(|| panic!("{name}: {var}={addr} should listen on 0.0.0.0"));
@@ -609,7 +757,7 @@ fn every_variable_given_to_a_service_is_read_by_the_code() {
 }
 
 #[test]
-fn dockerfile_builds_the_three_binaries_and_runs_them_unprivileged() {
+fn dockerfile_builds_every_service_binary_and_runs_them_unprivileged() {
     let text = read(&root().join("Dockerfile"));
     let instructions = dockerfile_instructions(&text);
 
