@@ -76,8 +76,18 @@ impl Dispatcher {
     /// One attempt at one piece of work; its outcome is recorded, or the piece is
     /// rescheduled. Never panics, never gives up silently.
     async fn attempt(&self, w: Work) {
+        // Whether an earlier attempt may have taken effect (the mark is set below).
+        let earlier_unknown = w.outcome_unknown;
+        let w = match store::begin_attempt(&self.pool, &w).await {
+            Ok(Some(w)) => w,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(work = %w.id, error = %e, "cannot start an attempt; the next poll retries");
+                return;
+            }
+        };
         let result = match w.kind {
-            WorkKind::Charge => self.charge(&w).await,
+            WorkKind::Charge => self.charge(&w, earlier_unknown).await,
             WorkKind::Refund => self.refund(&w).await,
             WorkKind::Email => self.email(&w).await,
         };
@@ -85,12 +95,12 @@ impl Dispatcher {
             Ok(Some(failure)) => {
                 metrics::counter!("fulfilment_work_retries_total", "kind" => kind(&w)).increment(1);
                 let delay = self.delay(w.attempts);
-                tracing::info!(work = %w.id, kind = kind(&w), attempts = w.attempts + 1, ?delay, error = %failure.message, "will try again");
+                tracing::info!(work = %w.id, kind = kind(&w), attempts = w.attempts, ?delay, error = %failure.message, "will try again");
                 if let Err(e) = store::retry_later(
                     &self.pool,
                     &w,
                     delay,
-                    failure.outcome_unknown,
+                    earlier_unknown || failure.outcome_unknown,
                     &failure.message,
                 )
                 .await
@@ -119,8 +129,9 @@ impl Dispatcher {
         }
     }
 
+    /// The wait after the `attempts`th attempt failed.
     fn delay(&self, attempts: i32) -> Duration {
-        let nth = usize::try_from(attempts).unwrap_or(0);
+        let nth = usize::try_from(attempts.saturating_sub(1)).unwrap_or(0);
         ExponentialBuilder::new()
             .with_jitter()
             .with_min_delay(Duration::from_millis(200))
@@ -138,7 +149,7 @@ impl Dispatcher {
     }
 
     /// `Some(failure)`: try again later.
-    async fn charge(&self, w: &Work) -> Result<Option<Failure>, StepError> {
+    async fn charge(&self, w: &Work, earlier_unknown: bool) -> Result<Option<Failure>, StepError> {
         let charge = steps::charge_of(w)?;
         let state = {
             let mut conn = self.pool.acquire().await?;
@@ -148,7 +159,7 @@ impl Dispatcher {
         };
         let outcome = if state == Some(State::AwaitingPayment) {
             self.provider.charge(&charge, &w.idempotency_key).await
-        } else if w.outcome_unknown {
+        } else if earlier_unknown {
             // No longer wanted, but an earlier attempt may have gone through: ask the
             // provider rather than charge again.
             match self.provider.find_succeeded(&charge.order_id).await {

@@ -370,7 +370,27 @@ pub async fn finish(
     }
 }
 
-/// Records a failed attempt and when to try again.
+/// Counts an attempt before it is made, and marks its outcome unknown until it is
+/// recorded: a crash mid-request leaves that mark, so a later instance never assumes a
+/// charge it may have made was not made. `None`: someone else took the attempt.
+pub async fn begin_attempt(pool: &PgPool, w: &Work) -> Result<Option<Work>, StoreError> {
+    let done = sqlx::query!(
+        "update fulfilment_outbox set attempts = attempts + 1, outcome_unknown = true
+         where id = $1 and status = 'pending' and attempts = $2",
+        w.id,
+        w.attempts,
+    )
+    .execute(pool)
+    .await?;
+    Ok((done.rows_affected() == 1).then(|| Work {
+        attempts: w.attempts + 1,
+        outcome_unknown: true,
+        ..w.clone()
+    }))
+}
+
+/// Records why an attempt failed and when to try again. `outcome_unknown`: whether this or
+/// an earlier attempt may have taken effect; false only when none can have.
 pub async fn retry_later(
     pool: &PgPool,
     w: &Work,
@@ -381,7 +401,7 @@ pub async fn retry_later(
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     sqlx::query!(
         "update fulfilment_outbox
-         set attempts = attempts + 1, outcome_unknown = outcome_unknown or $3, last_error = $4,
+         set outcome_unknown = $3, last_error = $4,
              next_attempt_at = now() + make_interval(secs => $5::int8 / 1000.0)
          where id = $1 and status = 'pending' and attempts = $2",
         w.id,
