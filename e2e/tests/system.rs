@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
+use domain::OrderId;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use domain::OrderId;
 use sqlx::PgPool;
 use test_support::events::Events;
 use tokio::io::{AsyncBufReadExt, BufReader};

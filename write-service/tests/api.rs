@@ -239,9 +239,14 @@ async fn the_whole_lifecycle_over_http(pool: PgPool) {
     );
 
     assert_eq!(
-        app.send(Method::POST, &format!("{base}/confirm"), &[], Some(checkout()))
-            .await
-            .status,
+        app.send(
+            Method::POST,
+            &format!("{base}/confirm"),
+            &[],
+            Some(checkout())
+        )
+        .await
+        .status,
         StatusCode::OK
     );
     let state = app.get(&format!("{base}/state")).await;
@@ -339,8 +344,13 @@ async fn cancel_takes_an_optional_reason_and_only_from_pending_or_confirmed(pool
 async fn state_conflicts_are_409_with_a_clear_message(pool: PgPool) {
     let app = App::new(pool);
     let id = app.create_order().await;
-    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], Some(checkout()))
-        .await;
+    app.send(
+        Method::POST,
+        &format!("/orders/{id}/confirm"),
+        &[],
+        Some(checkout()),
+    )
+    .await;
     let before = app.event_count().await;
     let r = app
         .post(
@@ -359,7 +369,12 @@ async fn state_conflicts_are_409_with_a_clear_message(pool: PgPool) {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     let r = app
-        .send(Method::POST, &format!("/orders/{id}/confirm"), &[], Some(checkout()))
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            &[],
+            Some(checkout()),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(app.event_count().await, before);
@@ -601,8 +616,13 @@ async fn rule_violations_are_422_naming_the_field(pool: PgPool) {
             Some("unitPriceCents")
         )
     );
-    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], Some(checkout()))
-        .await;
+    app.send(
+        Method::POST,
+        &format!("/orders/{id}/confirm"),
+        &[],
+        Some(checkout()),
+    )
+    .await;
     let r = app
         .post(
             &format!("/orders/{id}/ship"),
@@ -672,8 +692,13 @@ async fn nul_and_control_characters_are_422_naming_the_field(pool: PgPool) {
             r.body
         );
     }
-    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], Some(checkout()))
-        .await;
+    app.send(
+        Method::POST,
+        &format!("/orders/{id}/confirm"),
+        &[],
+        Some(checkout()),
+    )
+    .await;
     for (body, field) in [
         (
             json!({"carrier": "DH\u{0}L", "trackingNumber": "t"}),
@@ -965,8 +990,12 @@ async fn an_idempotency_key_replays_the_first_response(pool: PgPool) {
     let id = first.body["orderId"].as_str().unwrap();
     let confirm_key = [("idempotency-key", "confirm-1")];
     let uri = format!("/orders/{id}/confirm");
-    let a = app.send(Method::POST, &uri, &confirm_key, Some(checkout())).await;
-    let b = app.send(Method::POST, &uri, &confirm_key, Some(checkout())).await;
+    let a = app
+        .send(Method::POST, &uri, &confirm_key, Some(checkout()))
+        .await;
+    let b = app
+        .send(Method::POST, &uri, &confirm_key, Some(checkout()))
+        .await;
     assert_eq!(
         (a.status, b.status),
         (StatusCode::OK, StatusCode::OK),
@@ -1106,8 +1135,13 @@ async fn state_at_a_version_or_time(pool: PgPool) {
         json!({"productId": "b", "quantity": 1, "unitPriceCents": 1}),
     )
     .await;
-    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], Some(checkout()))
-        .await;
+    app.send(
+        Method::POST,
+        &format!("/orders/{id}/confirm"),
+        &[],
+        Some(checkout()),
+    )
+    .await;
 
     let v1 = app.get(&format!("/orders/{id}/state?version=1")).await;
     assert_eq!(
@@ -1271,7 +1305,12 @@ async fn postgres_going_away_is_503_and_the_service_recovers(pool: PgPool) {
 
     switch.cut();
     let r = app
-        .send(Method::POST, &format!("/orders/{id}/confirm"), &[], Some(checkout()))
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            &[],
+            Some(checkout()),
+        )
         .await;
     assert_eq!(
         (r.status, r.code()),
@@ -1288,7 +1327,12 @@ async fn postgres_going_away_is_503_and_the_service_recovers(pool: PgPool) {
 
     switch.restore();
     let r = app
-        .send(Method::POST, &format!("/orders/{id}/confirm"), &[], Some(checkout()))
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            &[],
+            Some(checkout()),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(app.get("/health/ready").await.status, StatusCode::OK);

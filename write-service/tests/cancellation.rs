@@ -191,7 +191,9 @@ async fn a_command_whose_client_went_away_still_completes(pool: PgPool) {
             .uri(format!("/orders/{order}/confirm"))
             .header("idempotency-key", "confirm-once")
             .header("content-type", "application/json")
-            .body(Body::from(json!({"paymentMethod": "pm_card_visa"}).to_string()))
+            .body(Body::from(
+                json!({"paymentMethod": "pm_card_visa"}).to_string(),
+            ))
             .unwrap()
     };
 

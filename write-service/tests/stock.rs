@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use domain::OrderId;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use domain::OrderId;
 use sqlx::postgres::PgPoolOptions;
 use test_support::events::Events;
 use test_support::http::{InProcess, Reply};
@@ -674,15 +674,27 @@ async fn an_unpaid_order_does_not_ship_and_a_cancelled_paid_one_releases_its_sto
     for (product, ordered) in [("a", 2), ("b", 3)] {
         let p = app.stock(product).await;
         assert_eq!(
-            (&p["reservedUnits"], &p["shippedUnits"], &p["availableUnits"]),
+            (
+                &p["reservedUnits"],
+                &p["shippedUnits"],
+                &p["availableUnits"]
+            ),
             (&json!(0), &json!(0), &json!(10)),
             "{product}: the {ordered} reserved units are back"
         );
     }
     let state = app.http.get(&format!("/orders/{order}/state")).await.ok();
     assert_eq!(
-        (&state["status"], &state["paymentStatus"], &state["cancelReason"]),
-        (&json!("cancelled"), &json!("captured"), &json!("changed my mind"))
+        (
+            &state["status"],
+            &state["paymentStatus"],
+            &state["cancelReason"]
+        ),
+        (
+            &json!("cancelled"),
+            &json!("captured"),
+            &json!("changed my mind")
+        )
     );
     // The release shares the cancel's transaction.
     let rows: Vec<(String,)> = sqlx::query_as(
