@@ -91,6 +91,17 @@ seed_demo() {
   call POST "$w/products/keyboard/stock" '{"quantity": 40}'
   call POST "$w/products/mouse/stock" '{"quantity": 120}'
   call POST "$w/products/monitor/stock" '{"quantity": 10}'
+  # Until the order is paid, for at most SEED_PAYMENT_WAIT seconds (default 30).
+  wait_paid() {
+    local id=$1 state deadline=$((SECONDS + ${SEED_PAYMENT_WAIT:-30}))
+    while state=$(curl -fsS "$w/orders/$id/state" 2>/dev/null || true); [[ $state != *'"status":"paid"'* ]]; do
+      if ((SECONDS >= deadline)); then
+        log "order $id was not paid within ${SEED_PAYMENT_WAIT:-30} s (is the fulfilment service running?)"
+        return 1
+      fi
+      sleep 0.2
+    done
+  }
   order() { # number, user, items JSON, then lifecycle steps
     local id user=$2 items=$3 step
     id=$(demo_id "$1")
@@ -98,7 +109,9 @@ seed_demo() {
     call POST "$w/orders" "{\"orderId\": \"$id\", \"userId\": \"$user\", \"items\": $items}"
     for step in "$@"; do
       case $step in
-        ship) call POST "$w/orders/$id/ship" '{"carrier": "DHL", "trackingNumber": "JD014600003SE"}' ;;
+        confirm) call POST "$w/orders/$id/confirm" '{"paymentMethod": "pm_card_visa"}' ;;
+        # Only a paid order ships: wait for the fulfilment process to capture the payment.
+        ship) wait_paid "$id" || return 1; call POST "$w/orders/$id/ship" '{"carrier": "DHL", "trackingNumber": "JD014600003SE"}' ;;
         cancel) call POST "$w/orders/$id/cancel" '{"reason": "changed my mind"}' ;;
         *) call POST "$w/orders/$id/$step" ;;
       esac
@@ -230,8 +243,9 @@ cat <<TXT
     curl -s -X POST $w/orders -H 'content-type: application/json' \\
       -d '{"userId": "dave", "items": [{"productId": "lamp", "quantity": 2}]}'
 
-    # 3. confirm it, which reserves its stock (use the orderId from step 2)
-    curl -s -X POST $w/orders/ORDER_ID/confirm
+    # 3. check out with a payment method, which reserves its stock (use the orderId from step 2)
+    curl -s -X POST $w/orders/ORDER_ID/confirm -H 'content-type: application/json' \\
+      -d '{"paymentMethod": "pm_card_visa"}'
 
     # 4. read it back, waiting for the views to apply your write (use the position from step 3)
     curl -s $r/orders/ORDER_ID -H 'X-Consistency-Token: POSITION'

@@ -61,7 +61,7 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
          S1). For each K, K hot products are created (`PUT /products/{id}`) and each receives \
          half as many units as the 1-unit orders placed for it (orders spread evenly over the \
          K products, placed before the clock starts). Then N client tasks confirm those orders \
-         (`POST /orders/{id}/confirm`), each taking the next order until none is left. A \
+         (`POST /orders/{id}/confirm` with a payment method), each taking the next order until none is left. A \
          confirmation appends OrderConfirmed and StockReserved in one transaction at the \
          versions it read, so every client races for the same K product streams; a lost race \
          retries the whole decision. Confirmations/s counts 200s over the time from the first \
@@ -238,6 +238,7 @@ async fn one_run(
                 let t = Instant::now();
                 let reply = client
                     .post(format!("{base}/orders/{order}/confirm"))
+                    .json(&s1_http::checkout())
                     .send()
                     .await;
                 let outcome = match reply {

@@ -194,7 +194,7 @@ pub struct ProductSnapshot {
     pub unit_price_cents: Option<UnitPriceCents>,
     /// Deliveries plus adjustments.
     pub received_units: i64,
-    /// Held for confirmed orders not yet shipped or cancelled.
+    /// Held for confirmed or paid orders not yet shipped or cancelled.
     pub reserved_units: i64,
     pub shipped_units: i64,
     /// What confirmations can still reserve: received - reserved - shipped.
@@ -255,10 +255,11 @@ pub struct OrderSnapshot {
     /// Named at checkout; null before, and on orders confirmed before payments existed.
     #[schema(required = true)]
     pub payment_method: Option<String>,
-    /// Null until the order is confirmed.
+    /// Null until the order is confirmed; then `awaiting` until the payment is captured
+    /// (`captured`), declined (`declined`) or refunded after a cancel (`refunded`).
     #[schema(required = true)]
     pub payment_status: Option<PaymentStatus>,
-    /// The provider's id of the captured payment.
+    /// The provider's id of the captured payment; null until one is captured.
     #[schema(required = true)]
     pub payment_intent_id: Option<String>,
     /// The order stream's version this state is at.

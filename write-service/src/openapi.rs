@@ -46,7 +46,7 @@ use crate::routes::{orders, products};
     ),
     // Named only by the `ref(...)` of optional request bodies, which does not register them;
     // `Health` by the ops paths `OpsDoc` adds.
-    components(schemas(orders::NoFields, orders::Confirm, orders::Cancel, Health)),
+    components(schemas(orders::NoFields, orders::Cancel, Health)),
     // The ops paths first, then the refusal of query parameters, so that `ResponseHeaders`
     // documents the headers of every response.
     modifiers(&OPS, &NoQueryParameters, &ResponseHeaders),

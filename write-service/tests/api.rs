@@ -6,16 +6,22 @@ use std::ops::Deref;
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use domain::order::MAX_TEXT_LEN;
-use domain::{Position, Quantity, StockDelta, StockQuantity, UnitPriceCents};
+use domain::{OrderId, Position, Quantity, StockDelta, StockQuantity, UnitPriceCents};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use test_support::TcpSwitch;
+use test_support::events::Events;
 use test_support::http::InProcess;
 use tower::ServiceExt;
 use uuid::Uuid;
 use write_service::extract::MAX_IDEMPOTENCY_KEY_LEN;
 use write_service::{AppState, Settings, router};
+
+/// The body of a checkout that names a payment method, as `POST /orders/{id}/confirm` needs.
+fn checkout() -> Value {
+    json!({"paymentMethod": "pm_card_visa"})
+}
 
 fn settings() -> Settings {
     Settings {
@@ -57,6 +63,13 @@ impl App {
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         r.body["orderId"].as_str().unwrap().to_owned()
+    }
+
+    /// Records the capture of the order's payment, as the fulfilment process does: it
+    /// appends `PaymentCaptured` through the event store, there is no endpoint for it.
+    async fn pay(&self, id: &str) {
+        let id = OrderId(id.parse().expect("an order id"));
+        Events::new(self.pool.clone()).pay(id).await;
     }
 
     /// Events on order streams (the catalog's own events are the tests' setup).
@@ -226,24 +239,39 @@ async fn the_whole_lifecycle_over_http(pool: PgPool) {
     );
 
     assert_eq!(
-        app.send(Method::POST, &format!("{base}/confirm"), &[], None)
-            .await
-            .status,
+        app.send(
+            Method::POST,
+            &format!("{base}/confirm"),
+            &[],
+            Some(checkout())
+        )
+        .await
+        .status,
         StatusCode::OK
     );
+    let state = app.get(&format!("{base}/state")).await;
+    assert_eq!(
+        (
+            state.body["status"].as_str(),
+            state.body["paymentMethod"].as_str(),
+            state.body["paymentStatus"].as_str()
+        ),
+        (Some("confirmed"), Some("pm_card_visa"), Some("awaiting"))
+    );
+    app.pay(&id).await;
     let r = app
         .post(
             &format!("{base}/ship"),
             json!({"carrier": "DHL", "trackingNumber": "JD0123"}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let r = app
         .send(Method::POST, &format!("{base}/deliver"), &[], None)
         .await;
     assert_eq!(
         (r.status, r.body["version"].as_u64()),
-        (StatusCode::OK, Some(7))
+        (StatusCode::OK, Some(8))
     );
     let state = app.get(&format!("{base}/state")).await;
     assert_eq!(state.body["status"], "delivered");
@@ -264,9 +292,14 @@ async fn the_whole_lifecycle_over_http(pool: PgPool) {
             "ItemAdded",
             "ItemRemoved",
             "OrderConfirmed",
+            "PaymentCaptured",
             "OrderShipped",
             "OrderDelivered"
         ]
+    );
+    assert_eq!(
+        events.body["events"][4]["data"],
+        json!({"paymentMethod": "pm_card_visa", "email": null})
     );
     let first = &events.body["events"][0];
     assert_eq!(first["version"], 1);
@@ -311,8 +344,13 @@ async fn cancel_takes_an_optional_reason_and_only_from_pending_or_confirmed(pool
 async fn state_conflicts_are_409_with_a_clear_message(pool: PgPool) {
     let app = App::new(pool);
     let id = app.create_order().await;
-    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
-        .await;
+    app.send(
+        Method::POST,
+        &format!("/orders/{id}/confirm"),
+        &[],
+        Some(checkout()),
+    )
+    .await;
     let before = app.event_count().await;
     let r = app
         .post(
@@ -331,7 +369,12 @@ async fn state_conflicts_are_409_with_a_clear_message(pool: PgPool) {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     let r = app
-        .send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            &[],
+            Some(checkout()),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(app.event_count().await, before);
@@ -352,11 +395,11 @@ async fn state_conflicts_are_409_with_a_clear_message(pool: PgPool) {
 async fn unknown_orders_items_and_routes_are_404(pool: PgPool) {
     let app = App::new(pool);
     let missing = Uuid::new_v4();
-    for uri in [
-        format!("/orders/{missing}/confirm"),
-        format!("/orders/{missing}/deliver"),
+    for (uri, body) in [
+        (format!("/orders/{missing}/confirm"), Some(checkout())),
+        (format!("/orders/{missing}/deliver"), None),
     ] {
-        let r = app.send(Method::POST, &uri, &[], None).await;
+        let r = app.send(Method::POST, &uri, &[], body).await;
         assert_eq!(
             (r.status, r.code()),
             (StatusCode::NOT_FOUND, "order_not_found"),
@@ -573,8 +616,13 @@ async fn rule_violations_are_422_naming_the_field(pool: PgPool) {
             Some("unitPriceCents")
         )
     );
-    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
-        .await;
+    app.send(
+        Method::POST,
+        &format!("/orders/{id}/confirm"),
+        &[],
+        Some(checkout()),
+    )
+    .await;
     let r = app
         .post(
             &format!("/orders/{id}/ship"),
@@ -644,8 +692,13 @@ async fn nul_and_control_characters_are_422_naming_the_field(pool: PgPool) {
             r.body
         );
     }
-    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
-        .await;
+    app.send(
+        Method::POST,
+        &format!("/orders/{id}/confirm"),
+        &[],
+        Some(checkout()),
+    )
+    .await;
     for (body, field) in [
         (
             json!({"carrier": "DH\u{0}L", "trackingNumber": "t"}),
@@ -703,7 +756,8 @@ async fn nul_and_control_characters_are_422_naming_the_field(pool: PgPool) {
             "{uri}"
         );
     }
-    // Text with line breaks and tabs, and non-ASCII letters, is fine.
+    // Text with line breaks and tabs, and non-ASCII letters, is fine (on a paid order).
+    app.pay(&id).await;
     let r = app
         .post(
             &format!("/orders/{id}/ship"),
@@ -711,7 +765,11 @@ async fn nul_and_control_characters_are_422_naming_the_field(pool: PgPool) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(app.event_count().await, 3, "create, confirm and ship only");
+    assert_eq!(
+        app.event_count().await,
+        4,
+        "create, confirm, payment and ship only"
+    );
 
     // The document says so, so generated clients and fuzzers keep to it.
     let doc = app.get("/openapi.json").await.body;
@@ -843,7 +901,7 @@ async fn if_match_guards_the_version(pool: PgPool) {
             Method::POST,
             &format!("/orders/{id}/confirm"),
             &[("if-match", "\"7\"")],
-            None,
+            Some(checkout()),
         )
         .await;
     assert_eq!(
@@ -856,7 +914,7 @@ async fn if_match_guards_the_version(pool: PgPool) {
             Method::POST,
             &format!("/orders/{id}/confirm"),
             &[("if-match", "\"1\"")],
-            None,
+            Some(checkout()),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -932,8 +990,12 @@ async fn an_idempotency_key_replays_the_first_response(pool: PgPool) {
     let id = first.body["orderId"].as_str().unwrap();
     let confirm_key = [("idempotency-key", "confirm-1")];
     let uri = format!("/orders/{id}/confirm");
-    let a = app.send(Method::POST, &uri, &confirm_key, None).await;
-    let b = app.send(Method::POST, &uri, &confirm_key, None).await;
+    let a = app
+        .send(Method::POST, &uri, &confirm_key, Some(checkout()))
+        .await;
+    let b = app
+        .send(Method::POST, &uri, &confirm_key, Some(checkout()))
+        .await;
     assert_eq!(
         (a.status, b.status),
         (StatusCode::OK, StatusCode::OK),
@@ -1073,8 +1135,13 @@ async fn state_at_a_version_or_time(pool: PgPool) {
         json!({"productId": "b", "quantity": 1, "unitPriceCents": 1}),
     )
     .await;
-    app.send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
-        .await;
+    app.send(
+        Method::POST,
+        &format!("/orders/{id}/confirm"),
+        &[],
+        Some(checkout()),
+    )
+    .await;
 
     let v1 = app.get(&format!("/orders/{id}/state?version=1")).await;
     assert_eq!(
@@ -1238,7 +1305,12 @@ async fn postgres_going_away_is_503_and_the_service_recovers(pool: PgPool) {
 
     switch.cut();
     let r = app
-        .send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            &[],
+            Some(checkout()),
+        )
         .await;
     assert_eq!(
         (r.status, r.code()),
@@ -1255,7 +1327,12 @@ async fn postgres_going_away_is_503_and_the_service_recovers(pool: PgPool) {
 
     switch.restore();
     let r = app
-        .send(Method::POST, &format!("/orders/{id}/confirm"), &[], None)
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            &[],
+            Some(checkout()),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(app.get("/health/ready").await.status, StatusCode::OK);
@@ -1353,7 +1430,12 @@ async fn the_openapi_document_declares_exactly_what_the_code_accepts(pool: PgPoo
         "W/\"0000000000000000000\"",
     ] {
         let r = app
-            .send(Method::POST, &confirm, &[("if-match", stale)], None)
+            .send(
+                Method::POST,
+                &confirm,
+                &[("if-match", stale)],
+                Some(checkout()),
+            )
             .await;
         assert_eq!(
             r.status,
@@ -1362,7 +1444,12 @@ async fn the_openapi_document_declares_exactly_what_the_code_accepts(pool: PgPoo
         );
     }
     let r = app
-        .send(Method::POST, &confirm, &[("if-match", "W/\"01\"")], None)
+        .send(
+            Method::POST,
+            &confirm,
+            &[("if-match", "W/\"01\"")],
+            Some(checkout()),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let cancel = format!("/orders/{id}/cancel");
@@ -1582,6 +1669,7 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
             "stock" => ("ReceiveStock", true),
             "adjustments" => ("AdjustStock", true),
             "{product_id}" if method == "PUT" => ("SetDetails", true),
+            "confirm" => ("Confirm", true),
             "cancel" => ("Cancel", false),
             _ => ("NoFields", false),
         };
@@ -1689,12 +1777,20 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
     );
     assert_eq!(
         schemas["OrderStatus"]["enum"],
-        json!(["pending", "confirmed", "cancelled", "shipped", "delivered"])
+        json!([
+            "pending",
+            "confirmed",
+            "paid",
+            "shipped",
+            "delivered",
+            "cancelled"
+        ])
     );
     for schema in [
         "CreateOrder",
         "Item",
         "NoFields",
+        "Confirm",
         "Cancel",
         "Ship",
         "ReceiveStock",
@@ -1746,7 +1842,7 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
             Method::POST,
             &format!("/orders/{scarce}/confirm"),
             &[],
-            None,
+            Some(checkout()),
         )
         .await;
     assert_eq!(error.code(), "insufficient_stock");
@@ -1848,4 +1944,269 @@ async fn a_bad_state_query_parameter_is_named_in_the_error_body(pool: PgPool) {
         );
         assert_eq!(r.headers["content-type"], "application/json");
     }
+}
+
+/// The checkout names a payment method (required) and may name an email: a missing or bad
+/// one is 422 naming the field, checked as the request is read (before the order is looked
+/// up or `If-Match` compared), and nothing is written, neither on the order nor its stock.
+#[sqlx::test(migrations = "../migrations")]
+async fn confirm_needs_a_payment_method_and_takes_an_optional_email(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    let confirm = format!("/orders/{id}/confirm");
+    let stock_before = app.get("/products/sku-1").await.body;
+    let r = app.send(Method::POST, &confirm, &[], None).await;
+    assert_eq!(
+        (r.status, r.code(), r.field()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "paymentMethod"
+        ),
+        "no body: {:?}",
+        r.body
+    );
+    let long = format!("pm_{}", "x".repeat(101));
+    let long_email = format!("{}@example.com", "a".repeat(243));
+    let cases = [
+        (json!({}), "paymentMethod"),
+        (json!({"email": "alice@example.com"}), "paymentMethod"),
+        (json!({"paymentMethod": null}), "paymentMethod"),
+        (json!({"paymentMethod": 7}), "paymentMethod"),
+        (json!({"paymentMethod": ""}), "paymentMethod"),
+        (json!({"paymentMethod": "card_visa"}), "paymentMethod"),
+        (json!({"paymentMethod": "pm_"}), "paymentMethod"),
+        (json!({"paymentMethod": "pm_card visa"}), "paymentMethod"),
+        (json!({"paymentMethod": "pm_card-visa"}), "paymentMethod"),
+        (json!({"paymentMethod": "pm_é"}), "paymentMethod"),
+        (json!({"paymentMethod": long}), "paymentMethod"),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": null}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": ""}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": "alice"}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": "a@b"}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": "a@@b.c"}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": "a b@c.d"}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": "@b.c"}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": "a@.b.c"}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": "a@b.c."}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": "a\u{0}@b.c"}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": long_email}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "email": ["a@b.c"]}),
+            "email",
+        ),
+        (
+            json!({"paymentMethod": "pm_card_visa", "extra": 1}),
+            "extra",
+        ),
+    ];
+    let missing = Uuid::new_v4();
+    for (body, field) in cases {
+        for (uri, headers) in [
+            (confirm.clone(), vec![]),
+            (confirm.clone(), vec![("if-match", "\"7\"")]),
+            (format!("/orders/{missing}/confirm"), vec![]),
+        ] {
+            let r = app
+                .send(Method::POST, &uri, &headers, Some(body.clone()))
+                .await;
+            assert_eq!(
+                (r.status, r.code(), r.field()),
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", field),
+                "{uri} {headers:?} {body}: {:?}",
+                r.body
+            );
+            let message = r.body["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(field), "{message}");
+        }
+    }
+    assert_eq!(app.event_count().await, 1, "nothing written on the order");
+    assert_eq!(
+        app.get("/products/sku-1").await.body,
+        stock_before,
+        "nor on its stock"
+    );
+    let state = app.get(&format!("/orders/{id}/state")).await.body;
+    assert_eq!(
+        (
+            &state["status"],
+            &state["paymentMethod"],
+            &state["paymentStatus"],
+            &state["paymentIntentId"]
+        ),
+        (&json!("pending"), &Value::Null, &Value::Null, &Value::Null)
+    );
+
+    // The longest payment method and email there may be are taken.
+    let longest = format!("pm_{}", "x".repeat(100));
+    let email = format!("{}@example.com", "a".repeat(242));
+    assert_eq!(email.len(), 254);
+    let r = app
+        .post(&confirm, json!({"paymentMethod": longest, "email": email}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let data = &app.get(&format!("/orders/{id}/events")).await.body["events"][1]["data"];
+    assert_eq!(data, &json!({"paymentMethod": longest, "email": email}));
+
+    // The order shows its payment awaited after the checkout, captured once recorded.
+    let other = app.create_order().await;
+    let r = app
+        .post(
+            &format!("/orders/{other}/confirm"),
+            json!({"paymentMethod": "pm_card_visa", "email": "alice@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let state = app.get(&format!("/orders/{other}/state")).await.body;
+    assert_eq!(
+        (
+            &state["status"],
+            &state["paymentMethod"],
+            &state["paymentStatus"],
+            &state["paymentIntentId"]
+        ),
+        (
+            &json!("confirmed"),
+            &json!("pm_card_visa"),
+            &json!("awaiting"),
+            &Value::Null
+        )
+    );
+    app.pay(&other).await;
+    let state = app.get(&format!("/orders/{other}/state")).await.body;
+    assert_eq!(
+        (&state["status"], &state["paymentStatus"], &state["version"]),
+        (&json!("paid"), &json!("captured"), &json!(3))
+    );
+    assert!(
+        state["paymentIntentId"]
+            .as_str()
+            .is_some_and(|pi| pi.starts_with("pi_")),
+        "{state}"
+    );
+    // A paid order is confirmed already.
+    let r = app
+        .post(&format!("/orders/{other}/confirm"), checkout())
+        .await;
+    assert_eq!(
+        (r.status, r.code(), r.body["error"]["message"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            "invalid_state",
+            Some("cannot confirm a paid order")
+        )
+    );
+
+    // The document states the same rules.
+    let doc = app.get("/openapi.json").await.body;
+    let schema = &doc["components"]["schemas"]["Confirm"];
+    assert_eq!(schema["required"], json!(["paymentMethod"]));
+    assert_eq!(schema["additionalProperties"], false);
+    let method = &schema["properties"]["paymentMethod"];
+    assert_eq!(
+        (method["pattern"].as_str(), method["maxLength"].as_u64()),
+        (Some("^pm_[A-Za-z0-9_]{1,100}$"), Some(103))
+    );
+    let email = &schema["properties"]["email"];
+    assert_eq!(
+        (email["maxLength"].as_u64(), email["type"].as_str()),
+        (Some(254), Some("string")),
+        "{email}"
+    );
+    let order_state = &doc["components"]["schemas"]["OrderSnapshot"]["properties"];
+    assert!(order_state["paymentStatus"].is_object(), "{order_state}");
+    assert_eq!(
+        doc["components"]["schemas"]["PaymentStatus"]["enum"],
+        json!(["awaiting", "captured", "declined", "refunded"])
+    );
+}
+
+/// Only a paid order ships (409 otherwise, nothing written); a paid one may be cancelled.
+#[sqlx::test(migrations = "../migrations")]
+async fn only_a_paid_order_ships(pool: PgPool) {
+    let app = App::new(pool);
+    let id = app.create_order().await;
+    let ship = json!({"carrier": "DHL", "trackingNumber": "T1"});
+    let r = app.post(&format!("/orders/{id}/ship"), ship.clone()).await;
+    assert_eq!(
+        (r.status, r.code(), r.body["error"]["message"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            "invalid_state",
+            Some("cannot ship a pending order")
+        )
+    );
+    assert_eq!(
+        app.post(&format!("/orders/{id}/confirm"), checkout())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = app.post(&format!("/orders/{id}/ship"), ship.clone()).await;
+    assert_eq!(
+        (r.status, r.code(), r.body["error"]["message"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            "invalid_state",
+            Some("cannot ship a confirmed order")
+        ),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(app.event_count().await, 2, "create and confirm only");
+    app.pay(&id).await;
+    let r = app.post(&format!("/orders/{id}/ship"), ship).await;
+    assert_eq!(
+        (r.status, r.body["version"].as_u64()),
+        (StatusCode::OK, Some(4))
+    );
+    // A shipped order is not cancelled; a paid one is (see the stock tests for its units).
+    let r = app
+        .send(Method::POST, &format!("/orders/{id}/cancel"), &[], None)
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["message"].as_str()),
+        (StatusCode::CONFLICT, Some("cannot cancel a shipped order"))
+    );
+    let paid = app.create_order().await;
+    app.post(&format!("/orders/{paid}/confirm"), checkout())
+        .await;
+    app.pay(&paid).await;
+    let r = app
+        .send(Method::POST, &format!("/orders/{paid}/cancel"), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 }

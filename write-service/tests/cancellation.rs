@@ -190,7 +190,10 @@ async fn a_command_whose_client_went_away_still_completes(pool: PgPool) {
             .method(Method::POST)
             .uri(format!("/orders/{order}/confirm"))
             .header("idempotency-key", "confirm-once")
-            .body(Body::empty())
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"paymentMethod": "pm_card_visa"}).to_string(),
+            ))
             .unwrap()
     };
 

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use domain::OrderId;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use test_support::events::Events;
 use test_support::http::{InProcess, Reply};
 use write_service::{AppState, Settings, router};
 
@@ -78,6 +80,7 @@ impl App {
 
     async fn command(&self, order: &str, action: &str) -> Reply {
         let body = match action {
+            "confirm" => Some(json!({"paymentMethod": "pm_card_visa"})),
             "ship" => Some(json!({"carrier": "DHL", "trackingNumber": "T1"})),
             _ => None,
         };
@@ -89,6 +92,13 @@ impl App {
                 body,
             )
             .await
+    }
+
+    /// Records the capture of a confirmed order's payment, as the fulfilment process does
+    /// (through the event store: there is no endpoint for it); only a paid order ships.
+    async fn pay(&self, order: &str) {
+        let id = OrderId(order.parse().expect("an order id"));
+        Events::new(self.pool.clone()).pay(id).await;
     }
 
     async fn stock(&self, product: &str) -> Value {
@@ -235,6 +245,9 @@ async fn concurrent_orders_over_several_products_never_oversell_or_deadlock(pool
                 let mut answers = vec![(r.status, r.code().to_owned())];
                 if r.status == StatusCode::OK && i % 5 == 0 {
                     let then = if i % 10 == 0 { "cancel" } else { "ship" };
+                    if then == "ship" {
+                        app.pay(&order).await;
+                    }
                     let r = app.command(&order, then).await;
                     answers.push((r.status, r.code().to_owned()));
                 }
@@ -565,6 +578,7 @@ async fn cancelling_releases_and_shipping_ships_in_the_orders_commit(pool: PgPoo
         app.command(&cancelled, "cancel").await.status,
         StatusCode::OK
     );
+    app.pay(&shipped).await;
     assert_eq!(app.command(&shipped, "ship").await.status, StatusCode::OK);
     let (a, b) = (app.stock("a").await, app.stock("b").await);
     assert_eq!(
@@ -608,4 +622,97 @@ async fn cancelling_releases_and_shipping_ships_in_the_orders_commit(pool: PgPoo
     let r = app.command(&pending, "cancel").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(app.stock("a").await["version"], a["version"]);
+}
+
+/// Only a paid order ships: a confirmed one waiting for its payment is refused and nothing
+/// moves. A paid order may still be cancelled (the fulfilment process refunds it): its
+/// reserved units come back, in the order's commit.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_unpaid_order_does_not_ship_and_a_cancelled_paid_one_releases_its_stock(pool: PgPool) {
+    let app = App::new(pool);
+    app.product("a", 100, 10).await;
+    app.product("b", 200, 10).await;
+    let order = app.order(&[("a", 2), ("b", 3)]).await;
+    assert_eq!(app.command(&order, "confirm").await.status, StatusCode::OK);
+    let (a, b) = (app.stock("a").await, app.stock("b").await);
+    let events = |pool: PgPool| async move {
+        let n: i64 = sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n
+    };
+    let before = events(app.pool.clone()).await;
+    let r = app.command(&order, "ship").await;
+    assert_eq!(
+        (r.status, r.code(), r.body["error"]["message"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            "invalid_state",
+            Some("cannot ship a confirmed order")
+        ),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(events(app.pool.clone()).await, before, "nothing written");
+    assert_eq!(app.stock("a").await, a);
+    assert_eq!(app.stock("b").await, b);
+
+    app.pay(&order).await;
+    let state = app.http.get(&format!("/orders/{order}/state")).await.ok();
+    assert_eq!(state["status"], "paid");
+    let r = app
+        .http
+        .send(
+            Method::POST,
+            &format!("/orders/{order}/cancel"),
+            &[],
+            Some(json!({"reason": "changed my mind"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    for (product, ordered) in [("a", 2), ("b", 3)] {
+        let p = app.stock(product).await;
+        assert_eq!(
+            (
+                &p["reservedUnits"],
+                &p["shippedUnits"],
+                &p["availableUnits"]
+            ),
+            (&json!(0), &json!(0), &json!(10)),
+            "{product}: the {ordered} reserved units are back"
+        );
+    }
+    let state = app.http.get(&format!("/orders/{order}/state")).await.ok();
+    assert_eq!(
+        (
+            &state["status"],
+            &state["paymentStatus"],
+            &state["cancelReason"]
+        ),
+        (
+            &json!("cancelled"),
+            &json!("captured"),
+            &json!("changed my mind")
+        )
+    );
+    // The release shares the cancel's transaction.
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "select string_agg(event_type, ',' order by event_type)
+         from events where event_type in ('OrderCancelled', 'StockReleased')
+         group by tx_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![("OrderCancelled,StockReleased,StockReleased".to_owned(),)]
+    );
+    // A cancelled order does not ship either.
+    let r = app.command(&order, "ship").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "invalid_state")
+    );
 }

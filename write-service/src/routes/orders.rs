@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use domain::ids::FreeText;
-use domain::order::{OrderCommand, OrderState};
+use domain::order::{OrderCommand, OrderState, valid_email, valid_payment_method};
 use domain::{Currency, OrderId, ProductId, UserId};
 use event_store::{Loaded, OrderAggregate, Until};
 use serde::Deserialize;
@@ -52,16 +52,58 @@ pub struct NoFields {}
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Confirm {
-    /// The payment provider's payment method id, e.g. `pm_card_visa` (Stripe's test
-    /// methods: `pm_card_visa` succeeds, `pm_card_chargeDeclined` and
-    /// `pm_card_chargeDeclinedInsufficientFunds` are declined).
-    #[schema(pattern = "^pm_[A-Za-z0-9_]{1,100}$", example = "pm_card_visa")]
-    payment_method: String,
+    /// The payment provider's payment method id: `pm_` and 1 to 100 letters, digits or `_`,
+    /// e.g. `pm_card_visa` (Stripe's test methods: `pm_card_visa` succeeds,
+    /// `pm_card_chargeDeclined` and `pm_card_chargeDeclinedInsufficientFunds` are declined).
+    #[schema(value_type = String, min_length = 4, max_length = 103, pattern = "^pm_[A-Za-z0-9_]{1,100}$", example = "pm_card_visa")]
+    payment_method: PaymentMethod,
     /// Where the order's emails go; when absent, `{userId}@` the fulfilment process's
-    /// `CUSTOMER_EMAIL_DOMAIN`.
-    #[schema(value_type = Option<String>, max_length = 254, pattern = "^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", nullable = false)]
+    /// `CUSTOMER_EMAIL_DOMAIN`. One `@` with text before it and a domain after it that has a
+    /// dot and neither starts nor ends with one; at most 254 characters; no whitespace or
+    /// control characters.
+    #[schema(
+        value_type = Option<String>,
+        min_length = 5,
+        max_length = 254,
+        nullable = false,
+        pattern = "^[^@\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]+@[^@.\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^@\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\\.[^@\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*[^@.\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]$",
+        example = "alice@example.com"
+    )]
     #[serde(default, deserialize_with = "present")]
-    email: Option<String>,
+    email: Option<Email>,
+}
+
+/// A payment method id, checked as the body is read (the domain's rule), so that a bad one
+/// is 422 naming `paymentMethod` before the order is loaded, as the other fields' rules are.
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct PaymentMethod(String);
+
+impl TryFrom<String> for PaymentMethod {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if valid_payment_method(&s) {
+            Ok(Self(s))
+        } else {
+            Err("must be a payment method id such as `pm_card_visa` (`pm_` and 1 to 100 letters, digits or `_`)".into())
+        }
+    }
+}
+
+/// An email address by the domain's loose rule, checked as the body is read.
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct Email(String);
+
+impl TryFrom<String> for Email {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if valid_email(&s) {
+            Ok(Self(s))
+        } else {
+            Err("must be an email address (one `@`, a dot in the domain, at most 254 characters, no whitespace or control characters)".into())
+        }
+    }
 }
 
 /// The body is optional: no body means no reason.
@@ -255,7 +297,7 @@ pub async fn remove_item(
     path = "/orders/{order_id}/confirm",
     tag = "orders",
     params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
-    request_body(content = ref("#/components/schemas/Confirm"), description = "The payment method (required) and the customer's email (optional)"),
+    request_body(content = Confirm, description = "The payment method (required) and the customer's email (optional)"),
     responses(
         (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
             headers(
@@ -266,7 +308,7 @@ pub async fn remove_item(
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`); a line's product has fewer units available than the line asks (`insufficient_stock`, with `details: [{productId, askedUnits, availableUnits}]` for every short line; nothing written); or the order or a product kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
-        (status = 422, description = "`paymentMethod` is missing or not a payment method id, `email` is not an email address, or the body has other fields (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 422, description = "`paymentMethod` is missing or not a payment method id, `email` is `null` or not an email address, or the body has other fields (`validation_failed`, named in `field`; checked before the order is looked up, nothing written), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
     )
 )]
@@ -277,8 +319,8 @@ pub async fn confirm(
     JsonBody { value, raw }: JsonBody<Confirm>,
 ) -> Result<CommandOutcome, ApiError> {
     let command = OrderCommand::Confirm {
-        payment_method: value.payment_method,
-        email: value.email,
+        payment_method: value.payment_method.0,
+        email: value.email.map(|e| e.0),
     };
     run(
         &app,
@@ -342,7 +384,7 @@ pub async fn cancel(
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
-        (status = 409, description = "The order is not paid (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
+        (status = 409, description = "The order is not paid (`invalid_state`; only an order confirmed before payments existed ships unpaid, from `confirmed`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
         (status = 422, description = "A field is missing, unknown, blank or too long (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
