@@ -2,10 +2,12 @@
 # `make run`: the whole system on this machine, in the foreground.
 #
 # Builds the workspace, brings up PostgreSQL and a MongoDB-compatible server (or uses
-# DATABASE_URL / MONGODB_URI when they are set and reachable), applies migrations, starts
-# write-service, projector and read-service, seeds demo data into an empty store, prints
-# the URLs and a few curl examples, then streams the logs. Ctrl-C stops everything it
-# started. `scripts/run.sh stop` (make down) stops services left by a run that crashed.
+# DATABASE_URL / MONGODB_URI when they are set and reachable), a local SMTP server that keeps
+# each message as a file (scripts/mail.sh, unless SMTP_URL is set) and the payment sandbox
+# (unless PAYMENT_PROVIDER_URL is set), applies migrations, starts write-service, projector,
+# read-service and fulfilment, seeds demo data into an empty store, prints the URLs and a few
+# curl examples, then streams the logs. Ctrl-C stops everything it started.
+# `scripts/run.sh stop` (make down) stops services left by a run that crashed.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,7 +21,9 @@ mkdir -p "$run_dir" "$log_dir"
 write_addr=${WRITE_SERVICE_ADDR:-127.0.0.1:8081}
 read_addr=${READ_SERVICE_ADDR:-127.0.0.1:8082}
 projector_addr=${PROJECTOR_ADDR:-127.0.0.1:8083}
-services=(write-service projector read-service)
+fulfilment_addr=${FULFILMENT_ADDR:-127.0.0.1:8084}
+sandbox_addr=${PAYMENT_SANDBOX_ADDR:-127.0.0.1:12111}
+services=(write-service projector read-service fulfilment payment-sandbox)
 
 log() { echo "run: $*" >&2; }
 
@@ -148,9 +152,11 @@ reachable() {
 
 # A crashed earlier run may still hold our ports: stop what is ours, refuse what is not.
 stop_services
-for addr in "$write_addr" "$read_addr" "$projector_addr"; do
+ports=("$write_addr" "$read_addr" "$projector_addr" "$fulfilment_addr")
+[ -n "${PAYMENT_PROVIDER_URL:-}" ] || ports+=("$sandbox_addr")
+for addr in "${ports[@]}"; do
   if port_busy "$(port_of "$addr")"; then
-    log "port $(port_of "$addr") is in use by another program; free it or set WRITE_SERVICE_ADDR / READ_SERVICE_ADDR / PROJECTOR_ADDR"
+    log "port $(port_of "$addr") is in use by another program; free it or set WRITE_SERVICE_ADDR / READ_SERVICE_ADDR / PROJECTOR_ADDR / FULFILMENT_ADDR / PAYMENT_SANDBOX_ADDR"
     exit 1
   fi
 done
@@ -163,11 +169,12 @@ fi
 log "building the workspace"
 cargo build --workspace --bins
 
-started_pg=0 started_mongo=0
+started_pg=0 started_mongo=0 started_mail=0
 cleanup() {
   trap - EXIT INT TERM
   [ -n "${tail_pid:-}" ] && kill "$tail_pid" 2>/dev/null || true
   stop_services
+  [ "$started_mail" = 1 ] && scripts/mail.sh stop || true
   [ "$started_mongo" = 1 ] && scripts/mongo.sh stop || true
   [ "$started_pg" = 1 ] && scripts/pg.sh stop || true
   log "everything this run started is stopped"
@@ -189,8 +196,23 @@ else
   scripts/mongo.sh status || started_mongo=1
   MONGODB_URI=$(scripts/mongo.sh start)
 fi
-export DATABASE_URL MONGODB_URI
+# Customer emails: to SMTP_URL when set, else to a local server that keeps them as files.
+if [ -z "${SMTP_URL:-}" ]; then
+  scripts/mail.sh status || started_mail=1
+  SMTP_URL=$(scripts/mail.sh start)
+  mail_dir=$(scripts/mail.sh dir)
+fi
+# Payments: to PAYMENT_PROVIDER_URL when set (e.g. https://api.stripe.com with your
+# PAYMENT_API_KEY), else to the local sandbox of Stripe's test mode.
+use_sandbox=0
+if [ -z "${PAYMENT_PROVIDER_URL:-}" ]; then
+  use_sandbox=1
+  PAYMENT_PROVIDER_URL=http://$sandbox_addr
+  PAYMENT_API_KEY=${PAYMENT_API_KEY:-sk_test_sandbox}
+fi
+export DATABASE_URL MONGODB_URI SMTP_URL PAYMENT_PROVIDER_URL PAYMENT_API_KEY
 export WRITE_SERVICE_ADDR=$write_addr READ_SERVICE_ADDR=$read_addr PROJECTOR_ADDR=$projector_addr
+export FULFILMENT_ADDR=$fulfilment_addr PAYMENT_SANDBOX_ADDR=$sandbox_addr
 
 "$bin_dir/write-service" migrate
 
@@ -205,6 +227,12 @@ start() {
 start write-service serve
 start projector run
 start read-service
+if [ "$use_sandbox" = 1 ]; then
+  start payment-sandbox
+else
+  services=(write-service projector read-service fulfilment)
+fi
+start fulfilment run
 
 wait_ready() {
   local name=$1 addr=$2
@@ -219,6 +247,8 @@ wait_ready() {
 wait_ready write-service "$write_addr"
 wait_ready projector "$projector_addr"
 wait_ready read-service "$read_addr"
+[ "$use_sandbox" = 0 ] || wait_ready payment-sandbox "$sandbox_addr"
+wait_ready fulfilment "$fulfilment_addr"
 
 w="http://$write_addr"
 r="http://$read_addr"
@@ -230,6 +260,9 @@ cat <<TXT
     write-service  $w      (OpenAPI: $w/openapi.json)
     read-service   $r      (OpenAPI: $r/openapi.json, dashboard: $r/dashboard/summary)
     projector      http://$projector_addr/health/ready   (metrics: /metrics; status: $bin_dir/projector status)
+    fulfilment     http://$fulfilment_addr/health/ready   (metrics: /metrics; status: $bin_dir/fulfilment status)
+    payments       $PAYMENT_PROVIDER_URL$([ "$use_sandbox" = 1 ] && echo "   (the sandbox of Stripe's test mode; ledger: $PAYMENT_PROVIDER_URL/sandbox/ledger)")
+    emails         ${mail_dir:+$mail_dir/new/   (one file per message, via }$SMTP_URL${mail_dir:+)}
     logs           $log_dir/
 
   Try it (copy and paste):
@@ -243,10 +276,15 @@ cat <<TXT
     curl -s -X POST $w/orders -H 'content-type: application/json' \\
       -d '{"userId": "dave", "items": [{"productId": "lamp", "quantity": 2}]}'
 
-    # 3. check out with a payment method, which reserves its stock (use the orderId from step 2)
+    # 3. check out with a payment method, which reserves its stock (use the orderId from step 2);
+    #    the fulfilment process charges it within a second: the order becomes paid and two
+    #    emails arrive (received, payment received). pm_card_chargeDeclined is declined: the
+    #    order is cancelled and its stock released.
     curl -s -X POST $w/orders/ORDER_ID/confirm -H 'content-type: application/json' \\
-      -d '{"paymentMethod": "pm_card_visa"}'
-
+      -d '{"paymentMethod": "pm_card_visa", "email": "dave@example.com"}'
+    curl -s $w/orders/ORDER_ID/state
+${mail_dir:+    ls $mail_dir/new/
+}
     # 4. read it back, waiting for the views to apply your write (use the position from step 3)
     curl -s $r/orders/ORDER_ID -H 'X-Consistency-Token: POSITION'
     curl -s $r/inventory/lamp -H 'X-Consistency-Token: POSITION'
@@ -255,7 +293,9 @@ cat <<TXT
 
 TXT
 
-tail -n 0 -F "$log_dir/write-service.log" "$log_dir/projector.log" "$log_dir/read-service.log" &
+logs=()
+for name in "${services[@]}"; do logs+=("$log_dir/$name.log"); done
+tail -n 0 -F "${logs[@]}" &
 tail_pid=$!
 # Stay up while the services do; if one dies, say so and stop the rest.
 # No command substitution in this loop: it is where Ctrl-C lands, and bash can run the trap
