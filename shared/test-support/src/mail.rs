@@ -91,8 +91,9 @@ impl MailCatcher {
                 .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
             let mut child = Command::new(python())
                 // -n: never switch to user nobody (aiosmtpd's default as root), which could
-                // not write the Maildir.
-                .args(["-m", "aiosmtpd", "-n", "-l"])
+                // not write the Maildir. -u: SMTPUTF8, for addresses that are not ASCII (the
+                // checkout accepts them).
+                .args(["-m", "aiosmtpd", "-n", "-u", "-l"])
                 .arg(format!("127.0.0.1:{port}"))
                 .args(["-c", "aiosmtpd.handlers.Mailbox"])
                 .arg(&dir)
