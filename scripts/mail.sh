@@ -58,6 +58,14 @@ our_pid() {
 
 running() { our_pid >/dev/null; }
 
+# Whether PID is alive: not gone, and not a zombie (kill -0 succeeds on our own exited child).
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
 
 # Serialises starts and stops, so two at once cannot both find the port free.
@@ -148,25 +156,26 @@ start() {
   # directory is missing, so an existing empty MAIL_DIR would make every delivery fail.
   mkdir -p "$log_dir" "$maildir/cur" "$maildir/new" "$maildir/tmp"
   # -n: never switch to user nobody (aiosmtpd's default as root), which could not write the
-  # Maildir. The Mailbox handler stores each message as one file under new/. setsid: a
+  # Maildir. -u: SMTPUTF8, for addresses that are not ASCII. The Mailbox handler stores each message as one file under new/. setsid: a
   # Ctrl-C meant for the caller's terminal is not for the server. The server must not keep
   # the lock (fd 9) nor a caller's $(...) pipe open.
-  setsid "$venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$port" \
+  setsid "$venv/bin/python" -m aiosmtpd -n -u -l "127.0.0.1:$port" \
       -c aiosmtpd.handlers.Mailbox "$maildir" </dev/null >>"$logfile" 2>&1 9>&- &
   pid=$!
   echo "$pid" >"$pidfile"
   for i in $(seq 150); do
-    if ! ours "$pid"; then
+    # alive, not ours: until the child has exec'd python, its command line is bash's.
+    if ! alive "$pid"; then
       break # it exited (e.g. the port was taken meanwhile)
     fi
-    if port_busy; then
+    if port_busy && ours "$pid"; then
       log "started on port $port (pid $pid); messages are files in $maildir/new"
       echo "$url"
       return
     fi
     sleep 0.1
   done
-  if ours "$pid"; then stop_pid "$pid"; else rm -f "$pidfile"; fi
+  if alive "$pid" && ours "$pid"; then stop_pid "$pid"; else rm -f "$pidfile"; fi
   log "failed to start (not listening after 15 s, or exited); last lines of $logfile:"
   tail -n 20 "$logfile" >&2
   exit 1

@@ -24,7 +24,8 @@
 //! - `POST /v1/refunds` (`payment_intent`, optional `amount` defaulting to what is left,
 //!   `metadata[...]`): 400 `charge_already_refunded` once nothing is left, `amount_too_large`
 //!   when more than what is left is asked for.
-//! - `Authorization: Bearer sk_test_...` on every `/v1` call (401 otherwise). All keys are the
+//! - `Authorization: Bearer sk_test_...` (or Basic with the key as user name, as `curl -u
+//!   sk_test_...:` sends it) on every `/v1` call (401 otherwise). All keys are the
 //!   same account; idempotency keys are scoped per API key, as on Stripe.
 //! - `Idempotency-Key` on POSTs, as Stripe honours it: the same key with the same parameters
 //!   replays the first answer (status and body) with `Idempotent-Replayed: true`; with other

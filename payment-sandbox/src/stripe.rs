@@ -133,7 +133,17 @@ pub(crate) fn api_key(headers: &HeaderMap) -> Result<String, Failure> {
         return Err(missing());
     };
     let value = value.to_str().map_err(|_| missing())?;
-    let Some(key) = value.strip_prefix("Bearer ").map(str::trim) else {
+    // Bearer, or Basic with the key as the user name: what `curl -u sk_test_...:` sends, as
+    // in Stripe's own examples.
+    let basic;
+    let key = if let Some(token) = value.strip_prefix("Bearer ") {
+        token.trim()
+    } else if let Some(encoded) = value.strip_prefix("Basic ") {
+        basic = base64_decode(encoded.trim())
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(missing)?;
+        basic.split(':').next().unwrap_or_default()
+    } else {
         return Err(missing());
     };
     let valid = key.strip_prefix("sk_test_").is_some_and(|rest| {
@@ -154,6 +164,30 @@ pub(crate) fn api_key(headers: &HeaderMap) -> Result<String, Failure> {
         )));
     }
     Ok(key.to_owned())
+}
+
+/// Standard base64 (padding optional); `None` for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.trim_end_matches('=').bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(((acc >> bits) & 0xff) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// The `Idempotency-Key` header, if any: at most 255 characters, as on Stripe.
@@ -730,6 +764,14 @@ mod tests {
         ] {
             assert!(parse_query(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn basic_auth_is_base64() {
+        assert_eq!(base64_decode("c2tfdGVzdF94Og==").unwrap(), b"sk_test_x:");
+        assert_eq!(base64_decode("c2tfdGVzdF94Og").unwrap(), b"sk_test_x:");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert!(base64_decode("a b").is_none());
     }
 
     #[test]

@@ -335,13 +335,22 @@ async fn calls_without_a_test_secret_key_are_401() {
                 .contains("1234x")
         );
     }
-    let answer = sandbox
-        .answer(sandbox.client.get(format!(
-            "{}/v1/payment_intents/search?query=status:'succeeded'",
-            sandbox.base
-        )))
-        .await;
+    let search = format!(
+        "{}/v1/payment_intents/search?query=status:'succeeded'",
+        sandbox.base
+    );
+    let answer = sandbox.answer(sandbox.client.get(&search)).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    // What `curl -u sk_test_abc:` sends, as Stripe's examples do.
+    let answer = sandbox
+        .answer(
+            sandbox
+                .client
+                .get(&search)
+                .basic_auth("sk_test_abc", Some("")),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
 
 #[tokio::test]

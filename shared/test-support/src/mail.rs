@@ -20,8 +20,21 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::OnceCell;
+
+/// Runs aiosmtpd's command line (`python -c WATCHED ARGS...`), and exits when its standard
+/// input ends: the catcher holds the other end, so the server goes with the test process even
+/// when that is killed and no destructor runs (kill_on_drop alone would leave it running).
+const WATCHED: &str = "\
+import os, sys, threading
+from aiosmtpd.main import main
+def watch():
+    sys.stdin.buffer.read()
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+main(sys.argv[1:])
+";
 
 /// How long a start may take: the server imports and binds in well under a second, but a
 /// first `scripts/mail.sh install` downloads from PyPI.
@@ -62,6 +75,8 @@ impl Mail {
 /// An aiosmtpd server of its own, for one test; see the module docs.
 pub struct MailCatcher {
     child: Child,
+    /// Held open for the server's life; see [`WATCHED`].
+    _stdin: Option<ChildStdin>,
     port: u16,
     dir: PathBuf,
 }
@@ -91,12 +106,13 @@ impl MailCatcher {
                 .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
             let mut child = Command::new(python())
                 // -n: never switch to user nobody (aiosmtpd's default as root), which could
-                // not write the Maildir.
-                .args(["-m", "aiosmtpd", "-n", "-l"])
+                // not write the Maildir. -u: SMTPUTF8, for addresses that are not ASCII (the
+                // checkout accepts them).
+                .args(["-c", WATCHED, "-n", "-u", "-l"])
                 .arg(format!("127.0.0.1:{port}"))
                 .args(["-c", "aiosmtpd.handlers.Mailbox"])
                 .arg(&dir)
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(log_file)
                 .stderr(log_err)
                 .kill_on_drop(true)
@@ -115,7 +131,13 @@ impl MailCatcher {
                     .await
                     .is_ok()
                 {
-                    return MailCatcher { child, port, dir };
+                    let stdin = child.stdin.take();
+                    return MailCatcher {
+                        child,
+                        _stdin: stdin,
+                        port,
+                        dir,
+                    };
                 }
                 if Instant::now() > deadline {
                     let _ = child.start_kill();

@@ -68,6 +68,22 @@ async fn lettre_mail_arrives_and_is_parsed() {
         messages[1].header("Subject")
     );
 
+    // An address that is not ASCII (the checkout accepts them) goes through SMTPUTF8.
+    let message = Message::builder()
+        .from(from.clone())
+        .to("Zoë <zoë@exämple.com>".parse().unwrap())
+        .subject("Order shipped")
+        .body("Tracking: 1Z999\n".to_owned())
+        .unwrap();
+    transport.send(message).await.expect("sent with SMTPUTF8");
+    let messages = catcher.messages();
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[2].to, ["zoë@exämple.com"]);
+    assert_eq!(messages[2].subject, "Order shipped");
+    // lettre adds a Message-ID only when asked (`.message_id(None)` makes one up): the
+    // sender sets its own stable one, or there is none.
+    assert_eq!(messages[2].message_id, None);
+
     let dir = catcher.maildir().to_path_buf();
     drop(catcher);
     assert!(!dir.exists(), "the Maildir is removed with the catcher");
