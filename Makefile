@@ -36,6 +36,7 @@ lint:
 
 down:
 	scripts/run.sh stop
+	scripts/mail.sh stop
 	scripts/mongo.sh stop
 	scripts/pg.sh stop
 
