@@ -12,6 +12,10 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use domain::OrderId;
+use domain::order::OrderStatus;
+use event_store::OrderAggregate;
+
 use crate::mailer::Mailer;
 use crate::provider::{ChargeOutcome, Failure, Provider, RefundOutcome};
 use crate::steps::{self, StepError, Steps};
@@ -157,7 +161,17 @@ impl Dispatcher {
                 .await?
                 .map(|p| p.state)
         };
-        let outcome = if state == Some(State::AwaitingPayment) {
+        // The log may already say the order was cancelled, before the tail got there.
+        let order = self
+            .steps
+            .store
+            .load::<OrderAggregate>(&OrderId(w.order_id).stream_id())
+            .await?;
+        let still_confirmed = order
+            .state
+            .order()
+            .is_some_and(|o| o.status == OrderStatus::Confirmed);
+        let outcome = if state == Some(State::AwaitingPayment) && still_confirmed {
             self.provider.charge(&charge, &w.idempotency_key).await
         } else if earlier_unknown {
             // No longer wanted, but an earlier attempt may have gone through: ask the

@@ -60,9 +60,12 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = settings.pool()?;
         let pg_options = settings.pg_options()?;
+        let key = settings.payment_api_key.clone().ok_or_else(|| {
+            anyhow::anyhow!("PAYMENT_API_KEY is not set: the payment provider's secret key (the sandbox takes any `sk_test_...`)")
+        })?;
         let provider = Provider::new(
             &settings.payment_provider_url,
-            settings.payment_api_key.clone(),
+            key,
             settings.payment_request_timeout,
         )?;
         let mailer = Mailer::new(&settings.smtp_url, &settings.mail_from)?;

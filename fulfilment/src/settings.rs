@@ -26,9 +26,9 @@ pub struct Settings {
     )]
     pub payment_provider_url: String,
 
-    /// The provider's secret API key, sent as `Authorization: Bearer`.
+    /// The provider's secret API key, sent as `Authorization: Bearer` (`run` needs it).
     #[arg(long, env = "PAYMENT_API_KEY", hide_env_values = true, value_parser = secret)]
-    pub payment_api_key: SecretString,
+    pub payment_api_key: Option<SecretString>,
 
     /// How long a confirmed order may wait for its payment before it is cancelled and its
     /// stock released, e.g. `10m`, `90s`.
