@@ -232,18 +232,24 @@ async fn deadlines(
     }
 }
 
-/// Publishes the outbox backlog as `fulfilment_work_waiting`.
+/// Publishes the outbox backlog as `fulfilment_work_waiting` (every kind, 0 included) and
+/// the work that needs a person as `fulfilment_work_failed`.
 async fn report_backlog(pool: PgPool, cancel: CancellationToken) {
     while !cancel.is_cancelled() {
         if let Ok(s) = store::summary(&pool).await {
-            for (kind, n) in s.work_waiting {
+            for kind in ["charge", "refund", "email"] {
+                let n = s
+                    .work_waiting
+                    .iter()
+                    .find(|(k, _)| k == kind)
+                    .map_or(0, |(_, n)| *n);
                 metrics::gauge!("fulfilment_work_waiting", "kind" => kind).set(n as f64);
             }
             metrics::gauge!("fulfilment_work_failed").set(s.work_failed as f64);
         }
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

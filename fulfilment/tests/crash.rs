@@ -42,7 +42,7 @@ enum Plan {
 
 fn method(plan: Plan, i: usize) -> &'static str {
     match plan {
-        Plan::Declined if i % 2 == 0 => "pm_card_chargeDeclined",
+        Plan::Declined if i.is_multiple_of(2) => "pm_card_chargeDeclined",
         Plan::Declined => "pm_card_chargeDeclinedInsufficientFunds",
         _ => "pm_card_visa",
     }

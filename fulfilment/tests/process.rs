@@ -127,7 +127,7 @@ async fn an_outage_delays_the_charge_until_the_provider_returns(pool: PgPool) {
     let shop = Shop::open(pool).await;
     shop.product("pen", 300, 5).await;
     shop.set_mode("unavailable").await;
-    let _f = shop.fulfilment(&Tuning::default());
+    let f = shop.fulfilment(&Tuning::default());
     let id = shop.checkout("erin", &[("pen", 1)], "pm_card_visa").await;
     // The charge is tried, refused with 503, and tried again.
     eventually(WITHIN, "three failed attempts", || async {
@@ -139,6 +139,20 @@ async fn an_outage_delays_the_charge_until_the_provider_returns(pool: PgPool) {
     })
     .await;
     assert_eq!(shop.status(&id).await, "confirmed");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", f.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "fulfilment_lag_events",
+        "fulfilment_work_waiting",
+        "fulfilment_work_retries_total",
+        "fulfilment_provider_errors_total",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
     shop.set_mode("normal").await;
     shop.reaches(&id, "paid", WITHIN).await;
     assert_eq!(shop.money_by_order().await.get(&id), Some(&(1, 0)));
