@@ -308,3 +308,30 @@ fn classify(status: StatusCode, body: &str) -> Classified {
         _ => Classified::Retry(unknown(message())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stripe's API is https: the client speaks TLS (a refused connection, not an
+    /// unsupported scheme or a missing crypto provider).
+    #[tokio::test]
+    async fn https_providers_are_reachable_in_principle() {
+        let p = Provider::new(
+            "https://127.0.0.1:9",
+            SecretString::from("sk_test_x"),
+            Duration::from_secs(2),
+        )
+        .expect("a client");
+        let charge = Charge {
+            order_id: "o".into(),
+            amount_cents: 1,
+            currency: "USD".into(),
+            payment_method: "pm_card_visa".into(),
+        };
+        match p.charge(&charge, "k").await {
+            ChargeOutcome::Retry(f) => assert!(!f.outcome_unknown, "{}", f.message),
+            other => panic!("{other:?}"),
+        }
+    }
+}
