@@ -123,22 +123,42 @@ async fn a_paid_order_that_is_cancelled_is_refunded_exactly_once(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn an_outage_delays_the_charge_until_the_provider_returns(pool: PgPool) {
+async fn charges_wait_out_a_thirty_second_outage_and_succeed_once_it_ends(pool: PgPool) {
     let shop = Shop::open(pool).await;
-    shop.product("pen", 300, 5).await;
+    shop.product("pen", 300, 10).await;
     shop.set_mode("unavailable").await;
     let f = shop.fulfilment(&Tuning::default());
-    let id = shop.checkout("erin", &[("pen", 1)], "pm_card_visa").await;
-    // The charge is tried, refused with 503, and tried again.
-    eventually(WITHIN, "three failed attempts", || async {
-        sqlx::query_scalar::<_, i32>("select attempts from fulfilment_outbox where kind = 'charge'")
-            .fetch_optional(&shop.pool)
+    let mut orders = Vec::new();
+    for i in 0..5 {
+        orders.push(
+            shop.checkout(&format!("erin{i}"), &[("pen", 1)], "pm_card_visa")
+                .await,
+        );
+    }
+    // The outage is the scenario: the provider answers 503 for 30 s.
+    let outage = std::time::Instant::now();
+    eventually(
+        WITHIN,
+        "every charge refused at least three times",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from fulfilment_outbox where kind = 'charge' and attempts >= 3",
+            )
+            .fetch_one(&shop.pool)
             .await
             .unwrap()
-            .is_some_and(|a| a >= 3)
-    })
+                == 5
+        },
+    )
     .await;
-    assert_eq!(shop.status(&id).await, "confirmed");
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
+    for id in &orders {
+        assert_eq!(
+            shop.status(id).await,
+            "confirmed",
+            "still waiting for its payment"
+        );
+    }
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", f.port))
         .await
         .unwrap()
@@ -154,8 +174,14 @@ async fn an_outage_delays_the_charge_until_the_provider_returns(pool: PgPool) {
         assert!(metrics.contains(name), "{name} in {metrics}");
     }
     shop.set_mode("normal").await;
-    shop.reaches(&id, "paid", WITHIN).await;
-    assert_eq!(shop.money_by_order().await.get(&id), Some(&(1, 0)));
+    let money = || shop.money_by_order();
+    for id in &orders {
+        shop.reaches(id, "paid", WITHIN).await;
+    }
+    let money = money().await;
+    for id in &orders {
+        assert_eq!(money.get(id), Some(&(1, 0)), "one charge for {id}");
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]
