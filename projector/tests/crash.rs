@@ -130,8 +130,12 @@ async fn stream_commands(env: Arc<TestEnv>, stop: Arc<AtomicBool>) -> usize {
                 .await
             }
             63..=78 => events.try_confirm(id).await.is_some(),
-            79..=86 => events.try_cancel(id, None).await.is_some(),
-            87..=94 => events.try_ship(id, "c", "t").await.is_some(),
+            79..=84 => events.try_cancel(id, None).await.is_some(),
+            // The payment provider's answers, as the fulfilment process records them.
+            85..=88 => events.try_pay(id).await.is_some(),
+            89 => events.try_decline(id).await.is_some(),
+            90 => events.try_refund(id).await.is_some(),
+            91..=95 => events.try_ship(id, "c", "t").await.is_some(),
             _ => env.try_order(id, OrderCommand::Deliver).await,
         };
         if done {
