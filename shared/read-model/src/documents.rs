@@ -260,6 +260,32 @@ mod tests {
     }
 
     #[test]
+    fn payments_read_back_and_documents_written_before_them_read_as_unpaid() {
+        let order = OrderDoc {
+            order_id: "o".into(),
+            status: OrderStatus::Paid,
+            payment_status: Some(PaymentStatus::Captured),
+            payment_method: Some("pm_card_visa".into()),
+            paid_cents: 1200,
+            paid_at: Some(bson::DateTime::from_millis(1_000)),
+            ..OrderDoc::default()
+        };
+        let written = bson::to_document(&order).unwrap();
+        assert_eq!(written.get_str("status").unwrap(), "paid");
+        assert_eq!(written.get_str("paymentStatus").unwrap(), "captured");
+        assert_eq!(bson::from_document::<OrderDoc>(written).unwrap(), order);
+        let old = doc! {"orderId": "o", "status": "confirmed", "totalCents": 5_i64};
+        let old = bson::from_document::<OrderDoc>(old).unwrap();
+        assert_eq!(
+            (old.payment_status, old.paid_cents, old.refunded_at),
+            (None, 0, None)
+        );
+        let old_day = doc! {"date": "2026-01-01", "revenueCents": 5_i64};
+        let old_day = bson::from_document::<DayDoc>(old_day).unwrap();
+        assert_eq!((old_day.revenue_cents, old_day.orders_paid), (5, 0));
+    }
+
+    #[test]
     fn an_unknown_status_is_an_error_not_a_default() {
         let written = doc! {"orderId": "o", "status": "lost"};
         assert!(bson::from_document::<OrderDoc>(written).is_err());

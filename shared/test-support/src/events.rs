@@ -207,32 +207,45 @@ impl Events {
 
     /// Confirms an order as it was stored before payments and reservations existed:
     /// `OrderConfirmed` schema version 1, no data, no product event. Such an order is never
-    /// charged and ships from `confirmed`. Returns its token.
-    pub async fn confirm_legacy(&self, id: OrderId) -> Position {
+    /// charged and ships from `confirmed`. `None` unless the order is pending. Returns its
+    /// token.
+    pub async fn try_confirm_legacy(&self, id: OrderId) -> Option<Position> {
         let stream = id.stream_id();
-        let loaded = self.store.load::<OrderAggregate>(&stream).await;
-        let loaded = loaded.expect("the event store");
-        let status = loaded.state.order().map(|o| o.status);
-        assert_eq!(status, Some(order::OrderStatus::Pending), "order {id}");
-        let append = StreamAppend {
-            stream_id: stream,
-            stream_type: OrderAggregate::STREAM_TYPE,
-            expected_version: loaded.version,
-            events: vec![NewEvent {
-                event_id: Uuid::new_v4(),
-                event: EncodedEvent {
-                    event_type: "OrderConfirmed",
-                    schema_version: 1,
-                    data: serde_json::json!({}),
-                },
-                metadata: serde_json::json!({}),
-            }],
-            snapshot: None,
-        };
-        match self.store.append(&[append], None).await {
-            Ok(outcome) => outcome.position,
-            Err(e) => panic!("the event store: {e:?}"),
+        for _ in 0..100 {
+            let loaded = self.store.load::<OrderAggregate>(&stream).await;
+            let loaded = loaded.expect("the event store");
+            if loaded.state.order().map(|o| o.status) != Some(order::OrderStatus::Pending) {
+                return None;
+            }
+            let append = StreamAppend {
+                stream_id: stream.clone(),
+                stream_type: OrderAggregate::STREAM_TYPE,
+                expected_version: loaded.version,
+                events: vec![NewEvent {
+                    event_id: Uuid::new_v4(),
+                    event: EncodedEvent {
+                        event_type: "OrderConfirmed",
+                        schema_version: 1,
+                        data: serde_json::json!({}),
+                    },
+                    metadata: serde_json::json!({}),
+                }],
+                snapshot: None,
+            };
+            match self.store.append(&[append], None).await {
+                Ok(outcome) => return Some(outcome.position),
+                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(e) => panic!("the event store: {e:?}"),
+            }
         }
+        panic!("order {id}: 100 lost races in a row")
+    }
+
+    /// [`try_confirm_legacy`](Self::try_confirm_legacy) that must succeed.
+    pub async fn confirm_legacy(&self, id: OrderId) -> Position {
+        self.try_confirm_legacy(id)
+            .await
+            .expect("the order is pending")
     }
 
     /// [`try_confirm`](Self::try_confirm) that must succeed.
