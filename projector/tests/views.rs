@@ -288,6 +288,59 @@ async fn event_times(
         .collect()
 }
 
+/// A capture that answers after the order was cancelled (a late answer) is money taken:
+/// revenue when captured, given back when refunded; the order stays cancelled.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_late_capture_counts_until_its_refund(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let events = env.events();
+    env.stock("late", 5).await;
+    let id = events.new_order("lou", vec![line("late", 2, 450)]).await;
+    events.confirm(id).await;
+    events
+        .try_cancel(id, Some("payment_timeout"))
+        .await
+        .unwrap();
+    events.pay(id).await;
+    env.catch_up_all().await;
+    let order = env.doc(View::Orders, &id.to_string()).await;
+    assert_eq!(
+        (
+            order.get_str("status").unwrap(),
+            order.get_str("paymentStatus").unwrap(),
+            int(&order, "paidCents")
+        ),
+        ("cancelled", "captured", 900)
+    );
+    let day = env.doc(View::DailySales, &today()).await;
+    let money = |d: &mongodb::bson::Document| {
+        [
+            "ordersPaid",
+            "ordersRefunded",
+            "revenueCents",
+            "refundedCents",
+            "netRevenueCents",
+        ]
+        .map(|k| int(d, k))
+    };
+    assert_eq!(money(&day), [1, 0, 900, 0, 900]);
+    assert_eq!(
+        int(&env.doc(View::Users, "lou").await, "totalSpentCents"),
+        900
+    );
+    events.refund(id).await;
+    env.catch_up_all().await;
+    let day = env.doc(View::DailySales, &today()).await;
+    assert_eq!(money(&day), [1, 1, 900, 900, 0]);
+    assert_eq!(
+        int(&env.doc(View::Users, "lou").await, "totalSpentCents"),
+        0
+    );
+    let order = env.doc(View::Orders, &id.to_string()).await;
+    assert_eq!(order.get_str("paymentStatus").unwrap(), "refunded");
+    env.cleanup().await;
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn availability_never_goes_negative(pool: PgPool) {
     let env = TestEnv::new(pool).await;
