@@ -38,10 +38,17 @@ pub struct Write {
 
 const CHECKPOINTS: &str = "naive_checkpoints";
 
-fn was_confirmed(e: &Enriched) -> bool {
-    e.before
-        .as_ref()
-        .is_some_and(|b| b.order.status == OrderStatus::Confirmed)
+/// An order confirmed before payments existed, whose revenue counted from confirmation and
+/// is given back when it is cancelled after it (the rule of `daily_sales`).
+fn legacy(e: &Enriched) -> bool {
+    e.after.as_ref().is_some_and(|a| a.is_legacy())
+}
+
+fn legacy_reversed(e: &Enriched) -> bool {
+    legacy(e)
+        && e.before
+            .as_ref()
+            .is_some_and(|b| matches!(b.order.status, OrderStatus::Confirmed | OrderStatus::Paid))
 }
 
 /// The writes the naive projector makes for one event, view by view.
@@ -74,6 +81,7 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
                     "orderId": after.map(|a| a.order.order_id.to_string()),
                     "totalCents": total,
                     "status": after.map(|a| a.order.status.as_str()),
+                    "paymentStatus": Bson::Null,
                     "createdAt": after.map(|a| date(a.created_at)),
                 };
                 doc! {
@@ -82,11 +90,17 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
                     "$push": {"recentOrders": {"$each": [recent], "$position": 0, "$slice": RECENT_ORDERS as i64}},
                 }
             }
-            Some(OrderEvent::OrderConfirmed(_)) => {
+            Some(OrderEvent::OrderConfirmed(_)) if legacy(e) => {
                 doc! {"$inc": {"totalSpentCents": total}, "$set": set}
             }
-            Some(OrderEvent::OrderCancelled(_)) if was_confirmed(e) => {
+            Some(OrderEvent::OrderCancelled(_)) if legacy_reversed(e) => {
                 doc! {"$inc": {"totalSpentCents": -total}, "$set": set}
+            }
+            Some(OrderEvent::PaymentCaptured(p)) if !legacy(e) => {
+                doc! {"$inc": {"totalSpentCents": p.amount_cents}, "$set": set}
+            }
+            Some(OrderEvent::PaymentRefunded(r)) if !legacy(e) => {
+                doc! {"$inc": {"totalSpentCents": -r.amount_cents}, "$set": set}
             }
             _ => doc! {"$set": set},
         };
@@ -97,22 +111,34 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
         });
     }
 
+    let units: i64 = e
+        .after
+        .iter()
+        .flat_map(|a| a.order.items.iter())
+        .map(|l| i64::from(l.quantity))
+        .sum();
     for key in DailySalesProjection::keys(e) {
+        // `keys` names a day only for the events that change its figures.
         let inc = match order_event {
             Some(OrderEvent::OrderCreated(_)) => doc! {"ordersPlaced": 1_i64},
-            Some(OrderEvent::OrderConfirmed(_)) => {
-                let units: i64 = e
-                    .after
-                    .iter()
-                    .flat_map(|a| a.order.items.iter())
-                    .map(|l| i64::from(l.quantity))
-                    .sum();
+            Some(OrderEvent::OrderConfirmed(_)) if legacy(e) => {
                 doc! {"ordersConfirmed": 1_i64, "revenueCents": total, "netRevenueCents": total, "unitsSold": units}
             }
-            Some(OrderEvent::OrderCancelled(_)) if was_confirmed(e) => {
+            Some(OrderEvent::OrderConfirmed(_)) => doc! {"ordersConfirmed": 1_i64},
+            Some(OrderEvent::OrderCancelled(_)) if legacy_reversed(e) => {
                 doc! {"ordersCancelled": 1_i64, "refundedCents": total, "netRevenueCents": -total}
             }
-            _ => doc! {"ordersCancelled": 1_i64},
+            Some(OrderEvent::OrderCancelled(_)) => doc! {"ordersCancelled": 1_i64},
+            Some(OrderEvent::PaymentCaptured(p)) => {
+                let amount = p.amount_cents;
+                doc! {"ordersPaid": 1_i64, "revenueCents": amount, "netRevenueCents": amount, "unitsSold": units}
+            }
+            Some(OrderEvent::PaymentRefunded(r)) => {
+                let amount = r.amount_cents;
+                doc! {"ordersRefunded": 1_i64, "refundedCents": amount, "netRevenueCents": -amount}
+            }
+            Some(OrderEvent::PaymentDeclined(_)) => doc! {"paymentsDeclined": 1_i64},
+            _ => anyhow::bail!("daily_sales names a day for {}", e.event.event_type),
         };
         out.push(Write {
             view: DailySalesProjection::VIEW.name(),

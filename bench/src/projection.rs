@@ -178,6 +178,21 @@ pub async fn verify(db: &mongodb::Database, expected: &Expected) -> anyhow::Resu
         expected.orders_cancelled,
     );
     expect(
+        "daily ordersPaid",
+        sum(&days, "ordersPaid"),
+        expected.orders_paid,
+    );
+    expect(
+        "daily ordersRefunded",
+        sum(&days, "ordersRefunded"),
+        expected.orders_refunded,
+    );
+    expect(
+        "daily paymentsDeclined",
+        sum(&days, "paymentsDeclined"),
+        expected.payments_declined,
+    );
+    expect(
         "daily revenueCents",
         sum(&days, "revenueCents"),
         expected.revenue_cents,
@@ -190,7 +205,13 @@ pub async fn verify(db: &mongodb::Database, expected: &Expected) -> anyhow::Resu
     expect(
         "daily unitsSold",
         sum(&days, "unitsSold"),
-        expected.units_confirmed,
+        expected.units_sold,
+    );
+
+    expect(
+        "daily netRevenueCents",
+        sum(&days, "netRevenueCents"),
+        expected.revenue_cents - expected.refunded_cents,
     );
 
     let users = all_docs(db, View::Users).await?;

@@ -31,9 +31,11 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         "S4",
         "Rebuild from scratch, coalesced vs naive",
         "A realistic log is generated through the domain's `decide` (per order: created with 1-3 \
-         lines, 4-7 items added, often one removed; then 65% confirmed, shipped and delivered, 10% \
-         confirmed then cancelled, 10% cancelled while pending, 10% only confirmed, 5% left \
-         pending; about one stock delivery per ten orders; each product priced and stocked in \
+         lines, 4-7 items added, often one removed; then 60% confirmed, paid, shipped and \
+         delivered, 5% confirmed, paid, cancelled and refunded, 5% confirmed, declined and \
+         cancelled, 5% confirmed then cancelled before payment, 10% cancelled while pending, 5% \
+         confirmed and paid only, 5% only confirmed, 5% left pending (the payment events as the \
+         fulfilment process records them); about one stock delivery per ten orders; each product priced and stocked in \
          the transaction of the first order that names it, each confirmation reserving its \
          lines, each cancellation of a confirmed order releasing them and each shipment \
          shipping them on the product streams in the same transaction, as the write-service \

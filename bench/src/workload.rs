@@ -3,9 +3,12 @@
 //! Orders go through the domain's own `decide`, so every event is one the write-service could
 //! have written. Many orders are in flight at once and each transaction carries one event of
 //! each of many orders (a multi-stream append), so the log interleaves orders as a busy shop's
-//! does. Per order: created with 1-3 lines, 4-7 items added, often one removed, then 65%
-//! confirmed, shipped and delivered; 10% confirmed then cancelled; 10% cancelled while
-//! pending; 10% confirmed only; 5% left pending. About one stock delivery per ten orders.
+//! does. Per order: created with 1-3 lines, 4-7 items added, often one removed, then 60%
+//! confirmed, paid, shipped and delivered; 5% confirmed, paid, cancelled and refunded; 5%
+//! confirmed, declined and cancelled (`payment_declined`); 5% confirmed then cancelled
+//! before any payment; 10% cancelled while pending; 5% confirmed and paid only; 5%
+//! confirmed only (awaiting payment); 5% left pending. The payment events are the ones the
+//! fulfilment process records. About one stock delivery per ten orders.
 //!
 //! Products go through the domain too, as the write-service drives them: a product gets its
 //! name, price and opening stock in the transaction of the first order that names it; a
@@ -18,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use domain::events::{DomainEvent, LineItem, OrderEvent, ProductEvent, ReleaseReason};
-use domain::order::{self, OrderCommand, OrderState, OrderStatus};
+use domain::order::{self, OrderCommand, OrderState, PaymentStatus};
 use domain::product::{self, Price, ProductCommand, ProductError, ProductState};
 use domain::{Currency, OrderId, ProductId, Quantity, StockQuantity, UnitPriceCents};
 use event_store::{
@@ -61,10 +64,15 @@ pub struct Expected {
     pub orders_placed: i64,
     pub orders_confirmed: i64,
     pub orders_cancelled: i64,
+    pub orders_paid: i64,
+    pub orders_refunded: i64,
+    pub payments_declined: i64,
+    /// Payments captured (`daily_sales` recognises revenue on capture).
     pub revenue_cents: i64,
+    /// Refunds made.
     pub refunded_cents: i64,
-    /// Units on orders at the moment they were confirmed (`daily_sales.unitsSold`).
-    pub units_confirmed: i64,
+    /// Units on orders at the moment their payment was captured (`daily_sales.unitsSold`).
+    pub units_sold: i64,
     /// Per product, as its stream holds it.
     pub products: BTreeMap<String, Stock>,
     pub event_types: BTreeMap<&'static str, u64>,
@@ -75,6 +83,9 @@ enum Step {
     Add(usize),
     Remove(usize),
     Confirm,
+    Pay,
+    Decline,
+    Refund,
     Cancel,
     Ship,
     Deliver,
@@ -197,10 +208,13 @@ impl Generator {
             steps.push_back(Step::Remove(added[rng.usize(0..added.len())]));
         }
         match rng.u8(0..100) {
-            0..65 => steps.extend([Step::Confirm, Step::Ship, Step::Deliver]),
-            65..75 => steps.extend([Step::Confirm, Step::Cancel]),
+            0..60 => steps.extend([Step::Confirm, Step::Pay, Step::Ship, Step::Deliver]),
+            60..65 => steps.extend([Step::Confirm, Step::Pay, Step::Cancel, Step::Refund]),
+            65..70 => steps.extend([Step::Confirm, Step::Decline, Step::Cancel]),
+            70..75 => steps.extend([Step::Confirm, Step::Cancel]),
             75..85 => steps.push_back(Step::Cancel),
-            85..95 => steps.push_back(Step::Confirm),
+            85..90 => steps.extend([Step::Confirm, Step::Pay]),
+            90..95 => steps.push_back(Step::Confirm),
             _ => {}
         }
         InFlight {
@@ -334,6 +348,10 @@ impl Generator {
             });
         }
         let step = self.in_flight[i].steps.pop_front()?;
+        let (id, total) = self.in_flight[i]
+            .state
+            .order()
+            .map_or((self.in_flight[i].id, 0), |o| (o.order_id, o.total_cents));
         Some(match step {
             Step::Add(p) => OrderCommand::AddItem(self.line(p)),
             Step::Remove(p) => OrderCommand::RemoveItem(product_id(p)),
@@ -341,8 +359,34 @@ impl Generator {
                 payment_method: "pm_card_visa".to_owned(),
                 email: None,
             },
+            // The provider's answers, as the fulfilment process records them: the whole
+            // total captured, and refunded in full.
+            Step::Pay => OrderCommand::CapturePayment {
+                payment_intent_id: format!("pi_{}", id.0.simple()),
+                amount_cents: total,
+                currency: Currency::USD,
+            },
+            Step::Decline => OrderCommand::DeclinePayment {
+                code: "card_declined".to_owned(),
+                decline_code: Some("generic_decline".to_owned()),
+                message: "Your card was declined.".to_owned(),
+            },
+            Step::Refund => OrderCommand::RefundPayment {
+                refund_id: format!("re_{}", id.0.simple()),
+                amount_cents: total,
+                currency: Currency::USD,
+            },
             Step::Cancel => OrderCommand::Cancel {
-                reason: Some("changed my mind".to_owned()),
+                reason: Some(
+                    if self.in_flight[i].state.order().and_then(|o| o.payment)
+                        == Some(PaymentStatus::Declined)
+                    {
+                        order::REASON_PAYMENT_DECLINED
+                    } else {
+                        "changed my mind"
+                    }
+                    .to_owned(),
+                ),
             },
             Step::Ship => OrderCommand::Ship {
                 carrier: "DHL".to_owned(),
@@ -361,20 +405,22 @@ impl Generator {
             }
             return;
         };
+        // Every confirmation names a payment method, so revenue follows the payments.
         match event {
-            OrderEvent::OrderConfirmed(_) => {
-                e.orders_confirmed += 1;
-                e.revenue_cents += o.total_cents;
+            OrderEvent::OrderConfirmed(_) => e.orders_confirmed += 1,
+            OrderEvent::OrderCancelled(_) => e.orders_cancelled += 1,
+            OrderEvent::PaymentCaptured(p) => {
+                e.orders_paid += 1;
+                e.revenue_cents += p.amount_cents;
                 for l in &o.items {
-                    e.units_confirmed += i64::from(l.quantity);
+                    e.units_sold += i64::from(l.quantity);
                 }
             }
-            OrderEvent::OrderCancelled(_) => {
-                e.orders_cancelled += 1;
-                if o.status == OrderStatus::Confirmed {
-                    e.refunded_cents += o.total_cents;
-                }
+            OrderEvent::PaymentRefunded(r) => {
+                e.orders_refunded += 1;
+                e.refunded_cents += r.amount_cents;
             }
+            OrderEvent::PaymentDeclined(_) => e.payments_declined += 1,
             _ => {}
         }
     }
@@ -570,9 +616,17 @@ mod tests {
             "{per_order} events per order"
         );
         assert!(g.expected.orders_confirmed > 0 && g.expected.orders_cancelled > 0);
+        let e = &g.expected;
+        assert!(e.orders_paid > 0 && e.orders_refunded > 0 && e.payments_declined > 0);
+        assert!(e.revenue_cents > e.refunded_cents && e.refunded_cents > 0);
         // Every confirmation reserved, every shipment and release followed, and no
         // product promised more than it received.
         for t in [
+            "OrderShipped",
+            "OrderDelivered",
+            "PaymentCaptured",
+            "PaymentDeclined",
+            "PaymentRefunded",
             "ProductDetailsSet",
             "StockReserved",
             "StockReleased",

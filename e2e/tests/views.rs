@@ -164,6 +164,7 @@ async fn an_order_reads_as_clean_json(pool: PgPool) {
         .new_order("alice", vec![line("sku-1", 2, 1250), line("sku-2", 1, 99)])
         .await;
     env.order(id, confirm()).await;
+    env.pay(id).await;
     let shipped = env.order(id, ship()).await;
     env.catch_up_all().await;
     let app = env.app().await;
@@ -194,6 +195,15 @@ async fn an_order_reads_as_clean_json(pool: PgPool) {
             "carrier",
             "trackingNumber",
             "deliveredAt",
+            "paymentStatus",
+            "paymentMethod",
+            "paymentIntentId",
+            "paidCents",
+            "paidAt",
+            "refundedCents",
+            "refundedAt",
+            "paymentDeclinedAt",
+            "paymentDeclineCode",
             "version",
         ]),
         "no _id, no appliedPosition: {o}"
@@ -207,16 +217,34 @@ async fn an_order_reads_as_clean_json(pool: PgPool) {
     assert!(o["totalCents"].is_i64() && o["itemCount"].is_i64() && o["version"].is_i64());
     assert_eq!(
         (&o["totalCents"], &o["itemCount"], &o["version"]),
-        (&json!(2599), &json!(3), &json!(3))
+        (&json!(2599), &json!(3), &json!(4))
     );
+    assert_eq!(
+        (
+            &o["paymentStatus"],
+            &o["paymentMethod"],
+            &o["paidCents"],
+            &o["refundedCents"]
+        ),
+        (
+            &json!("captured"),
+            &json!("pm_card_visa"),
+            &json!(2599),
+            &json!(0)
+        )
+    );
+    assert_eq!(o["paymentIntentId"], format!("pi_test_{}", id.0.simple()));
     assert_eq!(
         o["items"][0],
         json!({"productId": "sku-1", "quantity": 2, "unitPriceCents": 1250, "lineTotalCents": 2500})
     );
     assert!(time(&o["createdAt"]) <= time(&o["confirmedAt"]));
-    assert!(time(&o["confirmedAt"]) <= time(&o["shippedAt"]));
+    assert!(time(&o["confirmedAt"]) <= time(&o["paidAt"]));
+    assert!(time(&o["paidAt"]) <= time(&o["shippedAt"]));
     assert_eq!(time(&o["updatedAt"]), time(&o["shippedAt"]));
     assert!(o["cancelledAt"].is_null() && o["deliveredAt"].is_null());
+    assert!(o["refundedAt"].is_null() && o["paymentDeclinedAt"].is_null());
+    assert!(o["paymentDeclineCode"].is_null());
 
     let missing = app.get(&format!("/orders/{}", OrderId::new())).await;
     assert_eq!(
@@ -252,14 +280,18 @@ async fn a_users_history_pages_past_the_recent_orders_cap(pool: PgPool) {
     }
     let some: Vec<OrderId> = placed.iter().take(3).map(|s| s.parse().unwrap()).collect();
     let mut spent = 0;
-    for id in &some {
+    // Two of the three confirmed orders are paid: only payments count as spent.
+    for (i, id) in some.iter().enumerate() {
         env.order(*id, confirm()).await;
+        if i < 2 {
+            env.pay(*id).await;
+        }
     }
     env.new_order("bob", vec![line("sku-1", 1, 1)]).await;
     env.catch_up_all().await;
     let app = env.app().await;
     for id in &some {
-        spent += app.get(&format!("/orders/{id}")).await.ok()["totalCents"]
+        spent += app.get(&format!("/orders/{id}")).await.ok()["paidCents"]
             .as_i64()
             .unwrap();
     }
@@ -384,12 +416,15 @@ async fn search_combines_criteria_sorts_and_never_runs_client_operators(pool: Pg
     let o1 = env.new_order("u1", vec![line("p1", 1, 1000)]).await;
     env.order(o1, confirm()).await;
     let o2 = env.new_order("u1", vec![line("p2", 2, 1500)]).await;
+    env.order(o2, confirm()).await;
+    env.pay(o2).await;
     let o3 = env
         .new_order("u2", vec![line("p1", 1, 500), line("p2", 1, 500)])
         .await;
     env.order(o3, cancel()).await;
     let o4 = env.new_order("u2", vec![line("p3", 1, 7000)]).await;
     env.order(o4, confirm()).await;
+    env.pay(o4).await;
     env.order(o4, ship()).await;
     env.catch_up_all().await;
     let app = env.app().await;
@@ -413,6 +448,7 @@ async fn search_combines_criteria_sorts_and_never_runs_client_operators(pool: Pg
     let set = |s: &[&'static str]| s.iter().copied().collect::<BTreeSet<_>>();
     assert_eq!(found("userId=u1".into()).await, set(&["o1", "o2"]));
     assert_eq!(found("status=confirmed".into()).await, set(&["o1"]));
+    assert_eq!(found("status=paid".into()).await, set(&["o2"]));
     assert_eq!(found("status=shipped".into()).await, set(&["o4"]));
     assert_eq!(found("productId=p1".into()).await, set(&["o1", "o3"]));
     assert_eq!(found("productId=p2".into()).await, set(&["o2", "o3"]));
@@ -571,42 +607,76 @@ async fn cursors_are_bound_to_their_listing_and_sort(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn daily_sales_fill_days_without_sales_with_zeros(pool: PgPool) {
     let env = Env::new(pool).await;
+    // a: paid. b: paid, cancelled and refunded. c: pending. d: declined and cancelled.
     let a = env.new_order("alice", vec![line("sku-1", 2, 1000)]).await;
     env.order(a, confirm()).await;
+    env.pay(a).await;
     let b = env.new_order("bob", vec![line("sku-2", 1, 500)]).await;
     env.order(b, confirm()).await;
+    env.pay(b).await;
     env.order(b, cancel()).await;
+    env.refund(b).await;
     let c = env.new_order("carol", vec![line("sku-1", 1, 300)]).await;
+    let d = env.new_order("dan", vec![line("sku-3", 4, 100)]).await;
+    env.order(d, confirm()).await;
+    env.decline(d).await;
+    env.order(d, cancel()).await;
+    // f and g were confirmed before payments existed: revenue on confirmation, g's
+    // reversed on its cancellation.
+    let f = env.new_order("fay", vec![line("sku-3", 1, 700)]).await;
+    env.confirm_legacy(f).await;
+    let g = env.new_order("gil", vec![line("sku-3", 2, 100)]).await;
+    env.confirm_legacy(g).await;
+    env.order(g, cancel()).await;
     env.catch_up_all().await;
     let app = env.app().await;
 
     // What each day should show, from the orders' own event times.
+    let zero = json!({"ordersPlaced": 0, "ordersConfirmed": 0, "ordersCancelled": 0,
+                      "ordersPaid": 0, "ordersRefunded": 0, "paymentsDeclined": 0,
+                      "revenueCents": 0, "refundedCents": 0, "netRevenueCents": 0,
+                      "unitsSold": 0});
     let mut expected: BTreeMap<String, Value> = BTreeMap::new();
     let mut bump = |day: String, field: &str, by: i64| {
-        let d = expected.entry(day).or_insert_with(|| {
-            json!({"ordersPlaced": 0, "ordersConfirmed": 0, "ordersCancelled": 0, "revenueCents": 0,
-                   "refundedCents": 0, "netRevenueCents": 0, "unitsSold": 0})
-        });
+        let d = expected.entry(day).or_insert_with(|| zero.clone());
         d[field] = json!(d[field].as_i64().unwrap() + by);
     };
-    for id in [a, b, c] {
+    for id in [a, b, c, d, f, g] {
         let o = app.get(&format!("/orders/{id}")).await.ok();
         let total = o["totalCents"].as_i64().unwrap();
+        let units = o["itemCount"].as_i64().unwrap();
+        let legacy = !o["confirmedAt"].is_null() && o["paymentMethod"].is_null();
         bump(day(&o["createdAt"]), "ordersPlaced", 1);
         if !o["confirmedAt"].is_null() {
             bump(day(&o["confirmedAt"]), "ordersConfirmed", 1);
-            bump(day(&o["confirmedAt"]), "revenueCents", total);
-            bump(day(&o["confirmedAt"]), "netRevenueCents", total);
-            bump(
-                day(&o["confirmedAt"]),
-                "unitsSold",
-                o["itemCount"].as_i64().unwrap(),
-            );
+            if legacy {
+                bump(day(&o["confirmedAt"]), "revenueCents", total);
+                bump(day(&o["confirmedAt"]), "netRevenueCents", total);
+                bump(day(&o["confirmedAt"]), "unitsSold", units);
+            }
         }
         if !o["cancelledAt"].is_null() {
             bump(day(&o["cancelledAt"]), "ordersCancelled", 1);
-            bump(day(&o["cancelledAt"]), "refundedCents", total);
-            bump(day(&o["cancelledAt"]), "netRevenueCents", -total);
+            if legacy {
+                bump(day(&o["cancelledAt"]), "refundedCents", total);
+                bump(day(&o["cancelledAt"]), "netRevenueCents", -total);
+            }
+        }
+        if !o["paidAt"].is_null() {
+            let paid = o["paidCents"].as_i64().unwrap();
+            bump(day(&o["paidAt"]), "ordersPaid", 1);
+            bump(day(&o["paidAt"]), "revenueCents", paid);
+            bump(day(&o["paidAt"]), "netRevenueCents", paid);
+            bump(day(&o["paidAt"]), "unitsSold", units);
+        }
+        if !o["refundedAt"].is_null() {
+            let refunded = o["refundedCents"].as_i64().unwrap();
+            bump(day(&o["refundedAt"]), "ordersRefunded", 1);
+            bump(day(&o["refundedAt"]), "refundedCents", refunded);
+            bump(day(&o["refundedAt"]), "netRevenueCents", -refunded);
+        }
+        if !o["paymentDeclinedAt"].is_null() {
+            bump(day(&o["paymentDeclinedAt"]), "paymentsDeclined", 1);
         }
     }
     let first: NaiveDate = expected.keys().next().unwrap().parse().unwrap();
@@ -622,8 +692,6 @@ async fn daily_sales_fill_days_without_sales_with_zeros(pool: PgPool) {
     );
     let days = range["days"].as_array().unwrap();
     assert_eq!(days.len() as u64, (to - from).num_days() as u64 + 1);
-    let zero = json!({"ordersPlaced": 0, "ordersConfirmed": 0, "ordersCancelled": 0, "revenueCents": 0,
-                      "refundedCents": 0, "netRevenueCents": 0, "unitsSold": 0});
     for (i, d) in days.iter().enumerate() {
         let date = (from + Days::new(i as u64)).to_string();
         let mut want = expected.get(&date).unwrap_or(&zero).clone();
@@ -635,8 +703,9 @@ async fn daily_sales_fill_days_without_sales_with_zeros(pool: PgPool) {
     }
     assert_eq!(
         range["totals"],
-        json!({"ordersPlaced": 3, "ordersConfirmed": 2, "ordersCancelled": 1, "revenueCents": 2500,
-               "refundedCents": 500, "netRevenueCents": 2000, "unitsSold": 3})
+        json!({"ordersPlaced": 6, "ordersConfirmed": 5, "ordersCancelled": 3, "ordersPaid": 2,
+               "ordersRefunded": 1, "paymentsDeclined": 1, "revenueCents": 2000 + 500 + 700 + 200,
+               "refundedCents": 500 + 200, "netRevenueCents": 2700, "unitsSold": 2 + 1 + 1 + 2})
     );
     let long_ago = app.get("/sales/daily/1999-12-31").await.ok();
     assert_eq!(long_ago["ordersPlaced"], 0);
@@ -740,6 +809,7 @@ async fn the_dashboard_summarises_every_view(pool: PgPool) {
     env.confirm(confirmed).await;
     let shipped = env.new_order("u2", vec![line("sku-b", 5, 200)]).await;
     env.confirm(shipped).await;
+    env.pay(shipped).await;
     env.try_ship(shipped, "DHL", "T-1").await.unwrap();
     env.new_order("u3", vec![line("sku-a", 1, 100)]).await;
     let cancelled = env.new_order("u1", vec![line("sku-c", 10, 10)]).await;
@@ -747,7 +817,11 @@ async fn the_dashboard_summarises_every_view(pool: PgPool) {
     env.try_cancel(cancelled, None).await.unwrap();
     let delivered = env.new_order("u4", vec![line("sku-a", 1, 100)]).await;
     env.confirm(delivered).await;
+    env.pay(delivered).await;
     env.try_ship(delivered, "DHL", "T-2").await.unwrap();
+    let paid = env.new_order("u5", vec![line("sku-a", 1, 100)]).await;
+    env.confirm(paid).await;
+    env.pay(paid).await;
     env.order(delivered, OrderCommand::Deliver).await;
     env.catch_up_all().await;
     // One view ahead of the others.
@@ -767,12 +841,13 @@ async fn the_dashboard_summarises_every_view(pool: PgPool) {
     let s = r.ok();
     assert_eq!(
         s["ordersByStatus"],
-        json!({"pending": 1, "confirmed": 1, "cancelled": 1, "shipped": 1, "delivered": 1})
+        json!({"pending": 1, "confirmed": 1, "paid": 1, "cancelled": 1, "shipped": 1,
+               "delivered": 1})
     );
     assert_eq!(
         s["topProducts"],
-        json!([{"productId": "sku-b", "soldUnits": 5}, {"productId": "sku-a", "soldUnits": 4}]),
-        "sold = reserved + shipped; sku-c's reservation was released"
+        json!([{"productId": "sku-a", "soldUnits": 5}, {"productId": "sku-b", "soldUnits": 5}]),
+        "sold = reserved + shipped, ties by id; sku-c's reservation was released"
     );
     let today = s["today"]["date"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -790,6 +865,7 @@ async fn the_dashboard_summarises_every_view(pool: PgPool) {
         json!({
             "from": week_start.to_string(), "to": today.to_string(),
             "ordersConfirmed": week["totals"]["ordersConfirmed"],
+            "ordersPaid": week["totals"]["ordersPaid"],
             "netRevenueCents": week["totals"]["netRevenueCents"],
         })
     );

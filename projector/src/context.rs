@@ -24,9 +24,26 @@ pub struct OrderFacts {
     pub cancelled_at: Option<DateTime<Utc>>,
     pub shipped_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// When the payment was captured, and how much (`PaymentCaptured`).
+    pub paid_at: Option<DateTime<Utc>>,
+    pub paid_cents: i64,
+    /// When the payment was refunded, and how much in all (`PaymentRefunded`).
+    pub refunded_at: Option<DateTime<Utc>>,
+    pub refunded_cents: i64,
+    /// When the provider declined the charge (`PaymentDeclined`), and its reason: the
+    /// decline code when the provider gave one, else its error code.
+    pub payment_declined_at: Option<DateTime<Utc>>,
+    pub payment_decline_code: Option<String>,
 }
 
 impl OrderFacts {
+    /// Confirmed before payments existed (`OrderConfirmed` v1, no payment method): such an
+    /// order is never charged, and the sales views keep the rule it was counted by then
+    /// (revenue on the day it was confirmed, reversed on the day it is cancelled).
+    pub fn is_legacy(&self) -> bool {
+        self.order.payment.is_some() && self.order.payment_method.is_none()
+    }
+
     /// Folds one event in; `None` when the event does not fit (e.g. no `OrderCreated` first).
     pub fn apply(facts: Option<OrderFacts>, e: &RecordedEvent) -> Option<OrderFacts> {
         let DomainEvent::Order(event) = &e.event else {
@@ -49,6 +66,12 @@ impl OrderFacts {
             cancelled_at: None,
             shipped_at: None,
             delivered_at: None,
+            paid_at: None,
+            paid_cents: 0,
+            refunded_at: None,
+            refunded_cents: 0,
+            payment_declined_at: None,
+            payment_decline_code: None,
         });
         f.order = order;
         f.version = e.stream_position;
@@ -58,6 +81,18 @@ impl OrderFacts {
             OrderEvent::OrderCancelled(_) => f.cancelled_at = Some(at),
             OrderEvent::OrderShipped(_) => f.shipped_at = Some(at),
             OrderEvent::OrderDelivered => f.delivered_at = Some(at),
+            OrderEvent::PaymentCaptured(p) => {
+                f.paid_at = Some(at);
+                f.paid_cents = f.paid_cents.saturating_add(p.amount_cents);
+            }
+            OrderEvent::PaymentRefunded(r) => {
+                f.refunded_at = Some(at);
+                f.refunded_cents = f.refunded_cents.saturating_add(r.amount_cents);
+            }
+            OrderEvent::PaymentDeclined(d) => {
+                f.payment_declined_at = Some(at);
+                f.payment_decline_code = Some(d.decline_code.clone().unwrap_or(d.code.clone()));
+            }
             _ => {}
         }
         Some(f)

@@ -5,7 +5,7 @@ pub use service_kit::api_error::{ErrorBody, ErrorDetail};
 use std::ops::AddAssign;
 
 use chrono::{DateTime, NaiveDate, Utc};
-pub use domain::order::OrderStatus;
+pub use domain::order::{OrderStatus, PaymentStatus};
 use mongodb::bson;
 use read_model::{DayDoc, OrderDoc, ProductDoc};
 use serde::Serialize;
@@ -48,6 +48,29 @@ pub struct Order {
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// Where the payment is: `awaiting` from checkout until the provider answers, then
+    /// `captured` (the order is `paid`), `declined` or, once given back, `refunded`. Null
+    /// before the order is confirmed. Orders confirmed before payments existed stay
+    /// `awaiting` and are never charged.
+    pub payment_status: Option<PaymentStatus>,
+    /// The payment method named at checkout, e.g. `pm_card_visa`; null before it, and on
+    /// orders confirmed before payments existed.
+    pub payment_method: Option<String>,
+    /// The provider's id of the captured payment (`pi_...`).
+    pub payment_intent_id: Option<String>,
+    /// Amount captured, in minor units (0 until then).
+    pub paid_cents: i64,
+    /// When the payment was captured.
+    pub paid_at: Option<DateTime<Utc>>,
+    /// Amount refunded, in minor units (0 unless refunded).
+    pub refunded_cents: i64,
+    /// When the payment was refunded.
+    pub refunded_at: Option<DateTime<Utc>>,
+    /// When the provider declined the charge.
+    pub payment_declined_at: Option<DateTime<Utc>>,
+    /// Why: the provider's decline code (e.g. `insufficient_funds`), else its error code
+    /// (e.g. `card_declined`).
+    pub payment_decline_code: Option<String>,
     /// The order stream's version: what `If-Match` of the write-service expects.
     pub version: i64,
 }
@@ -82,6 +105,15 @@ impl From<OrderDoc> for Order {
             carrier: o.carrier,
             tracking_number: o.tracking_number,
             delivered_at: time(o.delivered_at),
+            payment_status: o.payment_status,
+            payment_method: o.payment_method,
+            payment_intent_id: o.payment_intent_id,
+            paid_cents: o.paid_cents,
+            paid_at: time(o.paid_at),
+            refunded_cents: o.refunded_cents,
+            refunded_at: time(o.refunded_at),
+            payment_declined_at: time(o.payment_declined_at),
+            payment_decline_code: o.payment_decline_code,
             version: o.version,
         }
     }
@@ -102,25 +134,42 @@ pub struct OrderPage {
 pub struct UserOrders {
     pub user_id: String,
     pub order_count: i64,
-    /// Orders confirmed and not cancelled.
+    /// Payments captured minus refunds made. Orders confirmed before payments existed
+    /// count their total from confirmation until they are cancelled.
     pub total_spent_cents: i64,
     pub orders: Vec<Order>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
-/// Sales figures of a UTC day or a period. Revenue counts on the day an order is
-/// confirmed; a confirmed order cancelled later is a refund on the day it is cancelled.
+/// Sales figures of a UTC day or a period. Revenue is recognised on the day the payment is
+/// captured, and refunds count on the day they are made. Orders confirmed before payments
+/// existed keep the rule they were counted by: revenue on the day they were confirmed,
+/// given back in `refundedCents` on the day a confirmed one is cancelled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SalesFigures {
+    /// Orders created.
     pub orders_placed: i64,
+    /// Orders checked out (confirmed), whether their payment succeeds or not.
     pub orders_confirmed: i64,
+    /// Orders cancelled (by the customer, or for a declined or timed-out payment).
     pub orders_cancelled: i64,
+    /// Orders whose payment was captured.
+    pub orders_paid: i64,
+    /// Orders whose payment was refunded.
+    pub orders_refunded: i64,
+    /// Charges the payment provider declined.
+    pub payments_declined: i64,
+    /// Payments captured, plus the totals of orders confirmed before payments existed.
     pub revenue_cents: i64,
+    /// Refunds made, plus the totals of orders confirmed before payments existed and
+    /// cancelled after confirmation.
     pub refunded_cents: i64,
+    /// `revenueCents - refundedCents`.
     pub net_revenue_cents: i64,
-    /// Units on orders confirmed that day (not reduced by later cancellations).
+    /// Units of the orders whose revenue counts that day (paid that day, or confirmed
+    /// that day before payments existed); not reduced by later refunds or cancellations.
     pub units_sold: i64,
 }
 
@@ -129,6 +178,9 @@ impl AddAssign for SalesFigures {
         self.orders_placed += o.orders_placed;
         self.orders_confirmed += o.orders_confirmed;
         self.orders_cancelled += o.orders_cancelled;
+        self.orders_paid += o.orders_paid;
+        self.orders_refunded += o.orders_refunded;
+        self.payments_declined += o.payments_declined;
         self.revenue_cents += o.revenue_cents;
         self.refunded_cents += o.refunded_cents;
         self.net_revenue_cents += o.net_revenue_cents;
@@ -142,6 +194,9 @@ impl From<&DayDoc> for SalesFigures {
             orders_placed: d.orders_placed,
             orders_confirmed: d.orders_confirmed,
             orders_cancelled: d.orders_cancelled,
+            orders_paid: d.orders_paid,
+            orders_refunded: d.orders_refunded,
+            payments_declined: d.payments_declined,
             revenue_cents: d.revenue_cents,
             refunded_cents: d.refunded_cents,
             net_revenue_cents: d.net_revenue_cents,
@@ -219,6 +274,9 @@ pub struct PeriodSales {
     pub from: NaiveDate,
     pub to: NaiveDate,
     pub orders_confirmed: i64,
+    /// Orders whose payment was captured in the period.
+    pub orders_paid: i64,
+    /// Revenue recognised minus refunds (see `SalesFigures`).
     pub net_revenue_cents: i64,
 }
 
@@ -228,6 +286,7 @@ pub struct PeriodSales {
 pub struct OrdersByStatus {
     pub pending: u64,
     pub confirmed: u64,
+    pub paid: u64,
     pub cancelled: u64,
     pub shipped: u64,
     pub delivered: u64,

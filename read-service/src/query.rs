@@ -744,6 +744,7 @@ mod tests {
             tracking_number: None,
             delivered_at: None,
             version: 1,
+            ..OrderDoc::default()
         }
     }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, SecondsFormat, Utc};
 use common::{App, Mongo, mongodb_uri};
+use domain::order::{OrderStatus, PaymentStatus};
 use domain::{OrderId, Position};
 use mongodb::bson::{Bson, doc};
 use read_model::View;
@@ -998,5 +999,204 @@ async fn inventory_shows_received_reserved_shipped_and_available() {
         sold.contains("reserved") && sold.contains("shipped"),
         "{sold}"
     );
+    mongo.drop().await;
+}
+
+/// `orders_view` and `daily_sales` documents with payments, as the read model writes them,
+/// and ones written before payments existed: the payment fields read back (null or zero when
+/// missing), `status=paid` filters, the daily figures and their totals carry the payment
+/// counters, and the dashboard counts paid orders.
+#[tokio::test]
+async fn payments_show_on_orders_sales_and_the_dashboard() {
+    let mongo = Mongo::new().await;
+    let at = |ms: i64| Some(mongodb::bson::DateTime::from_millis(1_795_000_000_000 + ms));
+    let stored = |mut d: mongodb::bson::Document, id: &str| {
+        d.insert("_id", id);
+        d.insert("appliedPosition", "0000000000000001-0000000000000001");
+        d
+    };
+    let paid_id = "00000000-0000-4000-8000-000000000001";
+    let paid = read_model::OrderDoc {
+        order_id: paid_id.into(),
+        user_id: "pia".into(),
+        currency: "USD".into(),
+        total_cents: 1200,
+        status: OrderStatus::Paid,
+        created_at: at(0),
+        confirmed_at: at(1000),
+        payment_status: Some(PaymentStatus::Captured),
+        payment_method: Some("pm_card_visa".into()),
+        payment_intent_id: Some("pi_1".into()),
+        paid_cents: 1200,
+        paid_at: at(2000),
+        version: 3,
+        ..Default::default()
+    };
+    let refunded_id = "00000000-0000-4000-8000-000000000002";
+    let refunded = read_model::OrderDoc {
+        order_id: refunded_id.into(),
+        user_id: "pia".into(),
+        status: OrderStatus::Cancelled,
+        created_at: at(0),
+        payment_status: Some(PaymentStatus::Refunded),
+        paid_cents: 800,
+        refunded_cents: 800,
+        refunded_at: at(5000),
+        payment_declined_at: at(1500),
+        payment_decline_code: Some("insufficient_funds".into()),
+        ..Default::default()
+    };
+    let mut old = order_doc(3, "pia", 1_795_000_000_000);
+    old.insert("status", "confirmed");
+    mongo
+        .insert(
+            View::Orders,
+            [
+                stored(mongodb::bson::to_document(&paid).unwrap(), paid_id),
+                stored(mongodb::bson::to_document(&refunded).unwrap(), refunded_id),
+                old,
+            ],
+        )
+        .await;
+    let today = Utc::now().date_naive();
+    let day = read_model::DayDoc {
+        date: today.to_string(),
+        orders_placed: 3,
+        orders_confirmed: 3,
+        orders_cancelled: 1,
+        orders_paid: 2,
+        orders_refunded: 1,
+        payments_declined: 1,
+        revenue_cents: 2000,
+        refunded_cents: 800,
+        net_revenue_cents: 1200,
+        units_sold: 4,
+        ..Default::default()
+    };
+    let yesterday = today.pred_opt().unwrap().to_string();
+    // Written before the payment counters existed.
+    let old_day = doc! {"_id": &yesterday, "date": &yesterday, "ordersPlaced": 1_i64,
+    "ordersConfirmed": 1_i64, "revenueCents": 500_i64, "netRevenueCents": 500_i64,
+    "unitsSold": 1_i64, "appliedPosition": "0000000000000001-0000000000000001"};
+    mongo
+        .insert(
+            View::DailySales,
+            [
+                stored(
+                    mongodb::bson::to_document(&day).unwrap(),
+                    &today.to_string(),
+                ),
+                old_day,
+            ],
+        )
+        .await;
+    let app = mongo.app().await;
+
+    let o = app.get(&format!("/orders/{paid_id}")).await.ok();
+    assert_eq!(
+        (
+            &o["status"],
+            &o["paymentStatus"],
+            &o["paymentMethod"],
+            &o["paymentIntentId"],
+            &o["paidCents"],
+            &o["paidAt"],
+            &o["refundedCents"],
+            &o["refundedAt"],
+            &o["paymentDeclinedAt"],
+        ),
+        (
+            &json!("paid"),
+            &json!("captured"),
+            &json!("pm_card_visa"),
+            &json!("pi_1"),
+            &json!(1200),
+            &json!("2026-11-18T11:06:42Z"),
+            &json!(0),
+            &Value::Null,
+            &Value::Null,
+        )
+    );
+    let o = app.get(&format!("/orders/{refunded_id}")).await.ok();
+    assert_eq!(
+        (
+            &o["paymentStatus"],
+            &o["refundedCents"],
+            &o["refundedAt"],
+            &o["paymentDeclineCode"]
+        ),
+        (
+            &json!("refunded"),
+            &json!(800),
+            &json!("2026-11-18T11:06:45Z"),
+            &json!("insufficient_funds")
+        )
+    );
+    let o = app
+        .get("/orders/00000000-0000-4000-8000-000000000003")
+        .await
+        .ok();
+    assert_eq!(
+        (&o["paymentStatus"], &o["paymentMethod"], &o["paidCents"]),
+        (&Value::Null, &Value::Null, &json!(0)),
+        "written before payments existed"
+    );
+    let found = app.get("/orders?status=paid").await.ok();
+    assert_eq!(ids(found["orders"].as_array().unwrap()), [paid_id]);
+    let found = app.get("/users/pia/orders?status=paid").await;
+    assert_eq!(
+        found.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no status filter there"
+    );
+
+    let sales = app
+        .get(&format!("/sales/daily?from={yesterday}&to={today}"))
+        .await
+        .ok();
+    assert_eq!(
+        sales["days"][0],
+        json!({"date": yesterday, "ordersPlaced": 1, "ordersConfirmed": 1, "ordersCancelled": 0,
+               "ordersPaid": 0, "ordersRefunded": 0, "paymentsDeclined": 0, "revenueCents": 500,
+               "refundedCents": 0, "netRevenueCents": 500, "unitsSold": 1})
+    );
+    assert_eq!(
+        sales["totals"],
+        json!({"ordersPlaced": 4, "ordersConfirmed": 4, "ordersCancelled": 1, "ordersPaid": 2,
+               "ordersRefunded": 1, "paymentsDeclined": 1, "revenueCents": 2500,
+               "refundedCents": 800, "netRevenueCents": 1700, "unitsSold": 5})
+    );
+    let summary = app.get("/dashboard/summary").await.ok();
+    assert_eq!(
+        summary["ordersByStatus"],
+        json!({"pending": 0, "confirmed": 1, "paid": 1, "cancelled": 1, "shipped": 0,
+               "delivered": 0})
+    );
+    assert_eq!(
+        (
+            &summary["last7Days"]["ordersPaid"],
+            &summary["last7Days"]["netRevenueCents"],
+            &summary["today"]["ordersRefunded"]
+        ),
+        (&json!(2), &json!(1700), &json!(1))
+    );
+
+    let api = app.get("/openapi.json").await.ok();
+    let schemas = &api["components"]["schemas"];
+    let statuses = schemas["PaymentStatus"]["enum"].as_array().unwrap();
+    assert_eq!(
+        statuses,
+        &["awaiting", "captured", "declined", "refunded"].map(|s| json!(s))
+    );
+    assert!(
+        schemas["OrderStatus"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("paid"))
+    );
+    let revenue = schemas["SalesFigures"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(revenue.contains("captured"), "{revenue}");
     mongo.drop().await;
 }

@@ -47,6 +47,15 @@ impl Projection for OrdersProjection {
             carrier: o.carrier.clone(),
             tracking_number: o.tracking_number.clone(),
             delivered_at: f.delivered_at.map(date),
+            payment_status: o.payment,
+            payment_method: o.payment_method.clone(),
+            payment_intent_id: o.payment_intent_id.clone(),
+            paid_cents: f.paid_cents,
+            paid_at: f.paid_at.map(date),
+            refunded_cents: f.refunded_cents,
+            refunded_at: f.refunded_at.map(date),
+            payment_declined_at: f.payment_declined_at.map(date),
+            payment_decline_code: f.payment_decline_code.clone(),
             version: i64::try_from(f.version).unwrap_or(i64::MAX),
         };
     }

@@ -1,6 +1,10 @@
 //! `users_orders_view`: one document per user: counters and the 50 newest orders. The full
 //! history is served from `orders_view` by its `(userId, createdAt)` index, so a big
 //! customer never outgrows MongoDB's 16 MiB document limit.
+//!
+//! `totalSpentCents` follows `daily_sales`' recognition rule: payments captured minus
+//! refunds made; orders confirmed before payments existed count their total from
+//! confirmation until they are cancelled.
 
 use domain::events::{DomainEvent, OrderEvent};
 use domain::order::OrderStatus;
@@ -28,10 +32,11 @@ impl Projection for UsersProjection {
         doc.user_id = key.to_owned();
         doc.updated_at = Some(date(e.event.recorded_at));
         let order_id = after.order.order_id.to_string();
-        let was_confirmed = e
+        let legacy = after.is_legacy();
+        let was_counted = e
             .before
             .as_ref()
-            .is_some_and(|b| b.order.status == OrderStatus::Confirmed);
+            .is_some_and(|b| matches!(b.order.status, OrderStatus::Confirmed | OrderStatus::Paid));
         match event {
             OrderEvent::OrderCreated(_) => {
                 doc.order_count += 1;
@@ -39,6 +44,7 @@ impl Projection for UsersProjection {
                     order_id: order_id.clone(),
                     total_cents: after.order.total_cents,
                     status: after.order.status,
+                    payment_status: after.order.payment,
                     created_at: Some(date(after.created_at)),
                 });
                 // Newest first; ties by id so a rebuild orders them the same way.
@@ -49,10 +55,14 @@ impl Projection for UsersProjection {
                 });
                 doc.recent_orders.truncate(RECENT_ORDERS);
             }
-            OrderEvent::OrderConfirmed(_) => doc.total_spent_cents += after.order.total_cents,
-            OrderEvent::OrderCancelled(_) if was_confirmed => {
+            OrderEvent::OrderConfirmed(_) if legacy => {
+                doc.total_spent_cents += after.order.total_cents
+            }
+            OrderEvent::OrderCancelled(_) if legacy && was_counted => {
                 doc.total_spent_cents -= after.order.total_cents
             }
+            OrderEvent::PaymentCaptured(p) if !legacy => doc.total_spent_cents += p.amount_cents,
+            OrderEvent::PaymentRefunded(r) if !legacy => doc.total_spent_cents -= r.amount_cents,
             _ => {}
         }
         if let Some(recent) = doc
@@ -62,6 +72,7 @@ impl Projection for UsersProjection {
         {
             recent.total_cents = after.order.total_cents;
             recent.status = after.order.status;
+            recent.payment_status = after.order.payment;
         }
     }
 }

@@ -54,10 +54,11 @@ pub async fn summary(
         doc! {"soldUnits": -1, "_id": 1},
         10,
     );
-    let (week, pending, confirmed, cancelled, shipped, delivered, top) = tokio::try_join!(
+    let (week, pending, confirmed, paid, cancelled, shipped, delivered, top) = tokio::try_join!(
         days(views, &snapshot, week_start, today),
         count(OrderStatus::Pending),
         count(OrderStatus::Confirmed),
+        count(OrderStatus::Paid),
         count(OrderStatus::Cancelled),
         count(OrderStatus::Shipped),
         count(OrderStatus::Delivered),
@@ -81,11 +82,13 @@ pub async fn summary(
                 from: week_start,
                 to: today,
                 orders_confirmed: last_7_days.orders_confirmed,
+                orders_paid: last_7_days.orders_paid,
                 net_revenue_cents: last_7_days.net_revenue_cents,
             },
             orders_by_status: OrdersByStatus {
                 pending,
                 confirmed,
+                paid,
                 cancelled,
                 shipped,
                 delivered,

@@ -49,6 +49,10 @@ pub async fn days(
 }
 
 /// Sales per UTC day over a range of at most 366 days, and their totals.
+///
+/// Revenue is recognised on the day a payment is captured and refunds on the day they are
+/// made; orders confirmed before payments existed count on the day they were confirmed,
+/// reversed on the day they were cancelled.
 #[utoipa::path(
     get,
     path = "/sales/daily",
@@ -86,7 +90,7 @@ pub async fn range(
     })
 }
 
-/// Sales of one UTC day (zeros for a day without sales).
+/// Sales of one UTC day (zeros for a day without sales), by the rules of `/sales/daily`.
 #[utoipa::path(
     get,
     path = "/sales/daily/{date}",

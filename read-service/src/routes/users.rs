@@ -15,7 +15,8 @@ use read_model::UserDoc;
 
 const VIEWS: [View; 2] = [View::Orders, View::Users];
 
-/// The user's order count, total spent and one page of their orders, newest first.
+/// The user's order count, total spent (payments captured minus refunds) and one page of
+/// their orders, newest first.
 ///
 /// The history is paged from `orders_view` by its `(userId, createdAt)` index, not from the
 /// 50 recent orders `users_orders_view` keeps, so any number of orders can be paged through.

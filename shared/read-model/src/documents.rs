@@ -5,7 +5,7 @@
 //! values). The projector adds `_id` and [`crate::APPLIED_POSITION`]; readers ignore both.
 
 use bson::{Document, doc};
-use domain::order::OrderStatus;
+use domain::order::{OrderStatus, PaymentStatus};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +50,22 @@ pub struct OrderDoc {
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
     pub delivered_at: Option<bson::DateTime>,
+    /// Where the payment is; null until the order is confirmed. Orders confirmed before
+    /// payments existed stay `awaiting` and are never charged.
+    pub payment_status: Option<PaymentStatus>,
+    /// Named at checkout; null on orders confirmed before payments existed.
+    pub payment_method: Option<String>,
+    /// The provider's id of the captured payment.
+    pub payment_intent_id: Option<String>,
+    /// Amount captured (0 until then).
+    pub paid_cents: i64,
+    pub paid_at: Option<bson::DateTime>,
+    /// Amount refunded (0 unless refunded).
+    pub refunded_cents: i64,
+    pub refunded_at: Option<bson::DateTime>,
+    pub payment_declined_at: Option<bson::DateTime>,
+    /// The provider's decline code (e.g. `insufficient_funds`), else its error code.
+    pub payment_decline_code: Option<String>,
     /// The order stream's version after the last event applied.
     pub version: i64,
 }
@@ -78,6 +94,7 @@ pub struct RecentOrder {
     pub order_id: String,
     pub total_cents: i64,
     pub status: OrderStatus,
+    pub payment_status: Option<PaymentStatus>,
     pub created_at: Option<bson::DateTime>,
 }
 
@@ -88,6 +105,8 @@ pub struct RecentOrder {
 pub struct UserDoc {
     pub user_id: String,
     pub order_count: i64,
+    /// Payments captured minus refunds; orders confirmed before payments existed count
+    /// their total from confirmation until they are cancelled.
     pub total_spent_cents: i64,
     pub recent_orders: Vec<RecentOrder>,
     pub updated_at: Option<bson::DateTime>,
@@ -102,16 +121,36 @@ impl ViewDocument for UserDoc {
 }
 
 /// `daily_sales`: one per UTC day of the events; `_id` is the day, `YYYY-MM-DD`.
+///
+/// Revenue is recognised on the day the payment is captured and refunds on the day they
+/// are made. Orders confirmed before payments existed (no payment method) keep the rule
+/// they were counted by: revenue and units on the day they were confirmed, reversed in
+/// `refunded_cents` on the day a confirmed one is cancelled; so an old log's days keep
+/// their figures.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct DayDoc {
     pub date: String,
+    /// Orders created.
     pub orders_placed: i64,
+    /// Orders checked out (confirmed), paid or not.
     pub orders_confirmed: i64,
+    /// Orders cancelled, whatever their state before.
     pub orders_cancelled: i64,
+    /// Orders whose payment was captured.
+    pub orders_paid: i64,
+    /// Orders whose payment was refunded.
+    pub orders_refunded: i64,
+    /// Charges the provider declined.
+    pub payments_declined: i64,
+    /// Payments captured, plus the totals of old orders confirmed that day.
     pub revenue_cents: i64,
+    /// Refunds made, plus the totals of old confirmed orders cancelled that day.
     pub refunded_cents: i64,
+    /// `revenue - refunded`.
     pub net_revenue_cents: i64,
+    /// Units of the orders whose revenue counts that day (paid, or old and confirmed); not
+    /// reduced by later refunds or cancellations.
     pub units_sold: i64,
     pub updated_at: Option<bson::DateTime>,
 }
@@ -218,6 +257,32 @@ mod tests {
             (old.reserved_units, old.shipped_units, old.name),
             (0, 0, None)
         );
+    }
+
+    #[test]
+    fn payments_read_back_and_documents_written_before_them_read_as_unpaid() {
+        let order = OrderDoc {
+            order_id: "o".into(),
+            status: OrderStatus::Paid,
+            payment_status: Some(PaymentStatus::Captured),
+            payment_method: Some("pm_card_visa".into()),
+            paid_cents: 1200,
+            paid_at: Some(bson::DateTime::from_millis(1_000)),
+            ..OrderDoc::default()
+        };
+        let written = bson::to_document(&order).unwrap();
+        assert_eq!(written.get_str("status").unwrap(), "paid");
+        assert_eq!(written.get_str("paymentStatus").unwrap(), "captured");
+        assert_eq!(bson::from_document::<OrderDoc>(written).unwrap(), order);
+        let old = doc! {"orderId": "o", "status": "confirmed", "totalCents": 5_i64};
+        let old = bson::from_document::<OrderDoc>(old).unwrap();
+        assert_eq!(
+            (old.payment_status, old.paid_cents, old.refunded_at),
+            (None, 0, None)
+        );
+        let old_day = doc! {"date": "2026-01-01", "revenueCents": 5_i64};
+        let old_day = bson::from_document::<DayDoc>(old_day).unwrap();
+        assert_eq!((old_day.revenue_cents, old_day.orders_paid), (5, 0));
     }
 
     #[test]

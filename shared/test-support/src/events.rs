@@ -3,9 +3,12 @@
 //!
 //! `order` writes an order's events alone, as orders were written before reservations
 //! existed (an "old log"); `confirm`, `cancel` and `ship` also move the stock of every
-//! product on the order, in the same commit, as the write-service does now.
+//! product on the order, in the same commit, as the write-service does now. `pay`, `refund`
+//! and `decline` record the payment provider's answers as the fulfilment process does;
+//! `confirm_legacy` writes a confirmation as it was stored before payments (and
+//! reservations) existed.
 
-use domain::events::{DomainEvent, LineItem};
+use domain::events::{DomainEvent, EncodedEvent, LineItem};
 use domain::order::{self, OrderCommand};
 use domain::product::{self, Price, ProductCommand};
 use domain::{
@@ -137,20 +140,112 @@ impl Events {
     }
 
     /// Records a captured payment of the order's total, as the fulfilment process does
-    /// (the order becomes `paid`, and may ship). Returns its token.
-    pub async fn pay(&self, id: OrderId) -> Position {
-        let stream = id.stream_id();
-        let loaded = self.store.load::<OrderAggregate>(&stream).await;
-        let order = loaded.expect("the event store").state;
-        let order = order.order().expect("the order exists");
+    /// (the order becomes `paid`, and may ship); `None` if the domain refuses. Returns its
+    /// token.
+    pub async fn try_pay(&self, id: OrderId) -> Option<Position> {
+        let (total, currency) = self.total_of(id).await?;
         let cmd = OrderCommand::CapturePayment {
             payment_intent_id: format!("pi_test_{}", id.0.simple()),
-            amount_cents: order.total_cents,
-            currency: order.currency,
+            amount_cents: total,
+            currency,
         };
-        self.try_order(id, cmd)
+        self.try_order(id, cmd).await
+    }
+
+    /// [`try_pay`](Self::try_pay) that must succeed.
+    pub async fn pay(&self, id: OrderId) -> Position {
+        self.try_pay(id)
             .await
             .expect("the order awaits its payment")
+    }
+
+    /// Records a refund of the order's total on a cancelled order whose payment was
+    /// captured, as the fulfilment process does (payment `refunded`); `None` if the domain
+    /// refuses. Returns its token.
+    pub async fn try_refund(&self, id: OrderId) -> Option<Position> {
+        let (total, currency) = self.total_of(id).await?;
+        let cmd = OrderCommand::RefundPayment {
+            refund_id: format!("re_test_{}", id.0.simple()),
+            amount_cents: total,
+            currency,
+        };
+        self.try_order(id, cmd).await
+    }
+
+    /// [`try_refund`](Self::try_refund) that must succeed.
+    pub async fn refund(&self, id: OrderId) -> Position {
+        self.try_refund(id)
+            .await
+            .expect("the order is cancelled with its payment captured")
+    }
+
+    /// Records a declined charge (`card_declined`, `insufficient_funds`), as the fulfilment
+    /// process does; the order stays confirmed until it is cancelled. `None` if the domain
+    /// refuses. Returns its token.
+    pub async fn try_decline(&self, id: OrderId) -> Option<Position> {
+        let cmd = OrderCommand::DeclinePayment {
+            code: "card_declined".into(),
+            decline_code: Some("insufficient_funds".into()),
+            message: "Your card has insufficient funds.".into(),
+        };
+        self.try_order(id, cmd).await
+    }
+
+    /// [`try_decline`](Self::try_decline) that must succeed.
+    pub async fn decline(&self, id: OrderId) -> Position {
+        self.try_decline(id)
+            .await
+            .expect("the order awaits its payment")
+    }
+
+    /// The order's total and currency; `None` if there is no such order.
+    async fn total_of(&self, id: OrderId) -> Option<(i64, Currency)> {
+        let loaded = self.store.load::<OrderAggregate>(&id.stream_id()).await;
+        let state = loaded.expect("the event store").state;
+        state.order().map(|o| (o.total_cents, o.currency))
+    }
+
+    /// Confirms an order as it was stored before payments and reservations existed:
+    /// `OrderConfirmed` schema version 1, no data, no product event. Such an order is never
+    /// charged and ships from `confirmed`. `None` unless the order is pending. Returns its
+    /// token.
+    pub async fn try_confirm_legacy(&self, id: OrderId) -> Option<Position> {
+        let stream = id.stream_id();
+        for _ in 0..100 {
+            let loaded = self.store.load::<OrderAggregate>(&stream).await;
+            let loaded = loaded.expect("the event store");
+            if loaded.state.order().map(|o| o.status) != Some(order::OrderStatus::Pending) {
+                return None;
+            }
+            let append = StreamAppend {
+                stream_id: stream.clone(),
+                stream_type: OrderAggregate::STREAM_TYPE,
+                expected_version: loaded.version,
+                events: vec![NewEvent {
+                    event_id: Uuid::new_v4(),
+                    event: EncodedEvent {
+                        event_type: "OrderConfirmed",
+                        schema_version: 1,
+                        data: serde_json::json!({}),
+                    },
+                    metadata: serde_json::json!({}),
+                }],
+                snapshot: None,
+            };
+            match self.store.append(&[append], None).await {
+                Ok(outcome) => return Some(outcome.position),
+                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(e) => panic!("the event store: {e:?}"),
+            }
+        }
+        panic!("order {id}: 100 lost races in a row")
+    }
+
+    /// [`try_confirm_legacy`](Self::try_confirm_legacy) that must succeed.
+    pub async fn confirm_legacy(&self, id: OrderId) -> Position {
+        self.try_confirm_legacy(id)
+            .await
+            .expect("the order is pending")
     }
 
     /// [`try_confirm`](Self::try_confirm) that must succeed.
