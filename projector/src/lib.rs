@@ -154,7 +154,7 @@ impl Application {
         let p = &self.projector;
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(runner::listen_for_appends(
+        tasks.spawn(event_store::listen::listen_for_appends(
             p.pg_options.clone(),
             wake_tx,
             cancel.clone(),

@@ -139,7 +139,7 @@ pub async fn rebuild<V: Projection>(
     let generation = views.reserve_generation(V::VIEW).await?;
     let Some(lease) = Lease::try_acquire(
         &projector.pg_options,
-        &Lease::name_for(views.database().name(), V::VIEW.name(), generation),
+        &crate::lease::name_for(views.database().name(), V::VIEW.name(), generation),
     )
     .await?
     else {
@@ -217,7 +217,7 @@ pub async fn rebuild<V: Projection>(
     if drop_old && previous != generation {
         // Wait until no runner writes the old generation (it follows the pointer within a
         // second), so nothing recreates what we drop.
-        let old_lease = Lease::name_for(views.database().name(), V::VIEW.name(), previous);
+        let old_lease = crate::lease::name_for(views.database().name(), V::VIEW.name(), previous);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(l) = Lease::try_acquire(&projector.pg_options, &old_lease).await? {

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use domain::Position;
-use event_store::EVENTS_CHANNEL;
 use serde::Serialize;
-use sqlx::postgres::{PgConnectOptions, PgListener};
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -49,40 +48,6 @@ pub struct Runner {
     pub poll_interval: Duration,
     pub wake: watch::Receiver<u64>,
     pub board: StatusBoard,
-}
-
-/// Turns NOTIFYs from the write-service into wake-ups. Only a hint: runners poll anyway.
-pub async fn listen_for_appends(
-    options: PgConnectOptions,
-    wake: watch::Sender<u64>,
-    cancel: CancellationToken,
-) {
-    let mut delay = Duration::from_millis(200);
-    while !cancel.is_cancelled() {
-        let listener = async {
-            let mut l =
-                PgListener::connect_with(&sqlx::PgPool::connect_lazy_with(options.clone())).await?;
-            l.listen(EVENTS_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(l)
-        };
-        match listener.await {
-            Ok(mut l) => loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    n = l.recv() => match n {
-                        Ok(_) => { wake.send_modify(|v| *v = v.wrapping_add(1)); delay = Duration::from_millis(200); }
-                        Err(e) => { tracing::warn!(error = %e, "notification listener lost"); break; }
-                    }
-                }
-            },
-            Err(e) => tracing::warn!(error = %e, "cannot listen for notifications; polling only"),
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
 }
 
 impl Runner {
@@ -137,7 +102,7 @@ impl Runner {
             );
             let Some(mut lease) = Lease::acquire(
                 &self.pg_options,
-                &Lease::name_for(
+                &crate::lease::name_for(
                     self.engine.views.database().name(),
                     V::VIEW.name(),
                     generation,
