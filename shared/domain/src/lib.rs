@@ -7,6 +7,7 @@ pub mod ids;
 pub mod order;
 pub mod position;
 pub mod product;
+pub mod refusal;
 
 pub use ids::{
     Currency, OrderId, ProductId, Quantity, StockDelta, StockQuantity, UnitPriceCents, UserId,

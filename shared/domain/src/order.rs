@@ -9,6 +9,7 @@ use crate::events::{
 };
 use crate::ids::{Currency, OrderId, ProductId, Quantity, TextProblem, UserId, text_problem};
 use crate::product::ProductCommand;
+pub use crate::refusal::ErrorKind;
 
 pub const MAX_LINES: usize = 100;
 pub use crate::ids::MAX_TEXT_LEN;
@@ -210,14 +211,6 @@ impl OrderCommand {
             OrderCommand::RefundPayment { .. } => "refund",
         }
     }
-}
-
-/// How a refusal maps to the caller's world: the HTTP layer turns these into 404/409/422.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    NotFound,
-    Conflict,
-    Invalid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

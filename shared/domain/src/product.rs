@@ -17,7 +17,7 @@ use crate::ids::{
     Currency, OrderId, ProductId, Quantity, StockDelta, StockQuantity, TextProblem, UnitPriceCents,
     text_problem,
 };
-use crate::order::ErrorKind;
+use crate::refusal::ErrorKind;
 
 /// Bumped whenever `ProductState`'s serialised shape changes; snapshots of another version
 /// are ignored and the state is rebuilt from events. 2: catalog details and reservations.
