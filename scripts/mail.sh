@@ -20,6 +20,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/install.sh
 . "$root/scripts/lib/install.sh"
+# shellcheck source=lib/venv.sh
+. "$root/scripts/lib/venv.sh"
 port=${MAIL_PORT:-2525}
 version=1.4.6
 venv=$root/.local/venv
@@ -75,58 +77,10 @@ lock() {
   flock 9
 }
 
-python_ok() {
-  command -v python3 >/dev/null &&
-    python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
-}
+installed() { venv_has aiosmtpd "$version"; }
 
-installed() {
-  "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('aiosmtpd') != '$version')" 2>/dev/null
-}
-
-# The virtualenv as scripts/mongo.sh makes it, plus aiosmtpd.
-ensure_venv() {
-  installed && return 0
-  if ! python_ok; then
-    # Nothing apt-get starts may keep the lock (fd 9).
-    install_packages "Python 3.10 or newer with venv and pip" python3 python3-venv 9>&- || true
-    if ! python_ok; then
-      log "needs Python 3.10 or newer with venv and pip (Debian: python3 python3-venv)"
-      exit 1
-    fi
-  fi
-  # A virtualenv whose interpreter no longer runs (Python moved or upgraded) is rebuilt.
-  if [ -e "$venv" ] && ! "$venv/bin/python" -c '' 2>/dev/null; then
-    log "removing broken virtualenv $venv"
-    rm -rf "$venv"
-  fi
-  if [ ! -e "$venv/bin/python" ]; then
-    log "creating virtualenv $venv"
-    python3 -m venv "$venv" >&2
-  fi
-  log "installing aiosmtpd $version into $venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check "aiosmtpd==$version" >&2 || {
-    log "pip could not install aiosmtpd $version (is PyPI reachable?)"; exit 1; }
-}
-
-# SIGTERM, up to 10 s for a clean exit, then SIGKILL; only ever our own server.
-stop_pid() {
-  local pid=$1 i cmd
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 100); do
-    ours "$pid" || break
-    sleep 0.1
-  done
-  if ours "$pid"; then
-    log "pid $pid did not stop within 10 s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-    for i in $(seq 20); do
-      ours "$pid" || break
-      sleep 0.1
-    done
-  fi
-  rm -f "$pidfile"
-}
+# The virtualenv, with aiosmtpd in it.
+ensure_venv() { venv_install aiosmtpd "$version"; }
 
 start() {
   lock
