@@ -121,6 +121,24 @@ impl Provider {
         })
     }
 
+    /// A form-encoded `POST /v1/{resource}` with the key and the idempotency key.
+    async fn post(
+        &self,
+        resource: &str,
+        form: &[(&str, String)],
+        idempotency_key: &str,
+    ) -> Result<(StatusCode, String), Failure> {
+        let sent = self
+            .http
+            .post(format!("{}/v1/{resource}", self.base))
+            .bearer_auth(self.key.expose_secret())
+            .header("Idempotency-Key", idempotency_key)
+            .form(form)
+            .send()
+            .await;
+        read(sent).await
+    }
+
     /// Creates and confirms a PaymentIntent for the order.
     pub async fn charge(&self, charge: &Charge, idempotency_key: &str) -> ChargeOutcome {
         let form = [
@@ -130,15 +148,7 @@ impl Provider {
             ("confirm", "true".to_owned()),
             ("metadata[order_id]", charge.order_id.clone()),
         ];
-        let sent = self
-            .http
-            .post(format!("{}/v1/payment_intents", self.base))
-            .bearer_auth(self.key.expose_secret())
-            .header("Idempotency-Key", idempotency_key)
-            .form(&form)
-            .send()
-            .await;
-        let (status, body) = match read(sent).await {
+        let (status, body) = match self.post("payment_intents", &form, idempotency_key).await {
             Ok(answer) => answer,
             Err(failure) => return ChargeOutcome::Retry(failure),
         };
@@ -174,15 +184,7 @@ impl Provider {
             ("amount", refund.amount_cents.to_string()),
             ("metadata[order_id]", refund.order_id.clone()),
         ];
-        let sent = self
-            .http
-            .post(format!("{}/v1/refunds", self.base))
-            .bearer_auth(self.key.expose_secret())
-            .header("Idempotency-Key", idempotency_key)
-            .form(&form)
-            .send()
-            .await;
-        let (status, body) = match read(sent).await {
+        let (status, body) = match self.post("refunds", &form, idempotency_key).await {
             Ok(answer) => answer,
             Err(failure) => return RefundOutcome::Retry(failure),
         };
