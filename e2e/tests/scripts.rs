@@ -25,7 +25,13 @@ use std::time::{Duration, Instant};
 
 /// Long enough for a slow machine; the tests wait for conditions, never for this.
 const DEADLINE: Duration = Duration::from_secs(30);
-const SERVICES: [&str; 3] = ["write-service", "projector", "read-service"];
+const SERVICES: [&str; 5] = [
+    "write-service",
+    "projector",
+    "read-service",
+    "fulfilment",
+    "payment-sandbox",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -153,7 +159,7 @@ fn runs(pid: u32, program: &str) -> bool {
 
 // ---- run.sh ---------------------------------------------------------------------------------
 
-/// Stands in for the three service binaries. Each `target/debug/NAME` is a symbolic link to
+/// Stands in for the service binaries. Each `target/debug/NAME` is a symbolic link to
 /// the Python interpreter, so the process keeps exactly the argv[0] it was started with (as
 /// a real binary does; a script's would be rewritten), and Python runs this `sitecustomize`
 /// (found through PYTHONPATH) first: `migrate` succeeds; otherwise it answers 200 to every
@@ -166,6 +172,8 @@ addr = {
     "write-service": "WRITE_SERVICE_ADDR",
     "projector": "PROJECTOR_ADDR",
     "read-service": "READ_SERVICE_ADDR",
+    "fulfilment": "FULFILMENT_ADDR",
+    "payment-sandbox": "PAYMENT_SANDBOX_ADDR",
 }.get(name)
 if addr and b"migrate" in args:
     os._exit(0)
@@ -259,6 +267,17 @@ impl FakeCheckout {
                 "READ_SERVICE_ADDR".into(),
                 format!("127.0.0.1:{}", free_port()),
             ),
+            (
+                "FULFILMENT_ADDR".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            (
+                "PAYMENT_SANDBOX_ADDR".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            // A mail server of the user's: run.sh then starts none (scripts/mail.sh has its
+            // own checks).
+            ("SMTP_URL".into(), "smtp://127.0.0.1:9".into()),
         ];
         FakeCheckout {
             tmp,
