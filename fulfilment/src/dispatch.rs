@@ -146,9 +146,14 @@ impl Dispatcher {
             .unwrap_or(self.max_retry_delay)
     }
 
-    fn woke(&self, appended: bool) {
+    /// After a step appended events: wakes this process's tail, and every other tailer
+    /// (projectors) through PostgreSQL's NOTIFY, as the write-service does.
+    async fn woke(&self, appended: bool) {
         if appended {
             self.appended.notify_one();
+            if let Err(e) = self.steps.store.notify_appended().await {
+                tracing::debug!(error = %e, "no notification sent; tailers poll");
+            }
         }
     }
 
@@ -206,7 +211,7 @@ impl Dispatcher {
                     .steps
                     .charged(&self.pool, w, &payment_intent_id)
                     .await?;
-                self.woke(appended);
+                self.woke(appended).await;
                 Ok(None)
             }
             ChargeOutcome::Declined {
@@ -218,7 +223,7 @@ impl Dispatcher {
                     .steps
                     .declined(&self.pool, w, &code, decline_code.as_deref(), &message)
                     .await?;
-                self.woke(appended);
+                self.woke(appended).await;
                 Ok(None)
             }
             ChargeOutcome::Retry(f) => {
@@ -233,7 +238,7 @@ impl Dispatcher {
         match self.provider.refund(&refund, &w.idempotency_key).await {
             RefundOutcome::Succeeded { refund_id } => {
                 let appended = self.steps.refunded(&self.pool, w, &refund_id).await?;
-                self.woke(appended);
+                self.woke(appended).await;
                 Ok(None)
             }
             RefundOutcome::Refused { message } => {
