@@ -257,9 +257,13 @@ impl Dispatcher {
 
     async fn email(&self, w: &Work) -> Result<Option<Failure>, StepError> {
         let email = steps::email_of(w)?;
+        // The connection that records the send is taken before it: once the server has the
+        // message, one statement marks it sent, so a crash in between (which sends it again)
+        // has the shortest window there can be.
+        let mut conn = self.pool.acquire().await?;
         match self.mailer.send(&email).await {
             Ok(()) => {
-                self.steps.finished(&self.pool, w, "done", None).await?;
+                store::finish(&mut conn, w, "done", None).await?;
                 Ok(None)
             }
             Err(e) if e.is_permanent() => {

@@ -84,8 +84,9 @@ impl Settings {
     }
 
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
+        // The dispatcher's 16 pieces of work, the tail, the deadlines and the lease at once.
         Ok(PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(24)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(self.pg_options()?))
     }
