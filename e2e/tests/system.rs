@@ -351,9 +351,10 @@ impl Reply {
     }
 }
 
-/// The two public HTTP APIs, and the event store behind the write-service: a payment is
-/// recorded by the fulfilment process, which appends `PaymentCaptured` through the event
-/// store (no endpoint takes it), and so do these tests.
+/// The two public HTTP APIs, and the event store behind the write-service: the payment
+/// provider's answers are recorded by the fulfilment process, which appends
+/// `PaymentCaptured`, `PaymentDeclined` and `PaymentRefunded` through the event store (no
+/// endpoint takes them), and so do these tests.
 #[derive(Clone)]
 struct Api {
     http: reqwest::Client,
@@ -526,10 +527,7 @@ fn millis(t: Option<DateTime<Utc>>) -> Option<i64> {
 enum Status {
     Pending,
     Confirmed,
-    /// Its payment captured: it may ship. Orders here are paid just before they ship, so
-    /// none is left paid when the views are checked (`verify` says so), and `ALL` (the
-    /// statuses the dashboard counts) leaves it out while the views' handling of payments
-    /// is being defined (issue 13).
+    /// Its payment captured: it may ship.
     Paid,
     Cancelled,
     Shipped,
@@ -537,9 +535,11 @@ enum Status {
 }
 
 impl Status {
-    const ALL: [Status; 5] = [
+    /// Every status, as the dashboard counts them.
+    const ALL: [Status; 6] = [
         Status::Pending,
         Status::Confirmed,
+        Status::Paid,
         Status::Cancelled,
         Status::Shipped,
         Status::Delivered,
@@ -556,6 +556,31 @@ impl Status {
         }
     }
 }
+
+/// Where an order's payment is, from its checkout on (`paymentStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payment {
+    Awaiting,
+    Captured,
+    Declined,
+    Refunded,
+}
+
+impl Payment {
+    fn as_str(self) -> &'static str {
+        match self {
+            Payment::Awaiting => "awaiting",
+            Payment::Captured => "captured",
+            Payment::Declined => "declined",
+            Payment::Refunded => "refunded",
+        }
+    }
+}
+
+/// The payment method every checkout here names.
+const PAYMENT_METHOD: &str = "pm_card_visa";
+/// The provider's reason `Events::decline` records (its decline code).
+const DECLINE_CODE: &str = "insufficient_funds";
 
 /// A catalogue entry, as `PUT /products/{id}` sets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -596,6 +621,14 @@ struct OrderModel {
     cancel_reason: Option<String>,
     carrier: Option<String>,
     tracking_number: Option<String>,
+    /// None before checkout.
+    payment: Option<Payment>,
+    /// Amount captured (the order's total, once captured; 0 before).
+    paid: i64,
+    /// Amount refunded (the order's total, once refunded; 0 before).
+    refunded: i64,
+    /// Set by a declined charge, kept after a later capture.
+    decline_code: Option<&'static str>,
     /// The event types appended, in order.
     events: Vec<&'static str>,
 }
@@ -617,12 +650,9 @@ impl OrderModel {
         self.events.contains(&"OrderConfirmed")
     }
 
-    /// Confirmed and not cancelled: counts as spent and sold.
-    fn is_sale(&self) -> bool {
-        matches!(
-            self.status,
-            Status::Confirmed | Status::Paid | Status::Shipped | Status::Delivered
-        )
+    /// What the user spent on it: captured, less refunded.
+    fn spent(&self) -> i64 {
+        self.paid - self.refunded
     }
 
     fn has(&self, product: &str) -> bool {
@@ -647,6 +677,8 @@ impl OrderModel {
 
     /// The order document without its times, as the read-service should show it.
     fn expected_doc(&self) -> Value {
+        // The intent id `Events::pay` records, kept after a refund.
+        let intent = (self.paid > 0).then(|| format!("pi_test_{}", self.id.replace('-', "")));
         let items: Vec<Value> = self
             .lines
             .iter()
@@ -670,6 +702,12 @@ impl OrderModel {
             "cancelReason": self.cancel_reason,
             "carrier": self.carrier,
             "trackingNumber": self.tracking_number,
+            "paymentStatus": self.payment.map(Payment::as_str),
+            "paymentMethod": self.payment.map(|_| PAYMENT_METHOD),
+            "paymentIntentId": intent,
+            "paidCents": self.paid,
+            "refundedCents": self.refunded,
+            "paymentDeclineCode": self.decline_code,
             "version": self.version(),
         })
     }
@@ -685,8 +723,15 @@ enum Cmd {
     Add(String, Line),
     Remove(String, String),
     Confirm(String),
-    /// The payment captured, as the fulfilment process records it (not over HTTP).
+    /// The payment captured, as the fulfilment process records it (not over HTTP): the
+    /// order's total. Also late, on an order cancelled while its charge was under way.
     Pay(String),
+    /// The charge declined, as the fulfilment process records it (not over HTTP); the order
+    /// stays as it was and may still be paid (a retry) or cancelled.
+    Decline(String),
+    /// The captured payment of a cancelled order given back, as the fulfilment process
+    /// records it (not over HTTP): the whole total.
+    Refund(String),
     Cancel(String, Option<String>),
     Ship(String, String, String),
     Deliver(String),
@@ -714,9 +759,11 @@ impl Cmd {
             Cmd::Confirm(id) => (
                 Method::POST,
                 format!("/orders/{id}/confirm"),
-                Some(json!({"paymentMethod": "pm_card_visa"})),
+                Some(json!({"paymentMethod": PAYMENT_METHOD})),
             ),
-            Cmd::Pay(_) => unreachable!("a payment is recorded through the event store"),
+            Cmd::Pay(_) | Cmd::Decline(_) | Cmd::Refund(_) => {
+                unreachable!("a payment is recorded through the event store")
+            }
             Cmd::Cancel(id, reason) => (
                 Method::POST,
                 format!("/orders/{id}/cancel"),
@@ -759,6 +806,8 @@ impl Cmd {
             | Cmd::Remove(id, _)
             | Cmd::Confirm(id)
             | Cmd::Pay(id)
+            | Cmd::Decline(id)
+            | Cmd::Refund(id)
             | Cmd::Cancel(id, _)
             | Cmd::Ship(id, ..)
             | Cmd::Deliver(id) => Some(id),
@@ -1003,7 +1052,25 @@ impl Model {
                     })
                 }
             }
-            Cmd::Pay(_) if o.status == Status::Confirmed => Ok(()),
+            // A capture answers a charge in flight (awaiting) or retried after a decline;
+            // the domain records it even if the order was cancelled meanwhile.
+            Cmd::Pay(_)
+                if matches!(o.status, Status::Confirmed | Status::Cancelled)
+                    && matches!(o.payment, Some(Payment::Awaiting | Payment::Declined)) =>
+            {
+                Ok(())
+            }
+            Cmd::Decline(_)
+                if matches!(o.status, Status::Confirmed | Status::Cancelled)
+                    && o.payment == Some(Payment::Awaiting) =>
+            {
+                Ok(())
+            }
+            Cmd::Refund(_)
+                if o.status == Status::Cancelled && o.payment == Some(Payment::Captured) =>
+            {
+                Ok(())
+            }
             Cmd::Cancel(..)
                 if matches!(o.status, Status::Pending | Status::Confirmed | Status::Paid) =>
             {
@@ -1045,6 +1112,10 @@ impl Model {
                     cancel_reason: None,
                     carrier: None,
                     tracking_number: None,
+                    payment: None,
+                    paid: 0,
+                    refunded: 0,
+                    decline_code: None,
                     events: vec!["OrderCreated"],
                 };
                 for l in lines {
@@ -1069,12 +1140,29 @@ impl Model {
             Cmd::Confirm(id) => {
                 let o = self.order(id);
                 o.status = Status::Confirmed;
+                o.payment = Some(Payment::Awaiting);
                 o.events.push("OrderConfirmed");
             }
             Cmd::Pay(id) => {
                 let o = self.order(id);
-                o.status = Status::Paid;
+                if o.status == Status::Confirmed {
+                    o.status = Status::Paid;
+                }
+                o.payment = Some(Payment::Captured);
+                o.paid = o.total();
                 o.events.push("PaymentCaptured");
+            }
+            Cmd::Decline(id) => {
+                let o = self.order(id);
+                o.payment = Some(Payment::Declined);
+                o.decline_code = Some(DECLINE_CODE);
+                o.events.push("PaymentDeclined");
+            }
+            Cmd::Refund(id) => {
+                let o = self.order(id);
+                o.payment = Some(Payment::Refunded);
+                o.refunded = o.paid;
+                o.events.push("PaymentRefunded");
             }
             Cmd::Cancel(id, reason) => {
                 let o = self.order(id);
@@ -1114,12 +1202,28 @@ impl Model {
     /// up after losing races on the stream (409 `concurrency_conflict`: nothing appended).
     async fn run(&mut self, api: &Api, cmd: Cmd) -> bool {
         let expected = self.predict(&cmd);
-        if let Cmd::Pay(id) = &cmd {
-            assert!(expected.is_ok(), "only a confirmed order is paid: {cmd:?}");
+        if let Cmd::Pay(id) | Cmd::Decline(id) | Cmd::Refund(id) = &cmd {
             let order = OrderId(id.parse().expect("an order id"));
-            let token = api.events.pay(order).await.to_string();
+            let written = match cmd {
+                Cmd::Pay(_) => api.events.try_pay(order).await,
+                Cmd::Decline(_) => api.events.try_decline(order).await,
+                _ => api.events.try_refund(order).await,
+            };
+            assert_eq!(
+                written.is_some(),
+                expected.is_ok(),
+                "{cmd:?} on an order {:?} with payment {:?}",
+                self.orders[id].status,
+                self.orders[id].payment
+            );
+            let Some(token) = written else {
+                return false;
+            };
+            let token = token.to_string();
             self.apply(&cmd, &Value::Null);
-            self.saw(token);
+            self.saw(token.clone());
+            self.read_back_order(api, id, &token, &format!("{cmd:?}"))
+                .await;
             return true;
         }
         let (method, path, body) = cmd.request();
@@ -1183,19 +1287,7 @@ impl Model {
         if let Some(id) = &touched {
             let o = &self.orders[id];
             assert_eq!(int(&r.body["version"]), o.version(), "{path}: {}", r.body);
-            if self.read_back {
-                // The answer includes this write, though nothing waited for the projector.
-                let doc = api.read_ok(&format!("/orders/{id}"), &token).await;
-                assert_eq!(
-                    (&doc["version"], &doc["status"], &doc["totalCents"]),
-                    (
-                        &json!(o.version()),
-                        &json!(o.status.as_str()),
-                        &json!(o.total())
-                    ),
-                    "{what} read back with its token"
-                );
-            }
+            self.read_back_order(api, id, &token, &what).await;
         } else if let Some(p) = cmd.product() {
             assert_eq!(r.body["productId"], json!(p), "{what}: {}", r.body);
             if !self.shared_stock {
@@ -1227,6 +1319,31 @@ impl Model {
         true
     }
 
+    /// With `read_back`, reads the order written with the write's own token: the answer
+    /// includes the write, though nothing waited for the projector.
+    async fn read_back_order(&self, api: &Api, id: &str, token: &str, what: &str) {
+        if !self.read_back {
+            return;
+        }
+        let o = &self.orders[id];
+        let doc = api.read_ok(&format!("/orders/{id}"), token).await;
+        assert_eq!(
+            (
+                &doc["version"],
+                &doc["status"],
+                &doc["totalCents"],
+                &doc["paymentStatus"]
+            ),
+            (
+                &json!(o.version()),
+                &json!(o.status.as_str()),
+                &json!(o.total()),
+                &json!(o.payment.map(Payment::as_str))
+            ),
+            "{what} read back with its token"
+        );
+    }
+
     /// Keeps the newest consistency token.
     fn saw(&mut self, token: String) {
         if self.token.as_ref().is_none_or(|t| *t < token) {
@@ -1234,9 +1351,8 @@ impl Model {
         }
     }
 
-    /// Records the order's payment, then ships it: a paid order is only ever a step away
-    /// from shipping here. A ship that lost its races on the products' streams (409
-    /// `concurrency_conflict`, nothing appended) is sent again.
+    /// Records the order's payment, then ships it. A ship that lost its races on the
+    /// products' streams (409 `concurrency_conflict`, nothing appended) is sent again.
     async fn pay_and_ship(&mut self, api: &Api, id: &str, carrier: &str, tracking: &str) {
         self.ok(api, Cmd::Pay(id.into())).await;
         let ship = Cmd::Ship(id.into(), carrier.into(), tracking.into());
@@ -1323,6 +1439,12 @@ struct Figures {
     placed: i64,
     confirmed: i64,
     cancelled: i64,
+    /// Orders whose payment was captured.
+    paid: i64,
+    /// Orders whose payment was refunded.
+    refunds: i64,
+    /// Charges declined.
+    declined: i64,
     revenue: i64,
     refunded: i64,
     units: i64,
@@ -1333,6 +1455,9 @@ impl Figures {
         self.placed += o.placed;
         self.confirmed += o.confirmed;
         self.cancelled += o.cancelled;
+        self.paid += o.paid;
+        self.refunds += o.refunds;
+        self.declined += o.declined;
         self.revenue += o.revenue;
         self.refunded += o.refunded;
         self.units += o.units;
@@ -1348,6 +1473,9 @@ impl Figures {
             "ordersPlaced": self.placed,
             "ordersConfirmed": self.confirmed,
             "ordersCancelled": self.cancelled,
+            "ordersPaid": self.paid,
+            "ordersRefunded": self.refunds,
+            "paymentsDeclined": self.declined,
             "revenueCents": self.revenue,
             "refundedCents": self.refunded,
             "netRevenueCents": self.net(),
@@ -1364,27 +1492,37 @@ impl Figures {
     }
 }
 
-/// Sales per UTC day: an order is placed, confirmed (revenue, units) and cancelled (a refund
-/// if it had been confirmed) on the days its events were recorded.
+/// Sales per UTC day, each event on the day it was recorded: an order is placed, checked out
+/// (confirmed) and cancelled, whatever came before; revenue (the amount captured) and units
+/// count on the day its payment is captured, also when that is after a cancellation; a
+/// refund counts on its own day. Every checkout here names a payment method, so no order
+/// follows the rule of orders confirmed before payments existed.
 fn expected_sales(model: &Model, trails: &BTreeMap<String, Trail>) -> BTreeMap<NaiveDate, Figures> {
     let mut days: BTreeMap<NaiveDate, Figures> = BTreeMap::new();
     for o in model.orders.values() {
         let trail = &trails[&o.id];
-        days.entry(trail.created().date_naive()).or_default().placed += 1;
-        if let Some(at) = trail.at("OrderConfirmed") {
+        for (event, at) in &trail.events {
             let d = days.entry(at.date_naive()).or_default();
-            d.confirmed += 1;
-            d.revenue += o.total();
-            d.units += o.units();
-        }
-        if let Some(at) = trail.at("OrderCancelled") {
-            let d = days.entry(at.date_naive()).or_default();
-            d.cancelled += 1;
-            if o.was_confirmed() {
-                d.refunded += o.total();
+            match event.as_str() {
+                "OrderCreated" => d.placed += 1,
+                "OrderConfirmed" => d.confirmed += 1,
+                "OrderCancelled" => d.cancelled += 1,
+                "PaymentCaptured" => {
+                    d.paid += 1;
+                    d.revenue += o.paid;
+                    d.units += o.units();
+                }
+                "PaymentRefunded" => {
+                    d.refunds += 1;
+                    d.refunded += o.refunded;
+                }
+                "PaymentDeclined" => d.declined += 1,
+                _ => {}
             }
         }
     }
+    // Days with only other events (items changed, shipped, delivered) have no document.
+    days.retain(|_, f| *f != Figures::default());
     days
 }
 
@@ -1411,12 +1549,6 @@ struct Seen {
 async fn verify(api: &Api, model: &Model, page: usize) -> Seen {
     let token = model.token.clone().expect("something was written");
     let token = token.as_str();
-    // What the views show of a paid order is being defined (issue 13); these tests ship
-    // every order they pay.
-    assert!(
-        model.orders.values().all(|o| o.status != Status::Paid),
-        "an order was left paid"
-    );
 
     // Orders: the document against the model, its times against the event store.
     let mut trails = BTreeMap::new();
@@ -1439,6 +1571,9 @@ async fn verify(api: &Api, model: &Model, page: usize) -> Seen {
             ("cancelledAt", trail.at("OrderCancelled")),
             ("shippedAt", trail.at("OrderShipped")),
             ("deliveredAt", trail.at("OrderDelivered")),
+            ("paidAt", trail.at("PaymentCaptured")),
+            ("refundedAt", trail.at("PaymentRefunded")),
+            ("paymentDeclinedAt", trail.at("PaymentDeclined")),
         ];
         for (field, at) in times {
             let shown = plain
@@ -1474,11 +1609,8 @@ async fn verify(api: &Api, model: &Model, page: usize) -> Seen {
         );
         assert_eq!(
             int(&first["totalSpentCents"]),
-            mine()
-                .filter(|o| o.is_sale())
-                .map(OrderModel::total)
-                .sum::<i64>(),
-            "{user}: totalSpentCents (confirmed and not cancelled)"
+            mine().map(OrderModel::spent).sum::<i64>(),
+            "{user}: totalSpentCents (captured less refunded)"
         );
         let history = api.all_pages(&path, "orders", page, token).await;
         assert_eq!(
@@ -1635,6 +1767,7 @@ async fn verify(api: &Api, model: &Model, page: usize) -> Seen {
             "from": week_start.to_string(),
             "to": today.to_string(),
             "ordersConfirmed": week.confirmed,
+            "ordersPaid": week.paid,
             "netRevenueCents": week.net(),
         })
     );
@@ -1822,8 +1955,8 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
     let (id, apple) = catalogue().next().unwrap();
     m.ok(&api, Cmd::SetProduct(id.into(), apple)).await;
 
-    // alice: one order through its whole life, one refused then refunded, one left
-    // pending, one confirmed.
+    // alice: one order through its whole life, one refused, then paid, cancelled and
+    // refunded, one left pending, one paid and not shipped yet.
     let a1 = m
         .place(&api, "alice", vec![item("apple", 2), shown("pear", 3, 120)])
         .await;
@@ -1840,17 +1973,26 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
     m.refused(&api, cmd(Cmd::Confirm, &a2)).await; // no melon received
     m.ok(&api, Cmd::Receive("melon".into(), 3)).await;
     m.ok(&api, cmd(Cmd::Confirm, &a2)).await;
+    m.refused(&api, cmd(Cmd::Refund, &a2)).await; // nothing captured yet
+    m.ok(&api, cmd(Cmd::Pay, &a2)).await;
+    m.refused(&api, cmd(Cmd::Refund, &a2)).await; // not cancelled
     m.ok(
         &api,
         Cmd::Cancel(a2.clone(), Some("arrived bruised".into())),
     )
     .await;
+    m.ok(&api, cmd(Cmd::Refund, &a2)).await;
+    m.refused(&api, cmd(Cmd::Refund, &a2)).await; // refunded once
     let a3 = m
         .place(&api, "alice", vec![item("pear", 1), item("lime", 2)])
         .await;
     m.ok(&api, Cmd::Add(a3.clone(), item("kiwi", 2))).await;
     let a4 = m.place(&api, "alice", vec![item("apple", 1)]).await;
+    m.refused(&api, cmd(Cmd::Pay, &a4)).await; // not checked out
     m.ok(&api, cmd(Cmd::Confirm, &a4)).await;
+    m.ok(&api, cmd(Cmd::Pay, &a4)).await;
+    m.refused(&api, cmd(Cmd::Pay, &a4)).await; // captured once
+    m.refused(&api, cmd(Cmd::Decline, &a4)).await;
 
     // bob: a euro order (of a product priced in euros) cancelled while pending; one
     // refused for want of kiwis, confirmed after a delivery, shipped.
@@ -1895,13 +2037,31 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
         c2 = m.place(&api, "carol", vec![item("plum", n)]).await;
     }
 
-    // dave: confirmed then cancelled (a refund) on a product with no other sale.
+    // dave: a card declined, the order cancelled for it, on a product with no other sale;
+    // and one cancelled while its charge was under way, captured late (revenue all the
+    // same), then refunded.
     let d1 = m
         .place(&api, "dave", vec![item("kiwi", 1), item("fig", 1)])
         .await;
     m.ok(&api, cmd(Cmd::Confirm, &d1)).await;
-    m.ok(&api, Cmd::Cancel(d1.clone(), Some("duplicate".into())))
+    m.ok(&api, cmd(Cmd::Decline, &d1)).await;
+    m.refused(&api, cmd(Cmd::Decline, &d1)).await; // declined once
+    m.refused(&api, Cmd::Ship(d1.clone(), "DHL".into(), "X0".into()))
         .await;
+    m.ok(
+        &api,
+        Cmd::Cancel(d1.clone(), Some("payment_declined".into())),
+    )
+    .await;
+    m.refused(&api, cmd(Cmd::Refund, &d1)).await; // nothing captured
+    let d2 = m.place(&api, "dave", vec![item("plum", 2)]).await;
+    m.ok(&api, cmd(Cmd::Confirm, &d2)).await;
+    m.ok(&api, Cmd::Cancel(d2.clone(), Some("duplicate".into())))
+        .await;
+    m.ok(&api, cmd(Cmd::Pay, &d2)).await;
+    m.refused(&api, Cmd::Ship(d2.clone(), "DHL".into(), "X3".into()))
+        .await;
+    m.ok(&api, cmd(Cmd::Refund, &d2)).await;
 
     // erin: pears go up; a client that shows the old price is told the new one.
     let pear = Product {
@@ -1949,6 +2109,8 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
     m.refused(&api, cmd(Cmd::Deliver, &a4)).await;
     m.refused(&api, Cmd::Ship(b1.clone(), "DHL".into(), "X1".into()))
         .await;
+    m.refused(&api, cmd(Cmd::Pay, &b1)).await; // cancelled before checkout
+    m.refused(&api, cmd(Cmd::Refund, &a1)).await; // delivered, not cancelled
     m.refused(&api, cmd(Cmd::Deliver, &c1)).await;
     m.refused(&api, Cmd::Ship(c1.clone(), "DHL".into(), "X2".into()))
         .await; // confirmed, not paid
@@ -1957,20 +2119,27 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
 
     // The scenario, spelled out (`verify` found the views equal to these expectations).
     let status = |id: &String| seen.docs[id]["status"].as_str().unwrap().to_owned();
+    let payment = |id: &String| seen.docs[id]["paymentStatus"].as_str().map(str::to_owned);
+    let orders = [&a1, &a2, &a3, &a4, &b1, &b2, &c1, &d1, &d2, &e1];
     assert_eq!(
-        [&a1, &a2, &a3, &a4, &b1, &b2, &c1, &d1, &e1].map(status),
+        orders.map(|id| (status(id), payment(id))),
         [
-            "delivered",
-            "cancelled",
-            "pending",
-            "confirmed",
-            "cancelled",
-            "shipped",
-            "confirmed",
-            "cancelled",
-            "pending"
+            ("delivered", Some("captured")),
+            ("cancelled", Some("refunded")),
+            ("pending", None),
+            ("paid", Some("captured")),
+            ("cancelled", None),
+            ("shipped", Some("captured")),
+            ("confirmed", Some("awaiting")),
+            ("cancelled", Some("declined")),
+            ("cancelled", Some("refunded")),
+            ("pending", None),
         ]
+        .map(|(s, p)| (s.to_owned(), p.map(str::to_owned)))
     );
+    assert_eq!(seen.docs[&d1]["paymentDeclineCode"], "insufficient_funds");
+    assert_eq!(seen.docs[&d2]["paidCents"], 620);
+    assert_eq!(seen.docs[&d2]["refundedCents"], 620);
     assert_eq!(
         seen.docs[&a1]["items"],
         json!([
@@ -1988,10 +2157,20 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
     });
     assert_eq!(
         (all.placed, all.confirmed, all.cancelled),
-        (14, 6, 3),
+        (15, 7, 4),
         "placed, confirmed, cancelled"
     );
-    assert_eq!(all.refunded, m.orders[&a2].total() + m.orders[&d1].total());
+    assert_eq!(
+        (all.paid, all.refunds, all.declined),
+        (5, 2, 1),
+        "paid, refunded, declined"
+    );
+    let total = |id: &String| m.orders[id].total();
+    assert_eq!(
+        all.revenue,
+        [&a1, &a2, &a4, &b2, &d2].map(total).iter().sum::<i64>()
+    );
+    assert_eq!(all.refunded, total(&a2) + total(&d2));
     let stock = |p: &str| {
         let s = seen.inventory[p];
         (s.received, s.reserved, s.shipped, s.available())
@@ -2007,7 +2186,11 @@ async fn orders_flow_through_all_three_services_and_every_view_adds_up(pool: PgP
         (20, 1, 3, 16),
         "apples: written off, a4 holds 1"
     );
-    assert_eq!(stock("fig"), (2, 0, 0, 2), "the one fig sold was refunded");
+    assert_eq!(
+        stock("fig"),
+        (2, 0, 0, 2),
+        "the one fig ordered was released"
+    );
     assert_eq!(stock("lime"), (0, 0, 0, 0), "limes only on a pending order");
     assert!(
         !seen.inventory.contains_key("durian"),
@@ -2179,14 +2362,39 @@ async fn random_writer(
         } else {
             // Mostly recent orders, so lifecycles get somewhere.
             let n = mine.len();
-            let id = mine[n - 1 - rng.usize(0..n.min(8))].clone();
+            let mut id = mine[n - 1 - rng.usize(0..n.min(8))].clone();
+            // The fulfilment process's answers mostly go to an order that waits for one (a
+            // charge to an order awaiting it, even one cancelled meanwhile; a refund to a
+            // cancelled order whose payment was captured), else to any (and are refused).
+            // Some cancellations are of paid orders.
+            let mut one_of = |fits: &dyn Fn(&OrderModel) -> bool| {
+                let fits: Vec<&String> = mine.iter().filter(|o| fits(&m.orders[*o])).collect();
+                (!fits.is_empty()).then(|| fits[rng.usize(..fits.len())].clone())
+            };
+            let chosen = match pick {
+                68..=75 => one_of(&|o| o.payment == Some(Payment::Awaiting)),
+                76..=78 => one_of(&|o| o.status == Status::Paid),
+                92..=95 => one_of(&|o| {
+                    o.status == Status::Cancelled && o.payment == Some(Payment::Captured)
+                }),
+                _ => None,
+            };
+            if let Some(chosen) = chosen
+                && rng.u32(0..10) > 0
+            {
+                id = chosen;
+            }
             let currency = m.orders[&id].currency.clone();
             match pick {
                 30..=45 => Cmd::Add(id, item(product(&mut rng, &currency), rng.i64(1..3))),
                 46..=53 => Cmd::Remove(id, product(&mut rng, &currency).into()),
-                54..=73 => Cmd::Confirm(id),
-                74..=81 => Cmd::Cancel(id, rng.bool().then(|| "changed my mind".into())),
+                54..=67 => Cmd::Confirm(id),
+                // Mostly captures, some declines (and a later capture is a retry).
+                68..=72 => Cmd::Pay(id),
+                73..=75 => Cmd::Decline(id),
+                76..=81 => Cmd::Cancel(id, rng.bool().then(|| "changed my mind".into())),
                 82..=91 => Cmd::Ship(id, "DHL".into(), format!("T{}", rng.u32(..))),
+                92..=95 => Cmd::Refund(id),
                 _ => Cmd::Deliver(id),
             }
         };
@@ -2200,13 +2408,28 @@ async fn random_writer(
             }
             cmd => {
                 let placing = matches!(cmd, Cmd::Place { .. });
+                let cancelled = match &cmd {
+                    Cmd::Cancel(id, _) => Some(id.clone()),
+                    _ => None,
+                };
                 if !m.run(&api, cmd).await {
                     continue;
                 }
                 if placing {
                     mine.push(m.placed.clone().unwrap());
                 }
-                1
+                // A paid order cancelled is mostly refunded at once, as the process does;
+                // the rest wait for a later refund.
+                match cancelled {
+                    Some(id)
+                        if m.orders[&id].payment == Some(Payment::Captured)
+                            && rng.u32(0..4) > 0 =>
+                    {
+                        m.ok(&api, Cmd::Refund(id)).await;
+                        2
+                    }
+                    _ => 1,
+                }
             }
         };
         let token = m.token.clone().unwrap();
@@ -2295,10 +2518,30 @@ async fn the_projector_killed_mid_stream_neither_loses_nor_double_counts(pool: P
             (s.as_str(), n)
         })
         .collect();
+    let by_payment: Vec<(&str, usize)> = [
+        Payment::Awaiting,
+        Payment::Captured,
+        Payment::Declined,
+        Payment::Refunded,
+    ]
+    .iter()
+    .map(|p| {
+        let n = m.orders.values().filter(|o| o.payment == Some(*p)).count();
+        (p.as_str(), n)
+    })
+    .collect();
+    let late = m
+        .orders
+        .values()
+        .filter(|o| {
+            let at = |e| o.events.iter().position(|x| *x == e);
+            at("PaymentCaptured") > at("OrderCancelled") && at("OrderCancelled").is_some()
+        })
+        .count();
     eprintln!(
-        "{appended} commands appended by the writers, {} orders {by_status:?}, {} \
-         confirmations refused for want of stock; {with_backlog} of {KILLS} kills left events \
-         unapplied",
+        "{appended} commands appended by the writers, {} orders {by_status:?}, payments \
+         {by_payment:?} ({late} captured after a cancellation), {} confirmations refused for \
+         want of stock; {with_backlog} of {KILLS} kills left events unapplied",
         m.orders.len(),
         m.short,
     );
