@@ -18,6 +18,7 @@ pub mod s5_hot_keys;
 pub mod s6_queries;
 pub mod s7_replay;
 pub mod s8_checkout;
+pub mod s9_fulfilment;
 pub mod stats;
 pub mod wire;
 pub mod workload;
@@ -72,6 +73,10 @@ impl Mode {
                 s8_clients: vec![64],
                 s8_products: vec![1, 10],
                 s8_orders: 200,
+                s9_rate: 10,
+                s9_warmup: Duration::from_millis(300),
+                s9_duration: Duration::from_millis(1_500),
+                s9_backlog: 50,
             },
             Mode::Quick => Sizes {
                 runs: 3,
@@ -96,6 +101,10 @@ impl Mode {
                 s8_clients: vec![64],
                 s8_products: vec![1, 10],
                 s8_orders: 2_000,
+                s9_rate: 20,
+                s9_warmup: Duration::from_secs(2),
+                s9_duration: Duration::from_secs(20),
+                s9_backlog: 2_000,
             },
             Mode::Full => Sizes {
                 runs: 5,
@@ -118,6 +127,10 @@ impl Mode {
                 s8_clients: vec![64, 200],
                 s8_products: vec![1, 10],
                 s8_orders: 10_000,
+                s9_rate: 20,
+                s9_warmup: Duration::from_secs(5),
+                s9_duration: Duration::from_secs(60),
+                s9_backlog: 10_000,
             },
         }
     }
@@ -155,6 +168,12 @@ pub struct Sizes {
     pub s8_products: Vec<usize>,
     /// 1-unit orders confirmed per run; the products receive half as many units.
     pub s8_orders: usize,
+    /// Checkouts per second offered while confirm-to-paid latency is measured.
+    pub s9_rate: u32,
+    pub s9_warmup: Duration,
+    pub s9_duration: Duration,
+    /// Confirmed orders committed while the fulfilment process is stopped, then drained.
+    pub s9_backlog: usize,
 }
 
 pub struct Config {
@@ -206,7 +225,7 @@ impl Ctx {
     }
 }
 
-pub const SCENARIOS: [(&str, &str); 8] = [
+pub const SCENARIOS: [(&str, &str); 9] = [
     ("S1", "Commands over HTTP"),
     ("S2", "Raw append"),
     ("S3", "Live projection lag"),
@@ -215,6 +234,7 @@ pub const SCENARIOS: [(&str, &str); 8] = [
     ("S6", "Queries"),
     ("S7", "Replaying a 10,000-event stream"),
     ("S8", "Checkout contention"),
+    ("S9", "Fulfilment"),
 ];
 
 /// Runs the suite and returns the report (not yet written).
@@ -253,7 +273,8 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             "S5" => s5_hot_keys::run(&ctx).await,
             "S6" => s6_queries::run(&ctx).await,
             "S7" => s7_replay::run(&ctx).await,
-            _ => s8_checkout::run(&ctx).await,
+            "S8" => s8_checkout::run(&ctx).await,
+            _ => s9_fulfilment::run(&ctx).await,
         };
         let mut s = result.unwrap_or_else(|e| {
             let mut s = Scenario::new(id, title, "");
