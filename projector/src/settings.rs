@@ -1,12 +1,12 @@
 //! Typed settings, from the environment (or flags), checked at start-up.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
+use event_store::connect::{connect_options, lazy_pool};
 use secrecy::{ExposeSecret, SecretString};
 use service_kit::settings::secret;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnPoison {
@@ -78,17 +78,11 @@ impl Settings {
     }
 
     pub fn pg_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
-        Ok(
-            PgConnectOptions::from_str(self.database_url.expose_secret())?
-                .application_name("projector"),
-        )
+        connect_options(self.database_url.expose_secret(), "projector")
     }
 
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
-        Ok(PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(self.pg_options()?))
+        Ok(lazy_pool(self.pg_options()?, 8, Duration::from_secs(5)))
     }
 }
 

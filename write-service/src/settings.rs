@@ -1,12 +1,12 @@
 //! Typed settings, read from the environment (or flags) once at start-up.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
+use event_store::connect::{connect_options, lazy_pool};
 use secrecy::{ExposeSecret, SecretString};
 use service_kit::settings::secret;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct Settings {
@@ -32,17 +32,14 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// A lazily connecting pool: the service starts and answers 503 while PostgreSQL is
-    /// away, and recovers by itself when it returns.
+    /// The service answers 503 while PostgreSQL is away.
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
-        let options = PgConnectOptions::from_str(self.database_url.expose_secret())?
-            .application_name("write-service")
-            // An abandoned transaction would hold back every tailer; PostgreSQL ends it.
-            .options([("idle_in_transaction_session_timeout", "10s")]);
-        Ok(PgPoolOptions::new()
-            .max_connections(self.database_max_connections)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options))
+        let options = connect_options(self.database_url.expose_secret(), "write-service")?;
+        Ok(lazy_pool(
+            options,
+            self.database_max_connections,
+            Duration::from_secs(3),
+        ))
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod append;
 mod command;
+pub mod connect;
 pub mod lease;
 pub mod listen;
 mod read;
