@@ -138,7 +138,7 @@ async fn no_crash_charges_twice_loses_a_step_or_strands_stock(pool: PgPool) {
         Duration::from_secs(180),
         "every order settled and the outbox empty",
         || async {
-            if shop.work_pending().await > 0 {
+            if !shop.settled().await {
                 return false;
             }
             for id in plans.keys() {

@@ -59,10 +59,7 @@ async fn visa_is_paid_and_a_declined_card_cancels_with_its_stock_back(pool: PgPo
     assert_eq!(money.get(&paid), Some(&(1, 0)));
     assert_eq!(money.get(&declined), None, "no successful charge");
 
-    eventually(WITHIN, "all mail sent", || async {
-        shop.work_pending().await == 0
-    })
-    .await;
+    eventually(WITHIN, "all mail sent", || shop.settled()).await;
     let mail = shop.mail_about(&paid);
     let subjects: Vec<&str> = mail.iter().map(|m| m.subject.as_str()).collect();
     assert_eq!(mail.len(), 2, "{subjects:?}");
@@ -105,10 +102,7 @@ async fn a_paid_order_that_is_cancelled_is_refunded_exactly_once(pool: PgPool) {
     let ledger = shop.ledger().await;
     assert_eq!(ledger["refunds"][0]["amount"], 4000);
 
-    eventually(WITHIN, "all mail sent", || async {
-        shop.work_pending().await == 0
-    })
-    .await;
+    eventually(WITHIN, "all mail sent", || shop.settled()).await;
     let subjects: Vec<String> = shop
         .mail_about(&id)
         .into_iter()
@@ -200,10 +194,7 @@ async fn an_outage_past_the_payment_timeout_cancels_once_and_charges_nothing(poo
     assert_eq!(shop.available("cup").await, 4);
     // The provider comes back: the dropped charge stays dropped.
     shop.set_mode("normal").await;
-    eventually(WITHIN, "outbox drained", || async {
-        shop.work_pending().await == 0
-    })
-    .await;
+    eventually(WITHIN, "outbox drained", || shop.settled()).await;
     assert_eq!(shop.money_by_order().await.get(&id), None);
     let subjects: Vec<String> = shop
         .mail_about(&id)
@@ -230,10 +221,7 @@ async fn a_provider_that_hangs_past_the_timeout_is_asked_before_the_order_is_let
     // The charge's answer was lost: once the provider answers again, the process asks it
     // whether the charge went through (it did not) instead of charging.
     shop.set_mode("normal").await;
-    eventually(WITHIN, "the charge settled", || async {
-        shop.work_pending().await == 0
-    })
-    .await;
+    eventually(WITHIN, "the charge settled", || shop.settled()).await;
     let (status, unknown): (String, bool) = sqlx::query_as(
         "select status, outcome_unknown from fulfilment_outbox where kind = 'charge'",
     )

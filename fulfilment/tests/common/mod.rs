@@ -278,6 +278,23 @@ impl Shop {
             .expect("the outbox")
     }
 
+    /// Nothing left to do: the process has read the whole log (so every email the log calls
+    /// for is queued) and no outside work waits.
+    pub async fn settled(&self) -> bool {
+        let caught_up: bool = sqlx::query_scalar(
+            "select coalesce((
+                 select (c.tx_id, c.global_position) >= (e.tx_id::text::int8, e.global_position)
+                 from process_checkpoints c,
+                      (select tx_id, global_position from events
+                       order by tx_id desc, global_position desc limit 1) e
+                 where c.process = 'fulfilment'), false)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .expect("the checkpoint");
+        caught_up && self.work_pending().await == 0
+    }
+
     /// Event types of an order's stream, in order.
     pub async fn events_of(&self, order: &str) -> Vec<String> {
         sqlx::query_scalar(
