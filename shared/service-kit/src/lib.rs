@@ -3,6 +3,8 @@
 //! and graceful shutdown.
 
 pub mod api_error;
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod ops;
 pub mod serve;
 pub mod settings;

@@ -48,15 +48,28 @@ impl Reply {
     }
 }
 
-/// A router to call in-process.
+/// A router to call in-process, as staff unless told otherwise ([`InProcess::as_caller`]).
 #[derive(Clone)]
 pub struct InProcess {
     pub router: Router,
+    /// The `Authorization` header sent when a request does not set its own.
+    pub authorization: Option<String>,
 }
 
 impl InProcess {
     pub fn new(router: Router) -> Self {
-        Self { router }
+        Self {
+            router,
+            authorization: Some(crate::auth::bearer(&crate::auth::staff())),
+        }
+    }
+
+    /// The same router called with `token` (`None`: without a token).
+    pub fn as_caller(&self, token: Option<&str>) -> Self {
+        Self {
+            router: self.router.clone(),
+            authorization: token.map(crate::auth::bearer),
+        }
     }
 
     pub async fn raw(
@@ -67,6 +80,12 @@ impl InProcess {
         body: Body,
     ) -> Reply {
         let mut req = Request::builder().method(method).uri(uri);
+        let own = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if let (false, Some(authorization)) = (own, &self.authorization) {
+            req = req.header("authorization", authorization);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
