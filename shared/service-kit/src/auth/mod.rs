@@ -134,7 +134,11 @@ impl Auth {
         if self.disabled() {
             return None;
         }
-        let not_until = self.inner.limiter.check_key(&caller.sub.to_string()).err()?;
+        let not_until = self
+            .inner
+            .limiter
+            .check_key(&caller.sub.to_string())
+            .err()?;
         Some(not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
