@@ -7,6 +7,9 @@
 # (unless PAYMENT_PROVIDER_URL is set), applies migrations, starts write-service, projector,
 # read-service and fulfilment, seeds demo data into an empty store, prints the URLs and a few
 # curl examples, then streams the logs. Ctrl-C stops everything it started.
+# Authentication is on: tokens are checked against AUTH_HS256_SECRET, which, unless it is
+# set, is a development secret generated once into .local/auth-secret; the demo data goes in
+# with a staff token, and ready-to-paste tokens for staff and a customer are printed.
 # `scripts/run.sh stop` (make down) stops services left by a run that crashed.
 set -euo pipefail
 
@@ -64,10 +67,15 @@ stop_services() {
   done
 }
 
-# One write-service request; any answer but 2xx stops the seeding and shows the answer.
+# A token for the secret in AUTH_HS256_SECRET: `token SUB [--staff]`, valid for a day.
+token() {
+  "$bin_dir/write-service" token --sub "$1" "${@:2}" --ttl 24h
+}
+
+# One write-service request as staff; any answer but 2xx stops the seeding and shows the answer.
 call() {
   local method=$1 url=$2 body=${3:-} out status
-  out=$(curl -sS -X "$method" "$url" -H 'content-type: application/json' -d "$body" -w '\n%{http_code}') || return 1
+  out=$(curl -sS -X "$method" "$url" -H "authorization: Bearer $seed_token" -H 'content-type: application/json' -d "$body" -w '\n%{http_code}') || return 1
   status=${out##*$'\n'}
   if [[ $status != 2?? ]]; then
     log "$method $url answered $status: ${out%$'\n'*}"
@@ -87,7 +95,7 @@ seed_demo() {
   call PUT "$w/products/monitor" '{"name": "27-inch monitor", "unitPriceCents": 24900}'
   # Demo orders have fixed ids, so a second run sees them and does not seed twice.
   demo_id() { printf '00000000-0000-4000-8000-%012d' "$1"; }
-  if curl -fsS "$w/orders/$(demo_id 1)/state" >/dev/null 2>&1; then
+  if curl -fsS -H "authorization: Bearer $seed_token" "$w/orders/$(demo_id 1)/state" >/dev/null 2>&1; then
     log "the event store has the demo orders; not seeding them again"
     return 0
   fi
@@ -98,7 +106,7 @@ seed_demo() {
   # Until the order is paid, for at most SEED_PAYMENT_WAIT seconds (default 30).
   wait_paid() {
     local id=$1 state deadline=$((SECONDS + ${SEED_PAYMENT_WAIT:-30}))
-    while state=$(curl -fsS "$w/orders/$id/state" 2>/dev/null || true); [[ $state != *'"status":"paid"'* ]]; do
+    while state=$(curl -fsS -H "authorization: Bearer $seed_token" "$w/orders/$id/state" 2>/dev/null || true); [[ $state != *'"status":"paid"'* ]]; do
       if ((SECONDS >= deadline)); then
         log "order $id was not paid within ${SEED_PAYMENT_WAIT:-30} s (is the fulfilment service running?)"
         return 1
@@ -130,8 +138,10 @@ seed_demo() {
 }
 
 # `scripts/run.sh seed`: only the demo data, into the write-service at WRITE_SERVICE_ADDR
-# (the end-to-end tests check it against the real services this way).
+# whose secret is AUTH_HS256_SECRET (the end-to-end tests check it against the real services
+# this way).
 if [ "${1:-}" = seed ]; then
+  seed_token=$(token shop-admin --staff)
   seed_demo "http://$write_addr"
   exit 0
 fi
@@ -213,6 +223,17 @@ fi
 export DATABASE_URL MONGODB_URI SMTP_URL PAYMENT_PROVIDER_URL PAYMENT_API_KEY
 export WRITE_SERVICE_ADDR=$write_addr READ_SERVICE_ADDR=$read_addr PROJECTOR_ADDR=$projector_addr
 export FULFILMENT_ADDR=$fulfilment_addr PAYMENT_SANDBOX_ADDR=$sandbox_addr
+# The services check tokens with AUTH_HS256_SECRET (and AUTH_JWKS when set). Without one,
+# a development secret is made once and kept, so tokens printed earlier stay valid.
+if [ -z "${AUTH_HS256_SECRET:-}" ]; then
+  secret_file=$root/.local/auth-secret
+  if [ ! -s "$secret_file" ]; then
+    (umask 077; head -c 32 /dev/urandom | base64 | tr -d '\n' >"$secret_file")
+    log "made a development token secret in $secret_file"
+  fi
+  AUTH_HS256_SECRET=$(cat "$secret_file")
+fi
+export AUTH_HS256_SECRET
 
 "$bin_dir/write-service" migrate
 
@@ -252,42 +273,54 @@ wait_ready fulfilment "$fulfilment_addr"
 
 w="http://$write_addr"
 r="http://$read_addr"
+seed_token=$(token shop-admin --staff)
 seed_demo "$w"
+staff_token=$(token shop-admin --staff)
+customer_token=$(token dave)
 
 cat <<TXT
 
   The order backend is running.
     write-service  $w      (OpenAPI: $w/openapi.json)
-    read-service   $r      (OpenAPI: $r/openapi.json, dashboard: $r/dashboard/summary)
+    read-service   $r      (OpenAPI: $r/openapi.json, dashboard: $r/dashboard/summary, staff)
     projector      http://$projector_addr/health/ready   (metrics: /metrics; status: $bin_dir/projector status)
     fulfilment     http://$fulfilment_addr/health/ready   (metrics: /metrics; status: $bin_dir/fulfilment status)
     payments       $PAYMENT_PROVIDER_URL$([ "$use_sandbox" = 1 ] && echo "   (the sandbox of Stripe's test mode; ledger: $PAYMENT_PROVIDER_URL/sandbox/ledger)")
     emails         ${mail_dir:+$mail_dir/new/   (one file per message, via }$SMTP_URL${mail_dir:+)}
     logs           $log_dir/
 
-  Try it (copy and paste):
+  Tokens for 24 h (more: $bin_dir/write-service token --sub NAME [--staff] [--ttl 1h]):
+  staff run the shop, a customer sees and changes only their own orders.
 
-    # 1. a product: its name and price, then stock to sell
-    curl -s -X PUT $w/products/lamp -H 'content-type: application/json' \\
-      -d '{"name": "Desk lamp", "unitPriceCents": 3999}'
-    curl -s -X POST $w/products/lamp/stock -H 'content-type: application/json' -d '{"quantity": 5}'
+    export STAFF_TOKEN=$staff_token
+    export DAVE_TOKEN=$customer_token
 
-    # 2. order it (the price comes from the catalogue)
-    curl -s -X POST $w/orders -H 'content-type: application/json' \\
-      -d '{"userId": "dave", "items": [{"productId": "lamp", "quantity": 2}]}'
+  Try it (copy and paste, after the two exports):
+
+    # 1. as staff: a product, its name and price, then stock to sell
+    curl -s -X PUT $w/products/lamp -H "authorization: Bearer \$STAFF_TOKEN" \\
+      -H 'content-type: application/json' -d '{"name": "Desk lamp", "unitPriceCents": 3999}'
+    curl -s -X POST $w/products/lamp/stock -H "authorization: Bearer \$STAFF_TOKEN" \\
+      -H 'content-type: application/json' -d '{"quantity": 5}'
+
+    # 2. as the customer dave: order it (for himself; the price comes from the catalogue)
+    curl -s -X POST $w/orders -H "authorization: Bearer \$DAVE_TOKEN" \\
+      -H 'content-type: application/json' -d '{"items": [{"productId": "lamp", "quantity": 2}]}'
 
     # 3. check out with a payment method, which reserves its stock (use the orderId from step 2);
     #    the fulfilment process charges it within a second: the order becomes paid and two
     #    emails arrive (received, payment received). pm_card_chargeDeclined is declined: the
     #    order is cancelled and its stock released.
-    curl -s -X POST $w/orders/ORDER_ID/confirm -H 'content-type: application/json' \\
-      -d '{"paymentMethod": "pm_card_visa", "email": "dave@example.com"}'
-    curl -s $w/orders/ORDER_ID/state
+    curl -s -X POST $w/orders/ORDER_ID/confirm -H "authorization: Bearer \$DAVE_TOKEN" \\
+      -H 'content-type: application/json' -d '{"paymentMethod": "pm_card_visa", "email": "dave@example.com"}'
+    curl -s $w/orders/ORDER_ID/state -H "authorization: Bearer \$DAVE_TOKEN"
 ${mail_dir:+    ls $mail_dir/new/
 }
-    # 4. read it back, waiting for the views to apply your write (use the position from step 3)
-    curl -s $r/orders/ORDER_ID -H 'X-Consistency-Token: POSITION'
-    curl -s $r/inventory/lamp -H 'X-Consistency-Token: POSITION'
+    # 4. read it back, waiting for the views to apply your write (use the position from step 3);
+    #    dave sees his orders only (another's answers 404), staff see the stock and the sales
+    curl -s $r/orders/ORDER_ID -H "authorization: Bearer \$DAVE_TOKEN" -H 'X-Consistency-Token: POSITION'
+    curl -s $r/users/dave/orders -H "authorization: Bearer \$DAVE_TOKEN"
+    curl -s $r/inventory/lamp -H "authorization: Bearer \$STAFF_TOKEN" -H 'X-Consistency-Token: POSITION'
 
   Ctrl-C stops everything this run started.
 

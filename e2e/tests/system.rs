@@ -15,11 +15,10 @@
 //! binaries; `cargo test -p e2e` alone does not build them).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
@@ -29,201 +28,15 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use test_support::events::Events;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStderr, Command};
-use tokio::sync::{oneshot, watch};
+use tokio::process::Command;
+use tokio::sync::watch;
 
-/// How long a service may take to start listening and to become ready.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+mod common;
+use common::*;
+
 /// How long the read-service waits for a consistency token before 503 (its maximum is 60 s).
 /// Generous: after a SIGKILL the next projector first catches up with the backlog.
 const CONSISTENCY_TIMEOUT_MS: u64 = 20_000;
-/// Log lines kept per service, printed when a test fails.
-const LOG_LINES: usize = 200;
-
-// ---- the service processes ------------------------------------------------------------------
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e lives in the workspace")
-        .to_path_buf()
-}
-
-/// A service binary in the target directory (`CARGO_TARGET_DIR`, a relative one taken from
-/// the workspace root, else `target/`), built by `cargo build --workspace` or `make test`.
-fn binary(name: &str) -> PathBuf {
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => workspace_root().join(dir),
-        None => workspace_root().join("target"),
-    };
-    let path = target
-        .join("debug")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "{} does not exist: build the services first with `cargo build --workspace` \
-         (`make test` builds every target and starts the databases)",
-        path.display()
-    );
-    path
-}
-
-/// The port in a line such as `... write-service listening port=41234`.
-fn listening_port(line: &str) -> Option<u16> {
-    if !line.contains("listening") {
-        return None;
-    }
-    let after = line.split("port=").nth(1)?;
-    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-type Log = Arc<Mutex<VecDeque<String>>>;
-
-/// Reads the child's stderr to the end, so it never blocks on a full pipe: keeps the last
-/// lines and reports the port from the "listening" line.
-async fn drain(stderr: ChildStderr, log: Log, port: oneshot::Sender<u16>) {
-    let mut port = Some(port);
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(p) = listening_port(&line)
-            && let Some(tx) = port.take()
-        {
-            let _ = tx.send(p);
-        }
-        let mut log = log.lock().unwrap();
-        if log.len() == LOG_LINES {
-            log.pop_front();
-        }
-        log.push_back(line);
-    }
-}
-
-fn tail(log: &Log) -> String {
-    let log = log.lock().unwrap();
-    log.iter().cloned().collect::<Vec<_>>().join("\n")
-}
-
-/// One running service binary; killed when dropped.
-struct Service {
-    name: &'static str,
-    child: Child,
-    port: u16,
-    log: Log,
-}
-
-impl Service {
-    async fn start(name: &'static str, env: &[(&str, String)]) -> Service {
-        let mut command = Command::new(binary(name));
-        command
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let log: Log = Arc::default();
-        let (tx, rx) = oneshot::channel();
-        let stderr = child.stderr.take().expect("piped stderr");
-        tokio::spawn(drain(stderr, log.clone(), tx));
-        let port = match tokio::time::timeout(START_TIMEOUT, rx).await {
-            Ok(Ok(port)) => port,
-            Ok(Err(_)) => panic!("{name} exited before listening:\n{}", tail(&log)),
-            Err(_) => panic!(
-                "{name} did not listen within {START_TIMEOUT:?}:\n{}",
-                tail(&log)
-            ),
-        };
-        Service {
-            name,
-            child,
-            port,
-            log,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Polls `/health/ready` until it answers 200.
-    async fn wait_ready(&mut self, http: &reqwest::Client) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let url = format!("{}/health/ready", self.url());
-        loop {
-            if let Ok(r) = http.get(&url).send().await
-                && r.status() == StatusCode::OK
-            {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}):\n{}", self.name, tail(&self.log));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready within {START_TIMEOUT:?}:\n{}",
-                self.name,
-                tail(&self.log)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL: no graceful shutdown, no last checkpoint.
-    async fn kill(mut self) {
-        self.child.start_kill().expect("SIGKILL");
-        self.child.wait().await.expect("reap");
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- {} (port {}) log ----\n{}",
-                self.name,
-                self.port,
-                tail(&self.log)
-            );
-        }
-    }
-}
-
-use test_support::servers::{database_url, mongodb_uri};
-
-/// The test's own MongoDB database, dropped when the test ends, whether it passed or not.
-struct MongoDatabase {
-    name: String,
-}
-
-impl Drop for MongoDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime: drop the database from a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let client = mongodb::Client::with_uri_str(mongodb_uri()).await?;
-                client.database(&name).drop().await
-            })
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("could not drop MongoDB database {}: {e}", self.name),
-            Err(_) => eprintln!("could not drop MongoDB database {}", self.name),
-        }
-    }
-}
 
 /// The three services on the test's own PostgreSQL database and MongoDB database.
 struct System {
@@ -245,9 +58,16 @@ impl System {
             .get_database()
             .unwrap_or("postgres")
             .to_owned();
+        // The tests drive the shop as its staff: every endpoint is open to them. Who may
+        // do what is the subject of `access.rs`.
+        let staff = test_support::auth::bearer(&test_support::auth::staff());
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(60))
+            .default_headers(HeaderMap::from_iter([(
+                reqwest::header::AUTHORIZATION,
+                staff.parse().unwrap(),
+            )]))
             .build()
             .unwrap();
         let database_url = database_url(&database);
@@ -2211,6 +2031,7 @@ async fn the_demo_data_of_make_run_is_accepted(pool: PgPool) {
         let run = Command::new(workspace_root().join("scripts/run.sh"))
             .arg("seed")
             .env("WRITE_SERVICE_ADDR", &write_addr)
+            .env("AUTH_HS256_SECRET", test_support::auth::SECRET)
             .stdin(Stdio::null())
             .output()
             .await
@@ -2648,6 +2469,11 @@ async fn apis_hold_to_their_openapi_documents(pool: PgPool) {
     for service in [&system.write, &system.read] {
         let run = Command::new(workspace_root().join("scripts/schemathesis.sh"))
             .arg(format!("{}/openapi.json", service.url()))
+            .arg("--header")
+            .arg(format!(
+                "Authorization: {}",
+                test_support::auth::bearer(&test_support::auth::staff())
+            ))
             .stdin(Stdio::null())
             .output()
             .await
