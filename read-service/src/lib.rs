@@ -4,6 +4,7 @@
 //! so a rebuild switches it over without a restart, and it can wait for a consistency token
 //! so a client reads its own writes.
 
+pub mod access;
 pub mod cursor;
 pub mod model;
 pub mod openapi;
@@ -20,11 +21,13 @@ use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::ExposeSecret;
+use service_kit::auth::{Auth, authorize};
 use service_kit::ops::Ops;
 use service_kit::telemetry;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 
+use crate::access::RULES;
 use crate::openapi::ApiDoc;
 
 pub use settings::Settings;
@@ -36,6 +39,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Signs and checks pagination cursors (`READ_CURSOR_SECRET`, else a random key).
     pub cursors: cursor::Signer,
+    /// Checks tokens against [`RULES`]; handlers scope customers by the `Caller` it sets.
+    pub auth: Auth,
 }
 
 impl AppState {
@@ -53,13 +58,17 @@ impl AppState {
                 settings.cursor_secret.as_ref().map(|s| s.expose_secret()),
             )
             .map_err(|e| anyhow::anyhow!("no random key for cursors: {e}"))?,
+            // Refuses to start without a key, unless AUTH_DISABLED=true.
+            auth: Auth::new(&settings.auth, RULES)
+                .await
+                .map_err(|e| anyhow::anyhow!("authentication: {e}"))?,
         })
     }
 }
 
 pub fn router(state: AppState) -> Router {
     use routes::{dashboard, inventory, ops, orders, sales, users};
-    let views = state.views.clone();
+    let (views, auth) = (state.views.clone(), state.auth.clone());
     let routes = Router::new()
         .route("/orders", get(orders::search))
         .route("/orders/{orderId}", get(orders::get_order))
@@ -70,10 +79,16 @@ pub fn router(state: AppState) -> Router {
         .route("/inventory/{productId}", get(inventory::product))
         .route("/dashboard/summary", get(dashboard::summary))
         .merge(service_kit::ops::router(Ops {
-            ready: Arc::new(move || ops::ready(views.clone())),
+            ready: Arc::new(move || ops::ready(views.clone(), auth.clone())),
             metrics: state.metrics.clone(),
             openapi: Some(ApiDoc::openapi()),
-        }));
+        }))
+        // Outermost route layer, after the merge: every route, ops included, has its rule
+        // checked (a route without one is refused).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            authorize,
+        ));
     telemetry::http_layers(routes).with_state(state)
 }
 

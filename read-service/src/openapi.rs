@@ -2,7 +2,9 @@
 
 use utoipa::OpenApi;
 
+use crate::access::RULES;
 use crate::query::OrderSort;
+use service_kit::auth::rules::AccessDoc;
 use service_kit::ops::OpsDoc;
 
 use crate::model::Health;
@@ -31,7 +33,8 @@ use crate::routes::{dashboard, inventory, orders, sales, users};
     // Named only by a parameter's `value_type`, which does not register it; `Health` by the
     // ops paths `OpsDoc` adds.
     components(schemas(OrderSort, Health)),
-    modifiers(&OPS),
+    // ACCESS last: it annotates every path the others add (the ops routes too).
+    modifiers(&OPS, &ACCESS),
     tags(
         (name = "orders", description = "Orders from orders_view"),
         (name = "users", description = "A user's counters and order history"),
@@ -47,3 +50,20 @@ const OPS: OpsDoc = OpsDoc {
     dependency: "MongoDB",
     ready_when: "answers a ping",
 };
+
+/// Security scheme, per-operation security and who may call, from the rule table.
+const ACCESS: AccessDoc = AccessDoc(RULES);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use service_kit::auth::rules;
+
+    #[test]
+    fn every_documented_operation_has_exactly_one_rule() {
+        assert_eq!(
+            rules::mismatches(&ApiDoc::openapi(), RULES),
+            Vec::<String>::new()
+        );
+    }
+}

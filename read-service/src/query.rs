@@ -7,6 +7,7 @@ use domain::{OrderId, ProductId, UserId};
 use mongodb::bson::{self, Bson, Document, doc};
 use serde::Serialize;
 use service_kit::api_error::ApiError;
+use service_kit::auth::{Caller, forbidden};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::cursor::{Cursor, Signer};
@@ -503,6 +504,22 @@ impl OrderSearch {
         Ok(search)
     }
 
+    /// The search `caller` may run: a customer's is limited to their own orders by forcing
+    /// `userId` to them, so the limit is part of the MongoDB filter (and of every page's,
+    /// cursors included); naming another customer is 403. Staff search as asked.
+    pub fn for_caller(mut self, caller: &Caller) -> Result<Self, ApiError> {
+        let Some(own) = caller.only_own() else {
+            return Ok(self);
+        };
+        if self.user_id.as_ref().is_some_and(|named| named != own) {
+            return Err(
+                forbidden("a customer may search only their own orders").with_field("userId")
+            );
+        }
+        self.user_id = Some(own.clone());
+        Ok(self)
+    }
+
     /// The criteria as a listing: equalities and ranges of typed values only.
     pub fn listing(&self) -> OrderListing<'_> {
         let mut f = Document::new();
@@ -666,6 +683,50 @@ mod tests {
         );
         let ok = search(&[("userId", "a.b:c-d_e")]).unwrap();
         assert_eq!(ok.listing().server_filter(), doc! {"userId": "a.b:c-d_e"});
+    }
+
+    fn caller(sub: &str, staff: bool) -> Caller {
+        Caller {
+            sub: sub.parse().unwrap(),
+            staff,
+        }
+    }
+
+    #[test]
+    fn a_customers_search_carries_their_id_in_the_mongodb_filter() {
+        let alice = caller("alice", false);
+        let cursor = Signer::new(b"test").encode(
+            &OrderSort::TotalCents.scope(),
+            500,
+            "00000000-0000-4000-8000-000000000001",
+        );
+        for q in [
+            vec![],
+            vec![("userId", "alice")],
+            vec![("status", "pending")],
+            vec![("sort", "totalCents"), ("cursor", cursor.as_str())],
+        ] {
+            let s = search(&q).unwrap().for_caller(&alice).unwrap();
+            let filter = s.listing().server_filter();
+            assert_eq!(filter.get_str("userId"), Ok("alice"), "{q:?}: {filter}");
+        }
+        let e = search(&[("userId", "bob")])
+            .unwrap()
+            .for_caller(&alice)
+            .unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code, e.field.as_deref()),
+            (403, "forbidden", Some("userId"))
+        );
+        // Staff search across customers, or for the one they name.
+        let staff = caller("staff-1", true);
+        let all = search(&[]).unwrap().for_caller(&staff).unwrap();
+        assert_eq!(all.listing().server_filter(), doc! {});
+        let bobs = search(&[("userId", "bob")])
+            .unwrap()
+            .for_caller(&staff)
+            .unwrap();
+        assert_eq!(bobs.listing().server_filter(), doc! {"userId": "bob"});
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use mongodb::Client;
 use mongodb::options::ClientOptions;
 use secrecy::{ExposeSecret, SecretString};
+use service_kit::auth::AuthSettings;
 use service_kit::settings::secret;
 
 #[derive(Clone, Debug, clap::Args)]
@@ -47,10 +48,16 @@ pub struct Settings {
     /// paging).
     #[arg(long, env = "READ_CURSOR_SECRET", hide_env_values = true, value_parser = crate::cursor::parse_secret)]
     pub cursor_secret: Option<SecretString>,
+
+    /// Bearer-token keys, issuer, audience and the per-caller rate limit.
+    #[command(flatten)]
+    pub auth: AuthSettings,
 }
 
 impl Settings {
-    /// Settings for tests and embedding: defaults, this server and database, port 0.
+    /// Settings for tests and embedding: defaults, this server and database, port 0, and no
+    /// token key, so the service refuses to start until `auth` is given one (tests use
+    /// `test_support::auth::settings()`): nothing embedded starts open by default.
     pub fn new(mongodb_uri: impl Into<String>, mongodb_database: impl Into<String>) -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -60,6 +67,10 @@ impl Settings {
             max_waiting: 128,
             mongodb_timeout_ms: 2000,
             cursor_secret: None,
+            auth: AuthSettings {
+                hs256_secret: None,
+                ..AuthSettings::hs256("")
+            },
         }
     }
 
@@ -101,12 +112,15 @@ mod tests {
             settings: Settings,
         }
         let cursor_secret = "a-cursor-secret-of-at-least-32-bytes";
+        let token_secret = "a-token-secret-of-at-least-32-bytes";
         let cli = Cli::try_parse_from([
             "read-service",
             "--mongodb-uri",
             "mongodb://reader:hunter2@db:27017/?authSource=admin",
             "--cursor-secret",
             cursor_secret,
+            "--auth-hs256-secret",
+            token_secret,
         ])
         .unwrap();
         assert_eq!(
@@ -114,7 +128,8 @@ mod tests {
             "mongodb://reader:hunter2@db:27017/?authSource=admin"
         );
         let shown = format!("{:?}", cli.settings);
-        for secret in ["hunter2", "reader", cursor_secret] {
+        assert!(cli.settings.auth.hs256_secret.is_some());
+        for secret in ["hunter2", "reader", cursor_secret, token_secret] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
     }

@@ -439,14 +439,25 @@ impl Views {
         })
     }
 
-    #[instrument(skip_all, fields(collection = %collection), err)]
     pub async fn find_one<T>(&self, collection: &str, id: &str) -> Result<Option<T>, ViewStoreError>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
+        self.find_first(collection, doc! {"_id": id}).await
+    }
+
+    /// The document matching `filter` (e.g. an id and its owner), if any.
+    #[instrument(skip_all, fields(collection = %collection), err)]
+    pub async fn find_first<T>(
+        &self,
+        collection: &str,
+        filter: Document,
+    ) -> Result<Option<T>, ViewStoreError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
         let found = self.db.collection::<T>(collection);
-        let id = id.to_owned();
-        detached(async move { Ok(found.find_one(doc! {"_id": id}).await?) }).await
+        detached(async move { Ok(found.find_one(filter).await?) }).await
     }
 
     #[instrument(skip_all, fields(collection = %collection), err)]

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::{App, Mongo, mongodb_uri};
+use common::{App, Mongo, mongodb_uri, order_doc};
 use domain::order::{OrderStatus, PaymentStatus};
 use domain::{OrderId, Position};
 use mongodb::bson::{Bson, doc};
@@ -40,20 +40,6 @@ fn sort_key(sort: &str, o: &Value) -> (i64, String) {
         _ => o["totalCents"].as_i64().unwrap(),
     };
     (key, o["orderId"].as_str().unwrap().to_owned())
-}
-
-/// An `orders_view` document as the projector writes it.
-fn order_doc(n: u64, user: &str, created_ms: i64) -> mongodb::bson::Document {
-    let id = format!("00000000-0000-4000-8000-{n:012}");
-    let at = mongodb::bson::DateTime::from_millis(created_ms);
-    doc! {
-        "_id": &id, "orderId": &id, "userId": user, "currency": "USD", "items": [],
-        "itemCount": 0_i64, "totalCents": 100_i64, "status": "pending", "createdAt": at,
-        "updatedAt": at, "confirmedAt": Bson::Null, "cancelledAt": Bson::Null,
-        "cancelReason": Bson::Null, "shippedAt": Bson::Null, "carrier": Bson::Null,
-        "trackingNumber": Bson::Null, "deliveredAt": Bson::Null, "version": 1_i64,
-        "appliedPosition": "0000000000000001-0000000000000001",
-    }
 }
 
 /// nx-27017 compares dates in filters at whole seconds only: many orders inside one second
@@ -683,7 +669,8 @@ async fn mongodb_going_away_is_503_and_the_service_recovers() {
         )
         .await;
     let switch = TcpSwitch::start(host_port(&mongodb_uri(), 27017)).await;
-    let mut settings = Settings::new(format!("mongodb://127.0.0.1:{}", switch.port), &mongo.name);
+    let mut settings =
+        common::settings(format!("mongodb://127.0.0.1:{}", switch.port), &mongo.name);
     settings.mongodb_timeout_ms = 1000;
     let app = common::app(settings).await;
     assert_eq!(app.get("/inventory/sku-1").await.ok()["availableUnits"], 5);
@@ -723,7 +710,7 @@ async fn mongodb_going_away_is_503_and_the_service_recovers() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut settings = Settings::new(format!("mongodb://127.0.0.1:{closed}"), "shop");
+    let mut settings = common::settings(format!("mongodb://127.0.0.1:{closed}"), "shop");
     settings.mongodb_timeout_ms = 300;
     let app = common::app(settings).await;
     let r = app.get("/orders").await;

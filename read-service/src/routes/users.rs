@@ -4,6 +4,7 @@ use axum::extract::State;
 use domain::UserId;
 use mongodb::bson::doc;
 use service_kit::api_error::{ApiError, AppPath, AppQuery};
+use service_kit::auth::Caller;
 
 use super::{Consistency, order_page};
 use crate::AppState;
@@ -21,6 +22,9 @@ const VIEWS: [View; 2] = [View::Orders, View::Users];
 /// The history is paged from `orders_view` by its `(userId, createdAt)` index, not from the
 /// 50 recent orders `users_orders_view` keeps, so any number of orders can be paged through.
 /// A user with no orders is 404.
+///
+/// A customer reads their own history only: another user's id answers 404 `user_not_found`,
+/// exactly as a user without orders (that user's documents are never read). Staff read any.
 #[utoipa::path(
     get,
     path = "/users/{userId}/orders",
@@ -30,13 +34,14 @@ const VIEWS: [View; 2] = [View::Orders, View::Users];
         (status = 200, description = "Counters and a page of orders", body = UserOrders,
             headers(("X-Projection-Position" = String, description = "Lower checkpoint of orders_view and users_orders_view"))),
         (status = 400, description = "Malformed user id or consistency token, a token beyond the head of the event log (`invalid_consistency_token`), or `invalid_cursor` (not issued by this service for this user: start again without it)", body = ErrorBody),
-        (status = 404, description = "The user has no orders (`user_not_found`)", body = ErrorBody),
+        (status = 404, description = "The user has no orders, or (to a customer) is another user, answered alike (`user_not_found`)", body = ErrorBody),
         (status = 422, description = "Invalid or unknown parameter, named in `field`", body = ErrorBody),
         (status = 503, description = "`not_caught_up` (the views did not apply the consistency token in time), `too_many_waiting` (too many requests wait for tokens) or MongoDB `unavailable`; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn orders(
     State(app): State<AppState>,
+    caller: Caller,
     AppPath(user_id): AppPath<UserId>,
     consistency: Consistency,
     AppQuery(query): AppQuery<Vec<(String, String)>>,
@@ -51,6 +56,17 @@ pub async fn orders(
     )?;
     let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
     let position = snapshot.position();
+    let no_orders = || {
+        ReadError::at(
+            position,
+            ApiError::not_found("user_not_found", format!("user {user_id} has no orders")),
+        )
+    };
+    // After the snapshot, so the answer (its position header too) is the one a user without
+    // orders gets: another customer's id tells the caller nothing.
+    if !caller.may_act_for(&user_id) {
+        return Err(no_orders());
+    }
     let (users, orders) = (
         snapshot.collection(View::Users),
         snapshot.collection(View::Orders),
@@ -75,10 +91,7 @@ pub async fn orders(
     // The two views may stand at different checkpoints: orders without counters yet still
     // make a user (with zero counters) rather than a 404.
     if counters.is_none() && orders.is_empty() {
-        return Err(ReadError::at(
-            position,
-            ApiError::not_found("user_not_found", format!("user {user_id} has no orders")),
-        ));
+        return Err(no_orders());
     }
     let (order_count, total_spent_cents) = counters
         .map(|c| (c.order_count, c.total_spent_cents))

@@ -4,12 +4,26 @@
 #![allow(dead_code)]
 
 use domain::Position;
-use mongodb::bson::{self, Document, doc};
+use mongodb::bson::{self, Bson, Document, doc};
 use read_model::{CHECKPOINTS, Checkpoint, LOG_HEAD, LogHead, POINTERS, Pointer, View};
 use read_service::{AppState, Settings, router};
 use test_support::http::Service;
 
 pub use test_support::servers::mongodb_uri;
+
+/// An `orders_view` document as the projector writes it.
+pub fn order_doc(n: u64, user: &str, created_ms: i64) -> mongodb::bson::Document {
+    let id = format!("00000000-0000-4000-8000-{n:012}");
+    let at = mongodb::bson::DateTime::from_millis(created_ms);
+    doc! {
+        "_id": &id, "orderId": &id, "userId": user, "currency": "USD", "items": [],
+        "itemCount": 0_i64, "totalCents": 100_i64, "status": "pending", "createdAt": at,
+        "updatedAt": at, "confirmedAt": Bson::Null, "cancelledAt": Bson::Null,
+        "cancelReason": Bson::Null, "shippedAt": Bson::Null, "carrier": Bson::Null,
+        "trackingNumber": Bson::Null, "deliveredAt": Bson::Null, "version": 1_i64,
+        "appliedPosition": "0000000000000001-0000000000000001",
+    }
+}
 
 /// A MongoDB database of the test's own.
 pub struct Mongo {
@@ -31,7 +45,7 @@ impl Mongo {
     }
 
     pub fn settings(&self) -> Settings {
-        Settings::new(mongodb_uri(), &self.name)
+        settings(mongodb_uri(), &self.name)
     }
 
     pub async fn app(&self) -> App {
@@ -103,7 +117,16 @@ impl Mongo {
     }
 }
 
-/// The read-service's router, called in-process.
+/// `Settings::new` with the tests' token secret (it has no key of its own, so it would
+/// refuse to start).
+pub fn settings(mongodb_uri: impl Into<String>, database: impl Into<String>) -> Settings {
+    Settings {
+        auth: test_support::auth::settings(),
+        ..Settings::new(mongodb_uri, database)
+    }
+}
+
+/// The read-service's router, called in-process (as staff unless told otherwise).
 pub type App = Service<AppState>;
 
 pub async fn app(settings: Settings) -> App {
