@@ -69,9 +69,12 @@ impl Env {
         &self.projector.engine.views
     }
 
-    /// The read-service's settings for these views.
+    /// The read-service's settings for these views, checking tokens with the tests' secret.
     fn settings(&self) -> Settings {
-        Settings::new(mongodb_uri(), &self.mongo_database)
+        Settings {
+            auth: test_support::auth::settings(),
+            ..Settings::new(mongodb_uri(), &self.mongo_database)
+        }
     }
 
     async fn app(&self) -> App {
@@ -1035,12 +1038,14 @@ async fn a_generation_switch_mid_traffic_fails_no_request(pool: PgPool) {
     let (count_tx, mut count) = tokio::sync::watch::channel(0usize);
     let count_tx = Arc::new(count_tx);
     let readers: Vec<_> = (0..4)
-        .map(|_| {
+        .map(|i| {
             let (base, count_tx) = (base.clone(), count_tx.clone());
+            // Four members of staff, each within the rate one caller may have.
+            let token = test_support::auth::sign(&test_support::auth::claims(&format!("staff-{i}"), true));
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let get = |path: &str| {
-                    let request = client.get(format!("{base}{path}")).send();
+                    let request = client.get(format!("{base}{path}")).bearer_auth(&token).send();
                     async move {
                         let r = request.await.unwrap();
                         assert_eq!(r.status(), 200);

@@ -54,7 +54,7 @@ struct Jwks {
 
 impl Keys {
     pub(super) async fn load(settings: &AuthSettings) -> Result<Self, KeyError> {
-        let jwks = match &settings.jwks {
+        let jwks = match jwks_source(settings) {
             Some(source) => Some(Jwks::load(source, settings.jwks_min_refresh).await?),
             None => None,
         };
@@ -73,7 +73,12 @@ impl Keys {
     }
 
     fn with_jwks(settings: &AuthSettings, jwks: Option<Jwks>) -> Result<Self, KeyError> {
-        let hs256 = match &settings.hs256_secret {
+        // An empty secret (`AUTH_HS256_SECRET=`) is no secret.
+        let secret = settings
+            .hs256_secret
+            .as_ref()
+            .filter(|s| !s.expose_secret().is_empty());
+        let hs256 = match secret {
             Some(secret) => {
                 let bytes = secret.expose_secret().as_bytes();
                 if bytes.len() < MIN_SECRET_BYTES {
@@ -136,6 +141,11 @@ impl Keys {
             sub,
         })
     }
+}
+
+/// `AUTH_JWKS`, unless empty.
+fn jwks_source(settings: &AuthSettings) -> Option<&str> {
+    settings.jwks.as_deref().filter(|s| !s.is_empty())
 }
 
 /// What a client is told about a refused token: enough to fix it, nothing about the keys.
