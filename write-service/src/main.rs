@@ -1,4 +1,11 @@
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
+use domain::UserId;
+use secrecy::ExposeSecret;
+use service_kit::auth::{AuthSettings, Claims};
 use service_kit::shutdown::shutdown_signal;
 use service_kit::telemetry;
 use write_service::{Application, Settings, migrate};
@@ -10,35 +17,122 @@ use write_service::{Application, Settings, migrate};
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    settings: Settings,
+    command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default).
-    Serve,
+    Serve(Box<Settings>),
     /// Apply the database migrations and exit.
-    Migrate,
+    Migrate(Box<Settings>),
+    /// Print a bearer token signed with AUTH_HS256_SECRET, for development and scripts.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The customer id the token carries as `sub`.
+    #[arg(long)]
+    sub: UserId,
+    /// Give the token the `staff` role.
+    #[arg(long)]
+    staff: bool,
+    /// How long the token is valid, e.g. `1h`, `30m`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// The secret, issuer and audience the services check tokens with (the rest is unused).
+    #[command(flatten)]
+    auth: AuthSettings,
+}
+
+/// Names of the subcommands and of the flags clap answers itself; any other first argument
+/// (or none) means `serve`, so `write-service` alone still serves as it always did.
+fn with_default_command(mut args: Vec<OsString>) -> Vec<OsString> {
+    let cli = Cli::command();
+    let first = args.get(1).and_then(|a| a.to_str());
+    let named = first.is_some_and(|f| {
+        cli.get_subcommands()
+            .any(|c| c.get_name() == f || c.get_all_aliases().any(|a| a == f))
+            || matches!(f, "help" | "-h" | "--help" | "-V" | "--version")
+    });
+    if !named {
+        args.insert(1.min(args.len()), "serve".into());
+    }
+    args
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    telemetry::init_tracing();
-    tracing::info!(settings = ?cli.settings, "starting");
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => {
-            let pool = cli.settings.pool()?;
-            migrate(&pool, std::time::Duration::from_secs(30)).await?;
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
+    match cli.command {
+        Command::Token(args) => token(args),
+        Command::Migrate(settings) => {
+            telemetry::init_tracing();
+            tracing::info!(?settings, "starting");
+            let pool = settings.pool()?;
+            migrate(&pool, Duration::from_secs(30)).await?;
             tracing::info!("migrations applied");
+            Ok(())
         }
-        Command::Serve => {
-            let app = Application::build(cli.settings).await?;
+        Command::Serve(settings) => {
+            telemetry::init_tracing();
+            tracing::info!(?settings, "starting");
+            let app = Application::build(*settings).await?;
             tracing::info!(port = app.port(), "write-service listening");
             app.run_until(shutdown_signal()).await?;
+            Ok(())
         }
     }
+}
+
+/// The token alone on stdout, so `TOKEN=$(write-service token --sub alice)` works.
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let secret = args.auth.hs256_secret.context(
+        "no AUTH_HS256_SECRET: set it to the secret the services check tokens with \
+         (tokens for a JWKS come from your identity provider)",
+    )?;
+    let secret = secret.expose_secret().as_bytes();
+    // A shorter secret is one the services refuse to start with: its tokens would be useless.
+    anyhow::ensure!(
+        secret.len() >= 32,
+        "AUTH_HS256_SECRET must be at least 32 bytes, as the services require"
+    );
+    let claims = Claims::new(
+        args.sub.as_str(),
+        &args.auth.issuer,
+        &args.auth.audience,
+        args.staff,
+        args.ttl,
+    );
+    println!("{}", claims.sign_hs256(secret)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_command;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        let list = list.iter().map(Into::into).collect();
+        with_default_command(list)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn serve_is_the_default_command() {
+        assert_eq!(args(&["ws"]), ["ws", "serve"]);
+        assert_eq!(
+            args(&["ws", "--addr", "0.0.0.0:1"]),
+            ["ws", "serve", "--addr", "0.0.0.0:1"]
+        );
+        assert_eq!(args(&["ws", "migrate"]), ["ws", "migrate"]);
+        assert_eq!(
+            args(&["ws", "token", "--sub", "a"]),
+            ["ws", "token", "--sub", "a"]
+        );
+        assert_eq!(args(&["ws", "--help"]), ["ws", "--help"]);
+    }
 }
