@@ -1602,6 +1602,18 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
                 codes.insert("404");
             }
         }
+        // Every route but the ops ones needs a token; staff routes, and a customer naming
+        // another in `userId`, are 403.
+        let ops = path.starts_with("/health") || path == "/metrics" || path == "/openapi.json";
+        if !ops {
+            codes.extend(["401", "429"]);
+        }
+        let staff_only = path.ends_with("/ship")
+            || path.ends_with("/deliver")
+            || (path.starts_with("/products") && method != "GET");
+        if staff_only || path == "/orders" {
+            codes.insert("403");
+        }
         assert_eq!(keys(&op["responses"]), codes, "{method} {path}");
         for (code, response) in op["responses"].as_object().unwrap() {
             assert!(
@@ -1616,7 +1628,13 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
                 "#/components/schemas/ErrorBody",
                 "{method} {path} {code}"
             );
-            if code == "503" {
+            if code == "401" {
+                assert!(
+                    response["headers"]["WWW-Authenticate"].is_object(),
+                    "{method} {path}"
+                );
+            }
+            if code == "503" || code == "429" {
                 assert!(
                     response["headers"]["Retry-After"].is_object(),
                     "{method} {path}"
