@@ -4,8 +4,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use domain::UserId;
-use secrecy::ExposeSecret;
-use service_kit::auth::{AuthSettings, Claims};
+use secrecy::{ExposeSecret, SecretString};
+use service_kit::auth::Claims;
+use service_kit::settings::secret;
 use service_kit::shutdown::shutdown_signal;
 use service_kit::telemetry;
 use write_service::{Application, Settings, migrate};
@@ -41,9 +42,25 @@ struct TokenArgs {
     /// How long the token is valid, e.g. `1h`, `30m`, `7d`.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
-    /// The secret, issuer and audience the services check tokens with (the rest is unused).
-    #[command(flatten)]
-    auth: AuthSettings,
+    // The secret, issuer and audience read as `AuthSettings` reads them (a test checks the
+    // defaults), without the settings a token does not need.
+    /// The secret the services check tokens with.
+    #[arg(long = "auth-hs256-secret", env = "AUTH_HS256_SECRET", hide_env_values = true, value_parser = secret)]
+    secret: Option<SecretString>,
+    /// The `iss` the services expect.
+    #[arg(
+        long = "auth-issuer",
+        env = "AUTH_ISSUER",
+        default_value = "order-backend"
+    )]
+    issuer: String,
+    /// The `aud` the services expect.
+    #[arg(
+        long = "auth-audience",
+        env = "AUTH_AUDIENCE",
+        default_value = "order-backend"
+    )]
+    audience: String,
 }
 
 /// Names of the subcommands and of the flags clap answers itself; any other first argument
@@ -88,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The token alone on stdout, so `TOKEN=$(write-service token --sub alice)` works.
 fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let secret = args.auth.hs256_secret.context(
+    let secret = args.secret.context(
         "no AUTH_HS256_SECRET: set it to the secret the services check tokens with \
          (tokens for a JWKS come from your identity provider)",
     )?;
@@ -100,8 +117,8 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     );
     let claims = Claims::new(
         args.sub.as_str(),
-        &args.auth.issuer,
-        &args.auth.audience,
+        &args.issuer,
+        &args.audience,
         args.staff,
         args.ttl,
     );
@@ -111,7 +128,26 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::with_default_command;
+    use clap::Parser;
+    use service_kit::auth::AuthSettings;
+
+    use super::{Cli, Command, with_default_command};
+
+    /// The token command reads the issuer and audience as the services do, defaults too.
+    #[test]
+    fn tokens_default_to_what_the_services_expect() {
+        #[derive(Parser)]
+        struct Service {
+            #[command(flatten)]
+            auth: AuthSettings,
+        }
+        let service = Service::parse_from(["ws"]).auth;
+        let Command::Token(token) = Cli::parse_from(["ws", "token", "--sub", "a"]).command else {
+            panic!("not the token command");
+        };
+        assert_eq!(token.issuer, service.issuer);
+        assert_eq!(token.audience, service.audience);
+    }
 
     fn args(list: &[&str]) -> Vec<String> {
         let list = list.iter().map(Into::into).collect();

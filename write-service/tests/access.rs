@@ -467,3 +467,23 @@ async fn the_token_command_mints_tokens_the_services_accept() {
     let out = token_command(&["--sub", "a/b"], Some(SECRET));
     assert!(!out.status.success());
 }
+
+/// The one test that turns authentication off: it is loud about it, and serves as staff.
+#[sqlx::test(migrations = "../migrations")]
+async fn auth_disabled_serves_everyone_as_staff_and_says_so(pool: PgPool) {
+    let mut settings = settings();
+    settings.auth.disabled = true;
+    let auth = Auth::without_jwks(&settings.auth, RULES).unwrap();
+    let open = InProcess::new(router(AppState::new(pool, &settings, auth))).as_caller(None);
+    let ready = open.get("/health/ready").await.ok();
+    assert_eq!(ready["auth"], "disabled");
+    let r = open
+        .send(
+            Method::PUT,
+            "/products/sku-1",
+            &[],
+            Some(json!({"name": "sku-1", "unitPriceCents": 500})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
