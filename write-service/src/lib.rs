@@ -125,17 +125,24 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects, migrates and binds; the service is ready to `run_until`.
+    /// Reads the token keys, connects, migrates and binds; the service is ready to
+    /// `run_until`. Refuses to start without a key (unless `AUTH_DISABLED=true`), before
+    /// waiting for PostgreSQL.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let auth = Auth::new(&settings.auth, access::RULES).await?;
         let pool = settings.pool()?;
         migrate(&pool, Duration::from_secs(30)).await?;
-        Self::with_pool(&settings, pool).await
+        Self::bind(&settings, pool, auth).await
     }
 
     /// Binds the service on an existing pool (tests give each app its own database).
     /// Refuses to start without a key to check tokens with (unless `AUTH_DISABLED=true`).
     pub async fn with_pool(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
         let auth = Auth::new(&settings.auth, access::RULES).await?;
+        Self::bind(settings, pool, auth).await
+    }
+
+    async fn bind(settings: &Settings, pool: PgPool, auth: Auth) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.addr).await?;
         Ok(Self {
             listener,

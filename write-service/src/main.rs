@@ -63,8 +63,9 @@ struct TokenArgs {
     audience: String,
 }
 
-/// Names of the subcommands and of the flags clap answers itself; any other first argument
-/// (or none) means `serve`, so `write-service` alone still serves as it always did.
+/// `serve` is the default: unless the first argument names a subcommand or asks for help or
+/// the version, `serve` goes before the arguments, so `write-service` alone (or with serve's
+/// flags) serves as it always did.
 fn with_default_command(mut args: Vec<OsString>) -> Vec<OsString> {
     let cli = Cli::command();
     let first = args.get(1).and_then(|a| a.to_str());
