@@ -1,7 +1,8 @@
 //! A command over HTTP: the event store's one command path ([`EventStore::execute_many`]:
 //! load, decide, append every stream the decision touched in one transaction, retry a lost
 //! race), with `If-Match` as the expected version of the command's own stream, an
-//! `Idempotency-Key` as its idempotency record, and its outcome and errors as HTTP answers.
+//! `Idempotency-Key` (the caller's own: see [`CommandContext::scoped_idempotency_key`]) as
+//! its idempotency record, and its outcome and errors as HTTP answers.
 //!
 //! [`EventStore::execute_many`]: event_store::EventStore::execute_many
 
@@ -133,10 +134,11 @@ where
         json!({"status": success.as_u16(), "body": accepted(version, o.position)})
     };
     let count_retry = || metrics::counter!("write_command_retries_total").increment(1);
+    let idempotency_key = ctx.scoped_idempotency_key();
     let command = event_store::Command::new(&cmd.stream_id, cmd.decide)
         .metadata(metadata)
         .expected_version(ctx.if_match)
-        .idempotency(ctx.idempotency_key.as_deref().map(|key| IdempotencyRecord {
+        .idempotency(idempotency_key.as_deref().map(|key| IdempotencyRecord {
             key,
             fingerprint: &fingerprint,
             outcome: &recorded,

@@ -39,6 +39,8 @@ pub enum OrderRequest {
 pub struct OrderDecision {
     pub order_id: OrderId,
     pub request: OrderRequest,
+    /// The customer the order must belong to (`Caller::only_own`); `None` for staff.
+    pub only_for: Option<domain::UserId>,
 }
 
 type Refusal = CommandError<ApiError>;
@@ -52,6 +54,15 @@ impl Decide<ApiError> for OrderDecision {
         let order_stream = self.order_id.stream_id();
         // The order first: it is the command's own stream (`If-Match`, the answer's version).
         let state = decision.load::<OrderAggregate>(&order_stream).await?;
+        // Another customer's order is refused exactly as a missing one, so ids cannot be
+        // probed, and here, after loading and before deciding, so nothing is appended. A
+        // create on a taken id stays 409 `order_exists`: the caller chose the id.
+        if let (Some(order), Some(customer)) = (state.order(), &self.only_for)
+            && order.user_id != *customer
+            && !matches!(self.request, OrderRequest::Create { .. })
+        {
+            return Err(refuse(DomainError::OrderNotFound));
+        }
         let command = match &self.request {
             OrderRequest::Create {
                 user_id,

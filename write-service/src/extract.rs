@@ -9,6 +9,7 @@ use utoipa::IntoParams;
 
 use service_kit::api_error::ApiError;
 pub use service_kit::api_error::{AppPath, AppQuery};
+use service_kit::auth::Caller;
 use service_kit::telemetry::{MAX_CLIENT_ID_LEN, is_usable_client_id};
 
 /// A JSON body, typed, plus the raw JSON it came from (for idempotency fingerprints).
@@ -86,7 +87,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
 /// What every command carries besides its body: who asked, how to retry, what it expects.
 ///
-/// Its fields are the request headers the OpenAPI document lists for every command.
+/// Its fields but `caller`, `method` and `path` are the request headers the OpenAPI
+/// document lists for every command.
 #[derive(Debug, Clone, IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct CommandContext {
@@ -108,7 +110,8 @@ pub struct CommandContext {
     pub causation_id: Option<String>,
     /// Makes a retry safe: a request repeating an earlier one's key gets the earlier answer
     /// (with `Idempotent-Replayed: true`) and writes nothing; the key with another method,
-    /// path or body is 422 `idempotency_key_reused`.
+    /// path or body is 422 `idempotency_key_reused`. Keys are per caller (token `sub`): two
+    /// callers' equal keys are independent.
     #[param(
         rename = "Idempotency-Key",
         nullable = false,
@@ -127,6 +130,20 @@ pub struct CommandContext {
     pub method: Method,
     #[param(ignore)]
     pub path: String,
+    /// The verified caller, whom the command acts for.
+    #[param(ignore)]
+    pub caller: Caller,
+}
+
+impl CommandContext {
+    /// The key the idempotency record is stored under: the client's key scoped to the caller
+    /// (`{sub}/{key}`; `/` cannot occur in a user id), so equal keys of two callers never
+    /// meet and nobody is replayed another caller's answer.
+    pub fn scoped_idempotency_key(&self) -> Option<String> {
+        self.idempotency_key
+            .as_deref()
+            .map(|key| format!("{}/{key}", self.caller.sub))
+    }
 }
 
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -156,6 +173,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
         let uri = OriginalUri::from_request_parts(parts, state)
             .await
             .map(|u| u.0)
@@ -210,6 +228,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             if_match,
             method: parts.method.clone(),
             path: uri.path().to_owned(),
+            caller,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The write-service: order commands over HTTP, appended to the PostgreSQL event store.
 
+pub mod access;
 pub mod commands;
 pub mod decisions;
 pub mod extract;
@@ -19,6 +20,7 @@ use axum::routing::{delete, get, post, put};
 use backon::{ExponentialBuilder, Retryable};
 use event_store::{EventStore, MIGRATOR};
 use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::auth::{Auth, authorize};
 use service_kit::ops::Ops;
 use service_kit::telemetry;
 use sqlx::PgPool;
@@ -37,14 +39,20 @@ pub struct AppState {
     pub store: EventStore,
     pub metrics: PrometheusHandle,
     pub max_retries: u32,
+    /// Token checks, the access rules ([`access::RULES`]) and the per-caller rate limit.
+    pub auth: Auth,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, settings: &Settings) -> Self {
+    /// `auth` is made from `settings.auth` by the caller: [`Auth::new`] reads a JWKS, which
+    /// is async and may fail ([`Application::with_pool`] does it; tests use
+    /// [`Auth::without_jwks`]).
+    pub fn new(pool: PgPool, settings: &Settings, auth: Auth) -> Self {
         Self {
             store: EventStore::new(pool, settings.snapshot_every),
             metrics: telemetry::metrics_handle(),
             max_retries: settings.command_max_retries,
+            auth,
         }
     }
 }
@@ -52,6 +60,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{ops, orders, products};
     let pool = state.store.pool().clone();
+    let auth = state.auth.clone();
     // Every route here but `state` takes no query parameters and refuses any (422), as the
     // read-service's routes do; the ops routes ignore them (probes and scrapers).
     let routes = Router::new()
@@ -81,10 +90,16 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(no_query_parameters))
         .route("/orders/{order_id}/state", get(orders::state))
         .merge(service_kit::ops::router(Ops {
-            ready: Arc::new(move || ops::ready(pool.clone())),
+            ready: Arc::new(move || ops::ready(pool.clone(), auth.clone())),
             metrics: state.metrics.clone(),
             openapi: Some(ApiDoc::openapi()),
         }))
+        // Outermost of the route layers, so every route (the ops routes too, as `anyone`)
+        // is checked against its rule before anything else reads the request.
+        .route_layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            authorize,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     telemetry::http_layers(routes).with_state(state)
 }
@@ -110,19 +125,28 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects, migrates and binds; the service is ready to `run_until`.
+    /// Reads the token keys, connects, migrates and binds; the service is ready to
+    /// `run_until`. Refuses to start without a key (unless `AUTH_DISABLED=true`), before
+    /// waiting for PostgreSQL.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let auth = Auth::new(&settings.auth, access::RULES).await?;
         let pool = settings.pool()?;
         migrate(&pool, Duration::from_secs(30)).await?;
-        Self::with_pool(&settings, pool).await
+        Self::bind(&settings, pool, auth).await
     }
 
     /// Binds the service on an existing pool (tests give each app its own database).
+    /// Refuses to start without a key to check tokens with (unless `AUTH_DISABLED=true`).
     pub async fn with_pool(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
+        let auth = Auth::new(&settings.auth, access::RULES).await?;
+        Self::bind(settings, pool, auth).await
+    }
+
+    async fn bind(settings: &Settings, pool: PgPool, auth: Auth) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.addr).await?;
         Ok(Self {
             listener,
-            router: router(AppState::new(pool, settings)),
+            router: router(AppState::new(pool, settings, auth)),
         })
     }
 

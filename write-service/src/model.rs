@@ -331,4 +331,9 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub postgres: Option<String>,
+    /// `disabled` when `AUTH_DISABLED=true`: tokens are not checked and every request is
+    /// served as staff. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub auth: Option<String>,
 }

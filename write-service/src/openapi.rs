@@ -7,8 +7,10 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::{ContentBuilder, Object, Ref, RefOr, ResponseBuilder, Type};
 
+use service_kit::auth::rules::AccessDoc;
 use service_kit::ops::OpsDoc;
 
+use crate::access::RULES;
 use crate::model::Health;
 use crate::routes::{orders, products};
 
@@ -47,9 +49,10 @@ use crate::routes::{orders, products};
     // Named only by the `ref(...)` of optional request bodies, which does not register them;
     // `Health` by the ops paths `OpsDoc` adds.
     components(schemas(orders::NoFields, orders::Cancel, Health)),
-    // The ops paths first, then the refusal of query parameters, so that `ResponseHeaders`
-    // documents the headers of every response.
-    modifiers(&OPS, &NoQueryParameters, &ResponseHeaders),
+    // The ops paths first, then the refusal of query parameters and the access rules (which
+    // must see every path), so that `ResponseHeaders` documents the headers of every
+    // response, the 401, 403 and 429 that `AccessDoc` adds included.
+    modifiers(&OPS, &NoQueryParameters, &ACCESS, &ResponseHeaders),
     tags(
         (name = "orders", description = "Order commands and the event store's view of one order"),
         (name = "products", description = "The catalog (name, price) and the stock of each product"),
@@ -62,6 +65,9 @@ const OPS: OpsDoc = OpsDoc {
     dependency: "PostgreSQL",
     ready_when: "answers",
 };
+
+/// Who may call each operation, from the access rules (`modifiers` takes only names).
+const ACCESS: AccessDoc = AccessDoc(RULES);
 
 /// The routes that take no query parameters refuse any (`no_query_parameters` in the
 /// router): their 422 says so, added to what the handler documents. The ops routes, which
@@ -125,7 +131,8 @@ impl Modify for NoQueryParameters {
 }
 
 /// Headers the middleware and the error type add to responses, documented once for all:
-/// `x-request-id` on every response, `Retry-After` on every 503 with the error body.
+/// `x-request-id` on every response, `Retry-After` on every 503 and 429 with the error body,
+/// `WWW-Authenticate` on every 401.
 struct ResponseHeaders;
 
 impl Modify for ResponseHeaders {
@@ -141,6 +148,10 @@ impl Modify for ResponseHeaders {
         let retry_after = HeaderBuilder::new()
             .schema(Some(Object::with_type(Type::Integer)))
             .description(Some("Seconds to wait before retrying"))
+            .build();
+        let www_authenticate = HeaderBuilder::new()
+            .schema(string())
+            .description(Some("`Bearer error=\"invalid_token\"`"))
             .build();
         for item in openapi.paths.paths.values_mut() {
             let operations = [
@@ -158,10 +169,16 @@ impl Modify for ResponseHeaders {
                     response
                         .headers
                         .insert("x-request-id".into(), RefOr::T(request_id.clone()));
-                    if status == "503" && is_error_body(response) {
+                    if (status == "503" || status == "429") && is_error_body(response) {
                         response
                             .headers
                             .insert("Retry-After".into(), RefOr::T(retry_after.clone()));
+                    }
+                    if status == "401" {
+                        response.headers.insert(
+                            "WWW-Authenticate".into(),
+                            RefOr::T(www_authenticate.clone()),
+                        );
                     }
                 }
             }

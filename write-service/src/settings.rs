@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use event_store::connect::{connect_options, lazy_pool};
 use secrecy::{ExposeSecret, SecretString};
+use service_kit::auth::AuthSettings;
 use service_kit::settings::secret;
 use sqlx::postgres::PgPool;
 
@@ -29,6 +30,10 @@ pub struct Settings {
     /// How many times a command that lost a race on its stream is retried before 409.
     #[arg(long, env = "COMMAND_MAX_RETRIES", default_value_t = 10)]
     pub command_max_retries: u32,
+
+    /// Bearer tokens: the keys they are checked with, and the per-caller rate limit.
+    #[command(flatten)]
+    pub auth: AuthSettings,
 }
 
 impl Settings {
@@ -48,7 +53,7 @@ mod tests {
     use super::Settings;
 
     #[test]
-    fn the_database_password_never_reaches_debug_output() {
+    fn the_database_password_and_token_secret_never_reach_debug_output() {
         use clap::Parser;
         #[derive(Parser)]
         struct Cli {
@@ -59,10 +64,13 @@ mod tests {
             "write-service",
             "--database-url",
             "postgres://writer:hunter2@db:5432/orders?sslmode=require",
+            "--auth-hs256-secret",
+            "swordfish-swordfish-swordfish-swordfish",
         ])
         .unwrap();
         let shown = format!("{:?}", cli.settings);
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("swordfish"), "{shown}");
         assert!(shown.contains("REDACTED"), "{shown}");
     }
 }

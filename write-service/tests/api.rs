@@ -8,6 +8,7 @@ use axum::http::{Method, StatusCode};
 use domain::order::MAX_TEXT_LEN;
 use domain::{OrderId, Position, Quantity, StockDelta, StockQuantity, UnitPriceCents};
 use serde_json::{Value, json};
+use service_kit::auth::Auth;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use test_support::TcpSwitch;
@@ -15,6 +16,7 @@ use test_support::events::Events;
 use test_support::http::InProcess;
 use tower::ServiceExt;
 use uuid::Uuid;
+use write_service::access::RULES;
 use write_service::extract::MAX_IDEMPOTENCY_KEY_LEN;
 use write_service::{AppState, Settings, router};
 
@@ -30,7 +32,13 @@ fn settings() -> Settings {
         snapshot_every: 100,
         database_max_connections: 10,
         command_max_retries: 10,
+        auth: test_support::auth::settings(),
     }
+}
+
+/// Checks tokens with the tests' secret (the tokens `test_support::auth` signs).
+fn auth() -> Auth {
+    Auth::without_jwks(&test_support::auth::settings(), RULES).expect("the tests' secret")
 }
 
 #[derive(Clone)]
@@ -49,7 +57,7 @@ impl Deref for App {
 impl App {
     fn new(pool: PgPool) -> Self {
         Self {
-            http: InProcess::new(router(AppState::new(pool.clone(), &settings()))),
+            http: InProcess::new(router(AppState::new(pool.clone(), &settings(), auth()))),
             pool,
         }
     }
@@ -839,6 +847,10 @@ async fn request_and_causation_ids_are_bounded(pool: PgPool) {
     let mut req = axum::http::Request::builder()
         .method(Method::GET)
         .uri(format!("/orders/{id}/state"))
+        .header(
+            "authorization",
+            test_support::auth::bearer(&test_support::auth::staff()),
+        )
         .body(Body::empty())
         .unwrap();
     req.headers_mut().insert(
@@ -1298,7 +1310,7 @@ async fn postgres_going_away_is_503_and_the_service_recovers(pool: PgPool) {
         .acquire_timeout(std::time::Duration::from_secs(2))
         .connect_lazy_with((*options).clone().host("127.0.0.1").port(switch.port));
     let app = App {
-        http: InProcess::new(router(AppState::new(proxied, &settings()))),
+        http: InProcess::new(router(AppState::new(proxied, &settings(), auth()))),
         pool,
     };
     let id = app.create_order().await;
@@ -1590,6 +1602,18 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
                 codes.insert("404");
             }
         }
+        // Every route but the ops ones needs a token; staff routes, and a customer naming
+        // another in `userId`, are 403.
+        let ops = path.starts_with("/health") || path == "/metrics" || path == "/openapi.json";
+        if !ops {
+            codes.extend(["401", "429"]);
+        }
+        let staff_only = path.ends_with("/ship")
+            || path.ends_with("/deliver")
+            || (path.starts_with("/products") && method != "GET");
+        if staff_only || path == "/orders" {
+            codes.insert("403");
+        }
         assert_eq!(keys(&op["responses"]), codes, "{method} {path}");
         for (code, response) in op["responses"].as_object().unwrap() {
             assert!(
@@ -1604,7 +1628,13 @@ async fn the_openapi_document_describes_every_endpoint_and_error(pool: PgPool) {
                 "#/components/schemas/ErrorBody",
                 "{method} {path} {code}"
             );
-            if code == "503" {
+            if code == "401" {
+                assert!(
+                    response["headers"]["WWW-Authenticate"].is_object(),
+                    "{method} {path}"
+                );
+            }
+            if code == "503" || code == "429" {
                 assert!(
                     response["headers"]["Retry-After"].is_object(),
                     "{method} {path}"

@@ -7,10 +7,12 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::json;
+use service_kit::auth::Auth;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use tower::ServiceExt;
 use uuid::Uuid;
+use write_service::access::RULES;
 use write_service::{AppState, Settings, router};
 
 fn settings() -> Settings {
@@ -20,7 +22,18 @@ fn settings() -> Settings {
         snapshot_every: 100,
         database_max_connections: 4,
         command_max_retries: 10,
+        auth: test_support::auth::settings(),
     }
+}
+
+/// `Authorization` of a staff request.
+fn staff() -> String {
+    test_support::auth::bearer(&test_support::auth::staff())
+}
+
+/// Checks tokens with the tests' secret (the tokens `test_support::auth` signs).
+fn auth() -> Auth {
+    Auth::without_jwks(&test_support::auth::settings(), RULES).expect("the tests' secret")
 }
 
 fn create(order_id: Uuid) -> Request<Body> {
@@ -31,6 +44,7 @@ fn create(order_id: Uuid) -> Request<Body> {
         .method(Method::POST)
         .uri("/orders")
         .header("content-type", "application/json")
+        .header("authorization", staff())
         .body(Body::from(body.to_string()))
         .unwrap()
 }
@@ -42,6 +56,7 @@ fn add_item(order_id: Uuid, product: u32) -> Request<Body> {
         .method(Method::POST)
         .uri(format!("/orders/{order_id}/items"))
         .header("content-type", "application/json")
+        .header("authorization", staff())
         .body(Body::from(body.to_string()))
         .unwrap()
 }
@@ -56,6 +71,7 @@ async fn price_catalog(router: &Router) {
         .method(Method::POST)
         .uri("/products/sku-1/stock")
         .header("content-type", "application/json")
+        .header("authorization", staff())
         .body(Body::from(json!({"quantity": 1000}).to_string()))
         .unwrap();
     assert_eq!(status(router, stock).await, StatusCode::OK);
@@ -65,6 +81,7 @@ async fn price_catalog(router: &Router) {
             .method(Method::PUT)
             .uri(format!("/products/{product}"))
             .header("content-type", "application/json")
+            .header("authorization", staff())
             .body(Body::from(
                 json!({"name": product, "unitPriceCents": 100}).to_string(),
             ))
@@ -84,7 +101,7 @@ async fn commands_dropped_at_random_moments_leave_no_session_in_a_transaction(po
     let app_pool = PgPoolOptions::new()
         .max_connections(4)
         .connect_lazy_with(options.clone());
-    let app = router(AppState::new(app_pool, &settings()));
+    let app = router(AppState::new(app_pool, &settings(), auth()));
     price_catalog(&app).await;
 
     let mut orders = Vec::new();
@@ -180,7 +197,7 @@ async fn wait_for_count(conn: &mut PgConnection, sql: &str, bind: &str, n: i64) 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_command_whose_client_went_away_still_completes(pool: PgPool) {
     let options: PgConnectOptions = (*pool.connect_options()).clone();
-    let app = router(AppState::new(pool.clone(), &settings()));
+    let app = router(AppState::new(pool.clone(), &settings(), auth()));
     price_catalog(&app).await;
     let order = Uuid::new_v4();
     assert_eq!(status(&app, create(order)).await, StatusCode::CREATED);
@@ -191,6 +208,7 @@ async fn a_command_whose_client_went_away_still_completes(pool: PgPool) {
             .uri(format!("/orders/{order}/confirm"))
             .header("idempotency-key", "confirm-once")
             .header("content-type", "application/json")
+            .header("authorization", staff())
             .body(Body::from(
                 json!({"paymentMethod": "pm_card_visa"}).to_string(),
             ))

@@ -7,10 +7,12 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use domain::OrderId;
 use serde_json::{Value, json};
+use service_kit::auth::Auth;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use test_support::events::Events;
 use test_support::http::{InProcess, Reply};
+use write_service::access::RULES;
 use write_service::{AppState, Settings, router};
 
 fn settings() -> Settings {
@@ -20,7 +22,13 @@ fn settings() -> Settings {
         snapshot_every: 100,
         database_max_connections: 10,
         command_max_retries: 10,
+        auth: test_support::auth::settings(),
     }
+}
+
+/// Checks tokens with the tests' secret (the tokens `test_support::auth` signs).
+fn auth() -> Auth {
+    Auth::without_jwks(&test_support::auth::settings(), RULES).expect("the tests' secret")
 }
 
 struct App {
@@ -36,7 +44,7 @@ impl App {
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy_with((*pool.connect_options()).clone());
         Self {
-            http: InProcess::new(router(AppState::new(app_pool, &settings()))),
+            http: InProcess::new(router(AppState::new(app_pool, &settings(), auth()))),
             pool,
         }
     }

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use domain::events::{DomainEvent, OrderEvent};
 use domain::ids::FreeText;
 use domain::order::{OrderCommand, OrderState, valid_email, valid_payment_method};
 use domain::{Currency, OrderId, ProductId, UserId};
@@ -20,6 +21,7 @@ use crate::model::{
     StoreUnavailable, present,
 };
 use service_kit::api_error::ApiError;
+use service_kit::auth::{Caller, forbidden};
 
 /// A new order. Each line takes its product's catalog price; lines of the same product
 /// merge into one.
@@ -31,9 +33,12 @@ pub struct CreateOrder {
     #[schema(value_type = Option<String>, format = "uuid", nullable = false)]
     #[serde(default, deserialize_with = "present")]
     order_id: Option<OrderId>,
-    /// 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`, `-`.
-    #[schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
-    user_id: UserId,
+    /// The customer the order is for: 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`,
+    /// `-`. A customer may omit it (the order is then theirs) or name themself; naming
+    /// anyone else is 403 `forbidden`. Staff must name the customer.
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$", nullable = false)]
+    #[serde(default, deserialize_with = "present")]
+    user_id: Option<UserId>,
     /// ISO 4217 code, e.g. `EUR`; `USD` when absent.
     #[schema(value_type = Option<String>, pattern = "^[A-Z]{3}$", nullable = false)]
     #[serde(default, deserialize_with = "present")]
@@ -152,6 +157,7 @@ async fn run(
     success: StatusCode,
     request: OrderRequest,
 ) -> Result<CommandOutcome, ApiError> {
+    let only_for = ctx.caller.only_own().cloned();
     commands::execute(
         app,
         Command {
@@ -159,7 +165,11 @@ async fn run(
             success,
             ctx,
             body,
-            decide: OrderDecision { order_id, request },
+            decide: OrderDecision {
+                order_id,
+                request,
+                only_for,
+            },
             accepted: move |version, position| OrderAccepted {
                 order_id,
                 version,
@@ -171,7 +181,9 @@ async fn run(
 }
 
 /// Places an order (`OrderCreated`), pending confirmation; each line takes its product's
-/// catalog price.
+/// catalog price. A customer places orders for themself (`userId` omitted or their own);
+/// staff name the customer. An `Idempotency-Key` is the caller's own: another caller's
+/// equal key is a different key.
 #[utoipa::path(
     post,
     path = "/orders",
@@ -186,9 +198,10 @@ async fn run(
                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`) or header (`invalid_header`)", body = ErrorBody),
+        (status = 403, description = "A customer named another customer in `userId` (`forbidden`; nothing is read or written)", body = ErrorBody),
         (status = 409, description = "The order id is taken (`order_exists`); a line's `unitPriceCents` is not its product's current catalog price (`price_changed`, the first such line in `field`, e.g. `items[1].unitPriceCents`, and `details: [{productId, unitPriceCents}]` with the current price of every such line; nothing written); or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
-        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), including a product with no catalog price or priced in another currency than the order (`field`: `items[i].productId`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), including staff omitting `userId` and a product with no catalog price or priced in another currency than the order (`field`: `items[i].productId`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
     )
 )]
@@ -197,9 +210,25 @@ pub async fn create(
     ctx: CommandContext,
     JsonBody { value, raw }: JsonBody<CreateOrder>,
 ) -> Result<CommandOutcome, ApiError> {
+    // Decided before anything is loaded or written.
+    let user_id = match value.user_id {
+        Some(user) if ctx.caller.may_act_for(&user) => user,
+        Some(_) => {
+            return Err(forbidden(
+                "a customer places orders only for themself: omit `userId` or name your own",
+            ));
+        }
+        None if ctx.caller.staff => {
+            return Err(ApiError::invalid(
+                "userId",
+                "userId: staff must name the customer the order is for",
+            ));
+        }
+        None => ctx.caller.sub.clone(),
+    };
     let order_id = value.order_id.unwrap_or_default();
     let command = OrderRequest::Create {
-        user_id: value.user_id,
+        user_id,
         currency: value.currency.unwrap_or_default(),
         items: value.items.into_iter().map(Into::into).collect(),
     };
@@ -223,7 +252,7 @@ pub async fn create(
                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
-        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 404, description = "No such order, or another customer's: a customer gets the same answer for both (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`); `unitPriceCents` is not the price the line takes (the catalog's, or the line's for a product already on the order: `price_changed`, `field` `unitPriceCents`, `details: [{productId, unitPriceCents}]`; nothing written); or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
         (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), including a product with no catalog price or priced in another currency than the order (`field`: `productId`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
@@ -261,7 +290,7 @@ pub async fn add_item(
                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order or product id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
-        (status = 404, description = "No such order (`order_not_found`), or the product is not on it (`item_not_found`)", body = ErrorBody),
+        (status = 404, description = "No such order, or another customer's, answered alike (`order_not_found`), or the product is not on it (`item_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`), the line is its last (`last_item`: cancel instead), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
         (status = 422, description = "The body has fields (`validation_failed`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
@@ -305,7 +334,7 @@ pub async fn remove_item(
                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
-        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 404, description = "No such order, or another customer's: a customer gets the same answer for both (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`); a line's product has fewer units available than the line asks (`insufficient_stock`, with `details: [{productId, askedUnits, availableUnits}]` for every short line; nothing written); or the order or a product kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
         (status = 422, description = "`paymentMethod` is missing or not a payment method id, `email` is `null` or not an email address, or the body has other fields (`validation_failed`, named in `field`; checked before the order is looked up, nothing written), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
@@ -349,7 +378,7 @@ pub async fn confirm(
                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
             )),
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
-        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 404, description = "No such order, or another customer's: a customer gets the same answer for both (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending, confirmed or paid (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
         (status = 422, description = "`reason` is blank, too long or not a string, or the body has other fields (`validation_failed`, named in `field`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
@@ -454,19 +483,27 @@ fn order_not_found() -> ApiError {
     responses(
         (status = 200, description = "The order's events, oldest first", body = AuditTrail),
         (status = 400, description = "Malformed order id (`invalid_path`)", body = ErrorBody),
-        (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
+        (status = 404, description = "No such order, or another customer's: a customer gets the same answer for both (`order_not_found`)", body = ErrorBody),
         StoreUnavailable,
     )
 )]
 pub async fn events(
     State(app): State<AppState>,
+    caller: Caller,
     AppPath(order_id): AppPath<OrderId>,
 ) -> Result<axum::Json<AuditTrail>, ApiError> {
     let events = app
         .store
         .read_stream(&order_id.stream_id(), 0, Until::End)
         .await?;
-    if events.is_empty() {
+    // Another customer's order reads as a missing one (and a stream whose owner cannot be
+    // told is nobody's but staff's).
+    let owner = events.first().and_then(|e| match &e.event {
+        DomainEvent::Order(OrderEvent::OrderCreated(created)) => Some(&created.user_id),
+        _ => None,
+    });
+    let visible = caller.staff || owner.is_some_and(|o| caller.may_act_for(o));
+    if events.is_empty() || !visible {
         return Err(order_not_found());
     }
     let version = events.last().map_or(0, |e| e.stream_position);
@@ -499,18 +536,25 @@ pub struct StateQuery {
     responses(
         (status = 200, description = "The order's state", body = OrderSnapshot),
         (status = 400, description = "Malformed order id (`invalid_path`)", body = ErrorBody),
-        (status = 404, description = "No such order, or none yet at `at`/`version` (`order_not_found`), or no such version (`version_not_found`)", body = ErrorBody),
+        (status = 404, description = "No such order, another customer's (answered alike, whatever `at` or `version` asks), or none yet at `at`/`version` (`order_not_found`), or no such version (`version_not_found`)", body = ErrorBody),
         (status = 422, description = "An unknown, malformed or conflicting query parameter (`invalid_parameter`, named in `field` where one is at fault)", body = ErrorBody),
         StoreUnavailable,
     )
 )]
 pub async fn state(
     State(app): State<AppState>,
+    caller: Caller,
     AppPath(order_id): AppPath<OrderId>,
     // The API's error body for a bad parameter, not axum's plain-text 400.
     AppQuery(query): AppQuery<StateQuery>,
 ) -> Result<axum::Json<OrderSnapshot>, ApiError> {
     let stream = order_id.stream_id();
+    // Another customer's order answers as a missing one, whatever was asked of it.
+    let hidden = |state: &OrderState| {
+        state
+            .order()
+            .is_some_and(|o| !caller.may_act_for(&o.user_id))
+    };
     let parameter = |name: &str, message: &str| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -545,7 +589,8 @@ pub async fn state(
                 .store
                 .replay::<OrderAggregate>(&stream, Until::Version(v))
                 .await?;
-            if loaded.version != v && loaded.version != 0 {
+            // Past the end of another customer's order: as missing, not `version_not_found`.
+            if loaded.version != v && loaded.version != 0 && !hidden(&loaded.state) {
                 return Err(ApiError::not_found(
                     "version_not_found",
                     format!("order has no version {v}; its latest is {}", loaded.version),
@@ -554,7 +599,7 @@ pub async fn state(
             loaded
         }
     };
-    let Some(order) = loaded.state.order() else {
+    let Some(order) = loaded.state.order().filter(|_| !hidden(&loaded.state)) else {
         return Err(order_not_found());
     };
     Ok(axum::Json(OrderSnapshot::new(order, loaded.version)))
