@@ -45,6 +45,8 @@ impl Service {
             snapshot_every: SNAPSHOT_EVERY,
             database_max_connections: POOL,
             command_max_retries: 10,
+            // The tests' secret: the bench's clients hold tokens signed with it.
+            auth: test_support::auth::settings(),
         };
         let pool = settings.pool()?;
         let app = write_service::Application::with_pool(&settings, pool.clone()).await?;
@@ -83,11 +85,28 @@ impl Service {
 }
 
 /// The load generator's HTTP client: keep-alive, enough idle connections for 64 clients.
+/// It sends a staff token (the shop's set-up, the staff-only reads) unless a request names
+/// its own caller with [`as_customer`].
 pub fn client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            test_support::auth::bearer(&test_support::auth::staff()).parse()?,
+        )]))
         .pool_max_idle_per_host(1024)
         .timeout(Duration::from_secs(30))
         .build()?)
+}
+
+/// `request` sent by the customer whose token is `token` (from [`customer_token`]), as
+/// shoppers do: each has a token of their own, and so a rate limit of their own.
+pub fn as_customer(request: reqwest::RequestBuilder, token: &str) -> reqwest::RequestBuilder {
+    request.bearer_auth(token)
+}
+
+/// The token of the customer `user`.
+pub fn customer_token(user: &str) -> String {
+    test_support::auth::customer(user)
 }
 
 /// A two-line order for `user`; the write-service prices it from the catalogue.
@@ -104,7 +123,7 @@ pub fn order_body(rng: &mut fastrand::Rng, user: &str) -> Value {
 }
 
 /// A set-up request that must succeed; its reply body.
-async fn send_ok(request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+pub async fn send_ok(request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
     let reply = request.send().await.with_context(|| what.to_owned())?;
     let status = reply.status();
     let body = reply.text().await.unwrap_or_default();
@@ -350,6 +369,10 @@ pub async fn drive(
         let base = base.to_owned();
         tasks.spawn(async move {
             let mut rng = fastrand::Rng::with_seed(task as u64);
+            // Minted before the clock starts: signing is the shoppers' cost, not the service's.
+            let tokens: Vec<String> = (0..50)
+                .map(|u| customer_token(&format!("u-{task}-{u}")))
+                .collect();
             let mut latencies = Vec::new();
             let (mut ok, mut errors) = (0u64, 0u64);
             tokio::time::sleep_until(start).await;
@@ -357,9 +380,9 @@ pub async fn drive(
             while Instant::now() < window_end {
                 i += 1;
                 let body = order_body(&mut rng, &format!("u-{task}-{}", i % 50));
+                let token = &tokens[(i % 50) as usize];
                 let t = Instant::now();
-                let placed = client
-                    .post(format!("{base}/orders"))
+                let placed = as_customer(client.post(format!("{base}/orders")), token)
                     .json(&body)
                     .send()
                     .await;
@@ -384,12 +407,14 @@ pub async fn drive(
                     latencies.push((done - t).as_secs_f64() * 1000.0);
                 }
                 let t = Instant::now();
-                let confirmed = client
-                    .post(format!("{base}/orders/{order_id}/confirm"))
-                    .json(&checkout())
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
+                let confirmed = as_customer(
+                    client.post(format!("{base}/orders/{order_id}/confirm")),
+                    token,
+                )
+                .json(&checkout())
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
                 let done = Instant::now();
                 if done >= window_start && done <= window_end {
                     if confirmed {

@@ -477,6 +477,9 @@ async fn drive(
     let window_start = start + warmup;
     let window_end = window_start + duration;
     let every = Duration::from_secs_f64(2.0 / rate);
+    let tokens: Vec<String> = (0..500)
+        .map(|u| s1_http::customer_token(&format!("u-{u}")))
+        .collect();
     let mut orders = tokio::task::JoinSet::new();
     let mut cpu_start = None;
     let mut rng = fastrand::Rng::with_seed(3);
@@ -491,8 +494,10 @@ async fn drive(
         }
         let client = client.clone();
         let base = base.to_owned();
-        let body = s1_http::order_body(&mut rng, &format!("u-{}", i % 500));
-        orders.spawn(async move { one_order(&client, &base, body).await });
+        let user = format!("u-{}", i % 500);
+        let body = s1_http::order_body(&mut rng, &user);
+        let token = tokens[(i % 500) as usize].clone();
+        orders.spawn(async move { one_order(&client, &base, &token, body).await });
     }
     let (cpu_start, mongo_start) =
         cpu_start.unwrap_or_else(|| (CpuSample::now(), counted.proxy.counts()));
@@ -517,9 +522,15 @@ async fn drive(
     })
 }
 
-async fn one_order(client: &reqwest::Client, base: &str, body: Value) -> (Vec<Accepted>, u64) {
+async fn one_order(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: Value,
+) -> (Vec<Accepted>, u64) {
     let mut accepted = Vec::new();
-    let Some((placed, order_id)) = command(client, &format!("{base}/orders"), Some(&body)).await
+    let Some((placed, order_id)) =
+        command(client, token, &format!("{base}/orders"), Some(&body)).await
     else {
         return (accepted, 1);
     };
@@ -529,6 +540,7 @@ async fn one_order(client: &reqwest::Client, base: &str, body: Value) -> (Vec<Ac
     let checkout = json!({"paymentMethod": "pm_card_visa"});
     let Some((confirmed, _)) = command(
         client,
+        token,
         &format!("{base}/orders/{order_id}/confirm"),
         Some(&checkout),
     )
@@ -543,11 +555,12 @@ async fn one_order(client: &reqwest::Client, base: &str, body: Value) -> (Vec<Ac
 /// One command; its acceptance and the order id, or `None` when it was not accepted.
 async fn command(
     client: &reqwest::Client,
+    token: &str,
     url: &str,
     body: Option<&Value>,
 ) -> Option<(Accepted, String)> {
     let sent = Instant::now();
-    let request = client.post(url);
+    let request = s1_http::as_customer(client.post(url), token);
     let request = match body {
         Some(b) => request.json(b),
         None => request.json(&json!({})),

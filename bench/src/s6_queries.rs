@@ -638,13 +638,20 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         ),
     );
 
-    let settings =
-        read_service::Settings::new(ctx.servers.mongodb_uri.clone(), scratch.mongo.name());
+    let settings = read_service::Settings {
+        auth: test_support::auth::settings(),
+        ..read_service::Settings::new(ctx.servers.mongodb_uri.clone(), scratch.mongo.name())
+    };
     let app = read_service::Application::build(settings).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let cancel = CancellationToken::new();
     let server = tokio::spawn(app.run_until(cancel.clone().cancelled_owned()));
+    // Staff: the only caller who may ask every endpoint, at rates far below its limit.
     let client = reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            test_support::auth::bearer(&test_support::auth::staff()).parse()?,
+        )]))
         .pool_max_idle_per_host(1024)
         .timeout(ALONE_TIMEOUT)
         .build()?;

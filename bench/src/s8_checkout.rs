@@ -232,15 +232,17 @@ async fn one_run(
             let mut out = Outcomes::new(k);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((order, product)) = placed.get(i) else {
+                let Some((order, product, token)) = placed.get(i) else {
                     return out;
                 };
                 let t = Instant::now();
-                let reply = client
-                    .post(format!("{base}/orders/{order}/confirm"))
-                    .json(&s1_http::checkout())
-                    .send()
-                    .await;
+                let reply = s1_http::as_customer(
+                    client.post(format!("{base}/orders/{order}/confirm")),
+                    token,
+                )
+                .json(&s1_http::checkout())
+                .send()
+                .await;
                 let outcome = match reply {
                     Ok(r) => {
                         let status = r.status();
@@ -369,15 +371,15 @@ impl Outcomes {
     }
 }
 
-/// Places `orders` 1-unit orders, order `i` for product `i % K`; returns (order id, product
-/// index) in a shuffled order, so the products' orders interleave as shoppers' do.
+/// Places `orders` 1-unit orders, order `i` for product `i % K`, each by its customer;
+/// returns (order id, product index, the customer's token) in a shuffled order, so the products' orders interleave as shoppers' do.
 async fn place_all(
     client: &reqwest::Client,
     base: &str,
     tag: &str,
     products: &[String],
     orders: usize,
-) -> anyhow::Result<Vec<(String, usize)>> {
+) -> anyhow::Result<Vec<(String, usize, String)>> {
     let mut placed = Vec::with_capacity(orders);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..orders {
@@ -387,17 +389,23 @@ async fn place_all(
             placed.push(joined.context("a placing task panicked")??);
         }
         let p = i % products.len();
+        let user = format!("s8-{tag}-{}", i % 500);
         let body = json!({
-            "userId": format!("s8-{tag}-{}", i % 500),
+            "userId": user,
             "items": [{"productId": products[p], "quantity": 1}],
         });
+        let token = s1_http::customer_token(&user);
         let (client, url) = (client.clone(), format!("{base}/orders"));
         tasks.spawn(async move {
-            let v = post_ok(&client, &url, &body).await?;
+            let v = s1_http::send_ok(
+                s1_http::as_customer(client.post(&url), &token).json(&body),
+                &format!("POST {url}"),
+            )
+            .await?;
             let id = v["orderId"]
                 .as_str()
                 .with_context(|| format!("no orderId in {v}"))?;
-            anyhow::Ok((id.to_owned(), p))
+            anyhow::Ok((id.to_owned(), p, token))
         });
     }
     while let Some(joined) = tasks.join_next().await {

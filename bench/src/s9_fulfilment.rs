@@ -549,8 +549,8 @@ async fn checkout(
     user: &str,
 ) -> Option<(String, DateTime<Utc>)> {
     let body = s1_http::order_body(rng, user);
-    let reply = client
-        .post(format!("{base}/orders"))
+    let token = s1_http::customer_token(user);
+    let reply = s1_http::as_customer(client.post(format!("{base}/orders")), &token)
         .json(&body)
         .send()
         .await
@@ -560,8 +560,7 @@ async fn checkout(
     }
     let v: Value = reply.json().await.ok()?;
     let id = v["orderId"].as_str()?.to_owned();
-    let reply = client
-        .post(format!("{base}/orders/{id}/confirm"))
+    let reply = s1_http::as_customer(client.post(format!("{base}/orders/{id}/confirm")), &token)
         .json(&confirm_body(user))
         .send()
         .await

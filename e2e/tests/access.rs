@@ -41,7 +41,11 @@ fn bad_tokens() -> Vec<(&'static str, Option<String>)> {
     let (head_payload, signature) = good.rsplit_once('.').unwrap();
     let (_, payload) = head_payload.split_once('.').unwrap();
     let mut bad_signature = signature.to_owned();
-    let last = if bad_signature.ends_with('A') { "B" } else { "A" };
+    let last = if bad_signature.ends_with('A') {
+        "B"
+    } else {
+        "A"
+    };
     bad_signature.replace_range(bad_signature.len() - 1.., last);
     let alg_none = format!(
         "{}.{payload}.",
@@ -60,13 +64,22 @@ fn bad_tokens() -> Vec<(&'static str, Option<String>)> {
         ("expired", Some(with(&|c| c.exp = now - 3600))),
         ("not yet valid", Some(with(&|c| c.nbf = Some(now + 3600)))),
         ("wrong issuer", Some(with(&|c| c.iss = "elsewhere".into()))),
-        ("wrong audience", Some(with(&|c| c.aud = "another-api".into()))),
+        (
+            "wrong audience",
+            Some(with(&|c| c.aud = "another-api".into())),
+        ),
         ("alg none", Some(format!("Bearer {alg_none}"))),
         ("HS/RS confusion", Some(format!("Bearer {confused}"))),
-        ("bad signature", Some(format!("Bearer {head_payload}.{bad_signature}"))),
+        (
+            "bad signature",
+            Some(format!("Bearer {head_payload}.{bad_signature}")),
+        ),
         (
             "unknown kid",
-            Some(format!("Bearer {}", sign_with_key("test-rsa-2", &claims(ALICE, true)))),
+            Some(format!(
+                "Bearer {}",
+                sign_with_key("test-rsa-2", &claims(ALICE, true))
+            )),
         ),
     ]
 }
@@ -111,11 +124,16 @@ struct Shop {
 }
 
 /// Our crates at debug, with tower-http's request and response lines: the most a log says.
-const VERBOSE: &str = "debug,sqlx=warn,hyper=info,hyper_util=info,h2=info,mongodb=info,rustls=info,reqwest=info,tower=info";
+const VERBOSE: &str =
+    "debug,hyper=info,hyper_util=info,h2=info,mongodb=info,rustls=info,reqwest=info";
 
 impl Shop {
     async fn start(pool: PgPool) -> Shop {
-        let db = pool.connect_options().get_database().unwrap_or("postgres").to_owned();
+        let db = pool
+            .connect_options()
+            .get_database()
+            .unwrap_or("postgres")
+            .to_owned();
         let jwks = tempfile::tempdir().unwrap();
         let jwks_file = jwks.path().join("jwks.json");
         write_jwks(&jwks_file, &["test-rsa-1", "test-ec-1"]);
@@ -135,7 +153,11 @@ impl Shop {
         let mut read_env = auth("READ_SERVICE_ADDR");
         read_env.push(("MONGODB_URI", mongodb_uri()));
         read_env.push(("MONGODB_DATABASE", mongo.name.clone()));
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let mut write = Service::start("write-service", &write_env).await;
         let mut read = Service::start("read-service", &read_env).await;
         let mut projector = Service::start(
@@ -183,17 +205,30 @@ impl Shop {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let (status, headers) = (response.status(), response.headers().clone());
         let text = response.text().await.unwrap();
-        (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// A write-service command as staff that must succeed; its body.
     async fn staff(&self, method: Method, path: &str, body: Value) -> Value {
         let url = format!("{}{path}", self.write.url());
         let (status, _, answer) = self
-            .send(method.clone(), &url, Some(&Who::Staff.authorization()), &[], Some(&body))
+            .send(
+                method.clone(),
+                &url,
+                Some(&Who::Staff.authorization()),
+                &[],
+                Some(&body),
+            )
             .await;
         assert!(status.is_success(), "{method} {path}: {status} {answer}");
         if let Some(p) = answer["position"].as_str() {
@@ -211,7 +246,10 @@ impl Shop {
     }
 
     async fn event_count(&self) -> i64 {
-        sqlx::query_scalar("select count(*) from events").fetch_one(&self.pool).await.unwrap()
+        sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// A new order of alice's, placed by staff, with two lines; pending.
@@ -224,8 +262,12 @@ impl Shop {
 
     async fn confirmed(&self) -> String {
         let id = self.order().await;
-        self.staff(Method::POST, &format!("/orders/{id}/confirm"), json!({"paymentMethod": "pm_card_visa"}))
-            .await;
+        self.staff(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            json!({"paymentMethod": "pm_card_visa"}),
+        )
+        .await;
         id
     }
 
@@ -298,16 +340,30 @@ fn expected(rule: &Rule) -> [u16; 3] {
         ("GET", "/orders") => [200, 403, 200],
         ("GET", "/orders/{orderId}") => [200, 404, 200],
         ("GET", "/users/{userId}/orders") => [200, 404, 200],
-        ("GET", "/sales/daily" | "/sales/daily/{date}" | "/inventory" | "/inventory/{productId}" | "/dashboard/summary") => {
-            [403, 403, 200]
-        }
-        _ => panic!("no expected answers for {m} {}: add the endpoint to this matrix", rule.path),
+        (
+            "GET",
+            "/sales/daily"
+            | "/sales/daily/{date}"
+            | "/inventory"
+            | "/inventory/{productId}"
+            | "/dashboard/summary",
+        ) => [403, 403, 200],
+        _ => panic!(
+            "no expected answers for {m} {}: add the endpoint to this matrix",
+            rule.path
+        ),
     }
 }
 
 /// The request a cell sends to an endpoint; `fresh` gives it an order of A's in the state
 /// the command needs, so that a success is a real success.
-async fn request(shop: &Shop, on_read: bool, rule: &Rule, who: Option<Who>, shared: &Shared) -> Request {
+async fn request(
+    shop: &Shop,
+    on_read: bool,
+    rule: &Rule,
+    who: Option<Who>,
+    shared: &Shared,
+) -> Request {
     let m = rule.method.as_str();
     let order = |state: &'static str| async move {
         // Refused cells get the shared order: nothing may happen to it.
@@ -322,8 +378,16 @@ async fn request(shop: &Shop, on_read: bool, rule: &Rule, who: Option<Who>, shar
             _ => unreachable!(),
         }
     };
-    let write = |path: String, body: Option<Value>| Request { read: false, path, body };
-    let read = |path: String| Request { read: true, path, body: None };
+    let write = |path: String, body: Option<Value>| Request {
+        read: false,
+        path,
+        body,
+    };
+    let read = |path: String| Request {
+        read: true,
+        path,
+        body: None,
+    };
     match (m, rule.path) {
         (_, "/health/live" | "/health/ready" | "/metrics" | "/openapi.json") => Request {
             read: on_read,
@@ -343,16 +407,18 @@ async fn request(shop: &Shop, on_read: bool, rule: &Rule, who: Option<Who>, shar
             format!("/orders/{}/items", order("pending").await),
             Some(json!({"productId": PRODUCT, "quantity": 2})),
         ),
-        ("DELETE", "/orders/{order_id}/items/{product_id}") => {
-            write(format!("/orders/{}/items/{OTHER_PRODUCT}", order("pending").await), None)
-        }
+        ("DELETE", "/orders/{order_id}/items/{product_id}") => write(
+            format!("/orders/{}/items/{OTHER_PRODUCT}", order("pending").await),
+            None,
+        ),
         ("POST", "/orders/{order_id}/confirm") => write(
             format!("/orders/{}/confirm", order("pending").await),
             Some(json!({"paymentMethod": "pm_card_visa"})),
         ),
-        ("POST", "/orders/{order_id}/cancel") => {
-            write(format!("/orders/{}/cancel", order("confirmed").await), Some(json!({})))
-        }
+        ("POST", "/orders/{order_id}/cancel") => write(
+            format!("/orders/{}/cancel", order("confirmed").await),
+            Some(json!({})),
+        ),
         ("POST", "/orders/{order_id}/ship") => write(
             format!("/orders/{}/ship", order("paid").await),
             Some(json!({"carrier": "DHL", "trackingNumber": "JD2"})),
@@ -360,16 +426,21 @@ async fn request(shop: &Shop, on_read: bool, rule: &Rule, who: Option<Who>, shar
         ("POST", "/orders/{order_id}/deliver") => {
             write(format!("/orders/{}/deliver", order("shipped").await), None)
         }
-        ("GET", "/orders/{order_id}/events") => write(format!("/orders/{}/events", shared.order), None),
-        ("GET", "/orders/{order_id}/state") => write(format!("/orders/{}/state", shared.order), None),
+        ("GET", "/orders/{order_id}/events") => {
+            write(format!("/orders/{}/events", shared.order), None)
+        }
+        ("GET", "/orders/{order_id}/state") => {
+            write(format!("/orders/{}/state", shared.order), None)
+        }
         ("PUT", "/products/{product_id}") => write(
             format!("/products/{PRODUCT}"),
             Some(json!({"name": "Desk lamp", "unitPriceCents": 3999})),
         ),
         ("GET", "/products/{product_id}") => write(format!("/products/{PRODUCT}"), None),
-        ("POST", "/products/{product_id}/stock") => {
-            write(format!("/products/{PRODUCT}/stock"), Some(json!({"quantity": 5})))
-        }
+        ("POST", "/products/{product_id}/stock") => write(
+            format!("/products/{PRODUCT}/stock"),
+            Some(json!({"quantity": 5})),
+        ),
         ("POST", "/products/{product_id}/stock/adjustments") => write(
             format!("/products/{PRODUCT}/stock/adjustments"),
             Some(json!({"quantity": -1, "reason": "damaged"})),
@@ -382,7 +453,10 @@ async fn request(shop: &Shop, on_read: bool, rule: &Rule, who: Option<Who>, shar
         ("GET", "/inventory") => read("/inventory".into()),
         ("GET", "/inventory/{productId}") => read(format!("/inventory/{PRODUCT}")),
         ("GET", "/dashboard/summary") => read("/dashboard/summary".into()),
-        _ => panic!("no request for {m} {}: add the endpoint to this matrix", rule.path),
+        _ => panic!(
+            "no request for {m} {}: add the endpoint to this matrix",
+            rule.path
+        ),
     }
 }
 
@@ -393,7 +467,9 @@ struct Shared {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn every_endpoint_answers_every_caller_as_its_rule_says_and_refusals_write_nothing(pool: PgPool) {
+async fn every_endpoint_answers_every_caller_as_its_rule_says_and_refusals_write_nothing(
+    pool: PgPool,
+) {
     let shop = Shop::start(pool).await;
     for (product, price) in [(PRODUCT, 3999), (OTHER_PRODUCT, 15000)] {
         shop.staff(
@@ -402,8 +478,12 @@ async fn every_endpoint_answers_every_caller_as_its_rule_says_and_refusals_write
             json!({"name": product, "unitPriceCents": price}),
         )
         .await;
-        shop.staff(Method::POST, &format!("/products/{product}/stock"), json!({"quantity": 10000}))
-            .await;
+        shop.staff(
+            Method::POST,
+            &format!("/products/{product}/stock"),
+            json!({"quantity": 10000}),
+        )
+        .await;
     }
     let order = shop.paid().await;
     let (_, _, trail) = shop
@@ -415,11 +495,16 @@ async fn every_endpoint_answers_every_caller_as_its_rule_says_and_refusals_write
             None,
         )
         .await;
-    let day = trail["events"][0]["recordedAt"].as_str().expect("a recorded time")[..10].to_owned();
+    let day = trail["events"][0]["recordedAt"]
+        .as_str()
+        .expect("a recorded time")[..10]
+        .to_owned();
     let shared = Shared { order, day };
 
-    let tables: Vec<(&str, &[Rule])> =
-        vec![("write-service", write_service::access::RULES), ("read-service", read_service::access::RULES)];
+    let tables: Vec<(&str, &[Rule])> = vec![
+        ("write-service", write_service::access::RULES),
+        ("read-service", read_service::access::RULES),
+    ];
     let bad = bad_tokens();
     let mut cells = 0;
     let mut endpoints = BTreeSet::new();
@@ -430,35 +515,63 @@ async fn every_endpoint_answers_every_caller_as_its_rule_says_and_refusals_write
             let mut calls: Vec<(String, Option<String>, Option<Who>, u16)> = bad
                 .iter()
                 .map(|(why, auth)| {
-                    let status = if rule.access == Access::Anyone { 200 } else { 401 };
+                    let status = if rule.access == Access::Anyone {
+                        200
+                    } else {
+                        401
+                    };
                     ((*why).to_owned(), auth.clone(), None, status)
                 })
                 .collect();
             for (i, who) in [Who::AOnA, Who::BOnA, Who::Staff].into_iter().enumerate() {
-                calls.push((format!("{who:?}"), Some(who.authorization()), Some(who), good[i]));
+                calls.push((
+                    format!("{who:?}"),
+                    Some(who.authorization()),
+                    Some(who),
+                    good[i],
+                ));
             }
             for (cell, authorization, who, want) in calls {
                 let req = request(&shop, *service == "read-service", rule, who, &shared).await;
-                let base = if req.read { shop.read.url() } else { shop.write.url() };
+                let base = if req.read {
+                    shop.read.url()
+                } else {
+                    shop.write.url()
+                };
                 let last = shop.last.lock().unwrap().clone();
-                let headers = if req.read { vec![("x-consistency-token", last)] } else { vec![] };
+                let headers = if req.read {
+                    vec![("x-consistency-token", last)]
+                } else {
+                    vec![]
+                };
                 let before = shop.event_count().await;
                 let (status, answer_headers, body) = shop
-                    .send(rule.method.clone(), &format!("{base}{}", req.path), authorization.as_deref(), &headers, req.body.as_ref())
+                    .send(
+                        rule.method.clone(),
+                        &format!("{base}{}", req.path),
+                        authorization.as_deref(),
+                        &headers,
+                        req.body.as_ref(),
+                    )
                     .await;
                 let after = shop.event_count().await;
                 let what = format!("{service} {} {} as {cell}", rule.method, req.path);
                 assert_eq!(status.as_u16(), want, "{what}: {body}");
                 if status == StatusCode::UNAUTHORIZED {
                     assert_eq!(
-                        answer_headers.get("www-authenticate").and_then(|v| v.to_str().ok()),
+                        answer_headers
+                            .get("www-authenticate")
+                            .and_then(|v| v.to_str().ok()),
                         Some("Bearer error=\"invalid_token\""),
                         "{what}"
                     );
                     assert_eq!(body["error"]["code"], "invalid_token", "{what}");
                 }
                 if status.is_success() && rule.method != Method::GET {
-                    assert!(after > before || rule.method == Method::PUT, "{what} wrote nothing");
+                    assert!(
+                        after > before || rule.method == Method::PUT,
+                        "{what} wrote nothing"
+                    );
                 } else {
                     assert_eq!(after, before, "{what} wrote {} events", after - before);
                 }
@@ -473,7 +586,11 @@ async fn every_endpoint_answers_every_caller_as_its_rule_says_and_refusals_write
 
     // No token reached a log, in any form a log might show it.
     let logs = shop.logs();
-    assert!(logs.lines().count() > 100, "the services logged: {}", logs.lines().count());
+    assert!(
+        logs.lines().count() > 100,
+        "the services logged: {}",
+        logs.lines().count()
+    );
     let mut tokens: Vec<String> = bad.iter().filter_map(|(_, a)| a.clone()).collect();
     tokens.extend([Who::AOnA, Who::BOnA, Who::Staff].map(Who::authorization));
     for authorization in tokens {
@@ -482,7 +599,10 @@ async fn every_endpoint_answers_every_caller_as_its_rule_says_and_refusals_write
             assert!(!logs.contains(part), "a token's part {part} is in the log");
         }
     }
-    assert!(!logs.contains(test_support::auth::SECRET), "the secret is in the log");
+    assert!(
+        !logs.contains(test_support::auth::SECRET),
+        "the secret is in the log"
+    );
     shop.stop().await;
 }
 
@@ -491,11 +611,21 @@ async fn every_endpoint_answers_every_caller_as_its_rule_says_and_refusals_write
 #[sqlx::test(migrations = "../migrations")]
 async fn a_key_rotation_in_the_jwks_fails_no_request(pool: PgPool) {
     let shop = Shop::start(pool).await;
-    shop.staff(Method::PUT, &format!("/products/{PRODUCT}"), json!({"name": "Lamp", "unitPriceCents": 100}))
-        .await;
+    shop.staff(
+        Method::PUT,
+        &format!("/products/{PRODUCT}"),
+        json!({"name": "Lamp", "unitPriceCents": 100}),
+    )
+    .await;
     let jwks_file = shop.jwks.path().join("jwks.json");
-    let old = format!("Bearer {}", sign_with_key("test-rsa-1", &claims(ALICE, false)));
-    let new = format!("Bearer {}", sign_with_key("test-rsa-2", &claims(ALICE, false)));
+    let old = format!(
+        "Bearer {}",
+        sign_with_key("test-rsa-1", &claims(ALICE, false))
+    );
+    let new = format!(
+        "Bearer {}",
+        sign_with_key("test-rsa-2", &claims(ALICE, false))
+    );
     let mut statuses = Vec::new();
     let started = Instant::now();
     for i in 0..300 {
@@ -506,14 +636,54 @@ async fn a_key_rotation_in_the_jwks_fails_no_request(pool: PgPool) {
         let (method, path, body) = if i % 2 == 0 {
             (Method::GET, format!("/products/{PRODUCT}"), None)
         } else {
-            (Method::POST, "/orders".to_owned(), Some(json!({"items": [{"productId": PRODUCT, "quantity": 1}]})))
+            (
+                Method::POST,
+                "/orders".to_owned(),
+                Some(json!({"items": [{"productId": PRODUCT, "quantity": 1}]})),
+            )
         };
         let url = format!("{}{path}", shop.write.url());
-        let (status, _, body) = shop.send(method, &url, Some(authorization), &[], body.as_ref()).await;
+        let (status, _, body) = shop
+            .send(method, &url, Some(authorization), &[], body.as_ref())
+            .await;
         statuses.push((i, status, body));
     }
-    let failed: Vec<_> = statuses.iter().filter(|(_, s, _)| !s.is_success()).collect();
-    assert!(failed.is_empty(), "{} of 300 failed: {failed:?}", failed.len());
-    eprintln!("300 requests across a key rotation in {:?}, none failed", started.elapsed());
+    let failed: Vec<_> = statuses
+        .iter()
+        .filter(|(_, s, _)| !s.is_success())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 300 failed: {failed:?}",
+        failed.len()
+    );
+    eprintln!(
+        "300 requests across a key rotation in {:?}, none failed",
+        started.elapsed()
+    );
     shop.stop().await;
+}
+
+/// The README's rule tables are the services' own, rendered; both OpenAPI documents say the
+/// same per operation (each service's tests check its document has no operation without a rule).
+#[test]
+fn the_readme_lists_every_rule_as_the_services_check_it() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let (start, end) = ("<!-- access rules -->\n", "<!-- /access rules -->");
+    let from = readme
+        .find(start)
+        .expect("the README marks its rule tables")
+        + start.len();
+    let to = readme
+        .find(end)
+        .expect("the README marks the end of its rule tables");
+    let want = format!(
+        "{}\n{}",
+        service_kit::auth::rules::markdown("write-service", write_service::access::RULES),
+        service_kit::auth::rules::markdown("read-service", read_service::access::RULES),
+    );
+    assert!(
+        readme[from..to] == want,
+        "the README's rule tables differ from the code; they should read:\n{want}"
+    );
 }

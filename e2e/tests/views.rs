@@ -1041,11 +1041,15 @@ async fn a_generation_switch_mid_traffic_fails_no_request(pool: PgPool) {
         .map(|i| {
             let (base, count_tx) = (base.clone(), count_tx.clone());
             // Four members of staff, each within the rate one caller may have.
-            let token = test_support::auth::sign(&test_support::auth::claims(&format!("staff-{i}"), true));
+            let token =
+                test_support::auth::sign(&test_support::auth::claims(&format!("staff-{i}"), true));
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let get = |path: &str| {
-                    let request = client.get(format!("{base}{path}")).bearer_auth(&token).send();
+                    let request = client
+                        .get(format!("{base}{path}"))
+                        .bearer_auth(&token)
+                        .send();
                     async move {
                         let r = request.await.unwrap();
                         assert_eq!(r.status(), 200);

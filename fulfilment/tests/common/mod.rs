@@ -100,8 +100,12 @@ impl Shop {
             snapshot_every: 100,
             database_max_connections: 10,
             command_max_retries: 10,
+            auth: test_support::auth::settings(),
         };
-        let http = InProcess::new(router(AppState::new(app_pool, &settings)));
+        let auth =
+            service_kit::auth::Auth::without_jwks(&settings.auth, write_service::access::RULES)
+                .expect("the tests' key");
+        let http = InProcess::new(router(AppState::new(app_pool, &settings, auth)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the sandbox");

@@ -34,8 +34,8 @@ pub struct CreateOrder {
     #[serde(default, deserialize_with = "present")]
     order_id: Option<OrderId>,
     /// The customer the order is for: 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `:`,
-    /// `-`. A customer may omit it (the order is then theirs) or name themself; naming
-    /// anyone else is 403 `forbidden`. Staff must name the customer.
+    /// `-`. Omitted, the order is the caller's own (the token's `sub`). A customer may name
+    /// only themself (anyone else is 403 `forbidden`); staff name any customer.
     #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$", nullable = false)]
     #[serde(default, deserialize_with = "present")]
     user_id: Option<UserId>,
@@ -182,7 +182,7 @@ async fn run(
 
 /// Places an order (`OrderCreated`), pending confirmation; each line takes its product's
 /// catalog price. A customer places orders for themself (`userId` omitted or their own);
-/// staff name the customer. An `Idempotency-Key` is the caller's own: another caller's
+/// staff may name any customer. An `Idempotency-Key` is the caller's own: another caller's
 /// equal key is a different key.
 #[utoipa::path(
     post,
@@ -201,7 +201,7 @@ async fn run(
         (status = 403, description = "A customer named another customer in `userId` (`forbidden`; nothing is read or written)", body = ErrorBody),
         (status = 409, description = "The order id is taken (`order_exists`); a line's `unitPriceCents` is not its product's current catalog price (`price_changed`, the first such line in `field`, e.g. `items[1].unitPriceCents`, and `details: [{productId, unitPriceCents}]` with the current price of every such line; nothing written); or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
         CommandFailures,
-        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), including staff omitting `userId` and a product with no catalog price or priced in another currency than the order (`field`: `items[i].productId`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown or breaks a rule (`validation_failed`, named in `field`), including a product with no catalog price or priced in another currency than the order (`field`: `items[i].productId`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         StoreUnavailable,
     )
 )]
@@ -218,12 +218,7 @@ pub async fn create(
                 "a customer places orders only for themself: omit `userId` or name your own",
             ));
         }
-        None if ctx.caller.staff => {
-            return Err(ApiError::invalid(
-                "userId",
-                "userId: staff must name the customer the order is for",
-            ));
-        }
+        // The same rule for everyone: no name means the caller's own order.
         None => ctx.caller.sub.clone(),
     };
     let order_id = value.order_id.unwrap_or_default();

@@ -126,12 +126,12 @@ fn operations(item: &PathItem) -> Vec<(Method, &Operation)> {
     .collect()
 }
 
-/// The README's table of `rules`, as Markdown rows under `| Method | Path | Who |`.
+/// The README's table of `rules`: one row per endpoint, who may call it.
 pub fn markdown(service: &str, rules: &[Rule]) -> String {
-    let mut table = format!("| {service} | Path | Who may call |\n|---|---|---|\n");
+    let mut table = format!("| {service} endpoint | who may call |\n|---|---|\n");
     for rule in rules {
         table.push_str(&format!(
-            "| {} | `{}` | {} |\n",
+            "| `{} {}` | {} |\n",
             rule.method,
             rule.path,
             rule.who()
