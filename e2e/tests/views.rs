@@ -1099,7 +1099,10 @@ async fn a_generation_switch_mid_traffic_fails_no_request(pool: PgPool) {
     for (name, g) in &built {
         env.views().drop_generation(*name, g - 1).await.unwrap();
     }
-    let user = reqwest::get(format!("{base}/users/alice/orders"))
+    let user = reqwest::Client::new()
+        .get(format!("{base}/users/alice/orders"))
+        .bearer_auth(test_support::auth::staff())
+        .send()
         .await
         .unwrap()
         .json::<Value>()
