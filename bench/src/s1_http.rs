@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use service_kit::auth::AuthSettings;
+
 use crate::Ctx;
 use crate::env::Scratch;
 use crate::machine::{CpuSample, CpuUse};
@@ -38,15 +40,20 @@ pub struct Service {
 }
 
 impl Service {
+    /// The write-service checking tokens signed with the tests' secret, which the bench's
+    /// clients hold.
     pub async fn start(scratch: &Scratch) -> anyhow::Result<Service> {
+        Self::start_with(scratch, test_support::auth::settings()).await
+    }
+
+    pub async fn start_with(scratch: &Scratch, auth: AuthSettings) -> anyhow::Result<Service> {
         let settings = write_service::Settings {
             database_url: scratch.url.clone().into(),
             addr: "127.0.0.1:0".parse()?,
             snapshot_every: SNAPSHOT_EVERY,
             database_max_connections: POOL,
             command_max_retries: 10,
-            // The tests' secret: the bench's clients hold tokens signed with it.
-            auth: test_support::auth::settings(),
+            auth,
         };
         let pool = settings.pool()?;
         let app = write_service::Application::with_pool(&settings, pool.clone()).await?;
@@ -188,9 +195,29 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     );
 
     let service = Service::start(scratch).await?;
+    // The same service checking no token (`AUTH_DISABLED=true`) on the same database: what
+    // access control costs a command, measured in runs alternating with the first's.
+    let open = Service::start_with(
+        scratch,
+        AuthSettings {
+            disabled: true,
+            ..test_support::auth::settings()
+        },
+    )
+    .await?;
     let client = client()?;
+    let top = sizes.s1_levels.iter().copied().max().unwrap_or(1);
     let measured = async {
         service.open_shop(&client, AMPLE_STOCK).await?;
+        let mut checked_and_open = (Vec::new(), Vec::new());
+        for _ in 0..sizes.runs {
+            for (base, runs) in [
+                (&service.base, &mut checked_and_open.0),
+                (&open.base, &mut checked_and_open.1),
+            ] {
+                runs.push(drive(&client, base, top, sizes.s1_warmup, sizes.s1_duration).await?);
+            }
+        }
         let mut by_level = Vec::new();
         for &level in &sizes.s1_levels {
             let mut runs = Vec::new();
@@ -208,11 +235,13 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
             }
             by_level.push((level, runs));
         }
-        anyhow::Ok(by_level)
+        anyhow::Ok((by_level, checked_and_open))
     }
     .await;
     service.stop().await;
-    let by_level = measured?;
+    open.stop().await;
+    let (by_level, (checked, unchecked)) = measured?;
+    access_control_cost(&mut s, top, &checked, &unchecked);
 
     let mut medians = Vec::new();
     for (level, runs) in &by_level {
@@ -343,6 +372,46 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
 }
 
 /// CPU milliseconds (this process plus PostgreSQL) per completed command.
+/// Commands/s and CPU per command with every token checked (and the rate limit and ownership
+/// applied) against the same service serving everyone without a token.
+fn access_control_cost(s: &mut Scenario, level: usize, checked: &[RunResult], open: &[RunResult]) {
+    let rate = |runs: &[RunResult]| {
+        stats::median(
+            &runs
+                .iter()
+                .map(|r| r.commands_per_second)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let cpu = |runs: &[RunResult]| {
+        stats::median(&runs.iter().map(cpu_ms_per_command).collect::<Vec<_>>())
+    };
+    let errors: u64 = checked.iter().chain(open).map(|r| r.errors).sum();
+    let note = "runs alternating with the service that checks no token, on the same database";
+    let f = s.value(
+        &format!("access control: {level} clients, commands/s with tokens / without"),
+        "x",
+        rate(checked) / rate(open).max(1e-9),
+    );
+    f.note(if errors > 0 {
+        format!("{note}; {errors} non-2xx replies or errors, not counted")
+    } else {
+        note.to_owned()
+    });
+    s.value(
+        &format!("access control: {level} clients, CPU per command with tokens"),
+        "ms",
+        cpu(checked),
+    )
+    .note(note);
+    s.value(
+        &format!("access control: {level} clients, CPU per command without"),
+        "ms",
+        cpu(open),
+    )
+    .note(note);
+}
+
 fn cpu_ms_per_command(r: &RunResult) -> f64 {
     (r.cpu.process_cores + r.cpu.postgres_cores) * 1000.0 / r.commands_per_second.max(1e-9)
 }
