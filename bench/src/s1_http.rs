@@ -169,8 +169,11 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
          keep-alive) each loop `POST /orders` (2 lines, priced by the catalogue) then \
          `POST /orders/{id}/confirm` with `{\"paymentMethod\": \"pm_card_visa\"}` (which \
          reserves both lines in the same commit; no payment is taken) for a \
-         fixed time after a warm-up. Each request is one command; commands/s counts 2xx replies completed in the \
-         window. Latency percentiles come from the run with the median throughput.",
+         fixed time after a warm-up. Each simulated customer sends a token of its own (HS256, \
+         checked by the service). Each request is one command; commands/s counts 2xx replies completed in the \
+         window. Latency percentiles come from the run with the median throughput. \
+         Access control's cost: at the top level, runs alternate between this service and \
+         the same one with `AUTH_DISABLED=true` on the same database.",
     );
     s.param("concurrent clients", format!("{:?}", sizes.s1_levels));
     s.param("runs per level", sizes.runs);
