@@ -205,17 +205,12 @@ impl Shop {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let (status, headers) = (response.status(), response.headers().clone());
-        let text = response.text().await.unwrap();
-        (
+        let Reply {
             status,
             headers,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+            body,
+        } = answer(request, &format!("{method} {url}")).await;
+        (status, headers, body)
     }
 
     /// A write-service command as staff that must succeed; its body.

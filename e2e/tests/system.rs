@@ -158,19 +158,6 @@ impl System {
 
 // ---- HTTP -----------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
-    }
-}
-
 /// The two public HTTP APIs, and the event store behind the write-service: the payment
 /// provider's answers are recorded by the fulfilment process, which appends
 /// `PaymentCaptured`, `PaymentDeclined` and `PaymentRefunded` through the event store (no
@@ -198,23 +185,7 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        answer(request, &format!("{method} {url}")).await
     }
 
     async fn command(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {

@@ -19,22 +19,10 @@ use tower::ServiceExt;
 use uuid::Uuid;
 use write_service::access::RULES;
 use write_service::extract::MAX_IDEMPOTENCY_KEY_LEN;
-use write_service::{AppState, Settings, router};
+use write_service::{AppState, router};
 
-fn settings() -> Settings {
-    Settings {
-        database_url: "postgres://unused".into(),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        snapshot_every: 100,
-        database_max_connections: 10,
-        command_max_retries: 10,
-        auth: test_support::auth::settings(),
-    }
-}
-
-fn auth() -> Auth {
-    Auth::without_jwks(&test_support::auth::settings(), RULES).expect("the tests' secret")
-}
+mod common;
+use common::{auth, settings};
 
 struct App {
     /// Calls as staff.

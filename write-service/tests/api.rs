@@ -8,7 +8,6 @@ use axum::http::{Method, StatusCode};
 use domain::order::MAX_TEXT_LEN;
 use domain::{OrderId, Position, Quantity, StockDelta, StockQuantity, UnitPriceCents};
 use serde_json::{Value, json};
-use service_kit::auth::Auth;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use test_support::TcpSwitch;
@@ -16,29 +15,15 @@ use test_support::events::Events;
 use test_support::http::InProcess;
 use tower::ServiceExt;
 use uuid::Uuid;
-use write_service::access::RULES;
 use write_service::extract::MAX_IDEMPOTENCY_KEY_LEN;
-use write_service::{AppState, Settings, router};
+use write_service::{AppState, router};
+
+mod common;
+use common::{auth, settings};
 
 /// The body of a checkout that names a payment method, as `POST /orders/{id}/confirm` needs.
 fn checkout() -> Value {
     json!({"paymentMethod": "pm_card_visa"})
-}
-
-fn settings() -> Settings {
-    Settings {
-        database_url: "postgres://unused".into(),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        snapshot_every: 100,
-        database_max_connections: 10,
-        command_max_retries: 10,
-        auth: test_support::auth::settings(),
-    }
-}
-
-/// Checks tokens with the tests' secret (the tokens `test_support::auth` signs).
-fn auth() -> Auth {
-    Auth::without_jwks(&test_support::auth::settings(), RULES).expect("the tests' secret")
 }
 
 #[derive(Clone)]

@@ -7,33 +7,18 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::json;
-use service_kit::auth::Auth;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use tower::ServiceExt;
 use uuid::Uuid;
-use write_service::access::RULES;
-use write_service::{AppState, Settings, router};
+use write_service::{AppState, router};
 
-fn settings() -> Settings {
-    Settings {
-        database_url: "postgres://unused".into(),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        snapshot_every: 100,
-        database_max_connections: 4,
-        command_max_retries: 10,
-        auth: test_support::auth::settings(),
-    }
-}
+mod common;
+use common::{auth, settings};
 
 /// `Authorization` of a staff request.
 fn staff() -> String {
     test_support::auth::bearer(&test_support::auth::staff())
-}
-
-/// Checks tokens with the tests' secret (the tokens `test_support::auth` signs).
-fn auth() -> Auth {
-    Auth::without_jwks(&test_support::auth::settings(), RULES).expect("the tests' secret")
 }
 
 fn create(order_id: Uuid) -> Request<Body> {

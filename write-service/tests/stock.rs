@@ -7,29 +7,14 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use domain::OrderId;
 use serde_json::{Value, json};
-use service_kit::auth::Auth;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use test_support::events::Events;
 use test_support::http::{InProcess, Reply};
-use write_service::access::RULES;
-use write_service::{AppState, Settings, router};
+use write_service::{AppState, router};
 
-fn settings() -> Settings {
-    Settings {
-        database_url: "postgres://unused".into(),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        snapshot_every: 100,
-        database_max_connections: 10,
-        command_max_retries: 10,
-        auth: test_support::auth::settings(),
-    }
-}
-
-/// Checks tokens with the tests' secret (the tokens `test_support::auth` signs).
-fn auth() -> Auth {
-    Auth::without_jwks(&test_support::auth::settings(), RULES).expect("the tests' secret")
-}
+mod common;
+use common::{auth, settings};
 
 struct App {
     http: InProcess,

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use serde_json::Value;
+pub use test_support::http::Reply;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::oneshot;
@@ -199,5 +201,26 @@ impl Drop for MongoDatabase {
             Ok(Err(e)) => eprintln!("could not drop MongoDB database {}: {e}", self.name),
             Err(_) => eprintln!("could not drop MongoDB database {}", self.name),
         }
+    }
+}
+
+/// Sends `request` (`what` names it if it cannot be sent) and reads the answer.
+pub async fn answer(request: reqwest::RequestBuilder, what: &str) -> Reply {
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Reply {
+        status,
+        headers,
+        body,
     }
 }

@@ -1,4 +1,4 @@
-//! The verified caller of a request, as handlers see it.
+//! The verified caller of a request, as handlers see it, or why there is none.
 
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
@@ -48,5 +48,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 "this route has no access rule",
             )
         })
+    }
+}
+
+/// Why a request has no valid token: the message of its 401 (never the token itself).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unauthorized(pub String);
+
+impl From<Unauthorized> for ApiError {
+    fn from(e: Unauthorized) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", e.0)
     }
 }

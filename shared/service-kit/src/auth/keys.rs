@@ -13,8 +13,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::Unauthorized;
-use super::caller::Caller;
+use super::caller::{Caller, Unauthorized};
 use super::settings::AuthSettings;
 use super::token::Claims;
 

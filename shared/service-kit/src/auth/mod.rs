@@ -23,7 +23,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::api_error::ApiError;
-pub use caller::Caller;
+pub use caller::{Caller, Unauthorized};
 pub use keys::KeyError;
 use keys::Keys;
 pub use rules::{Access, Rule};
@@ -140,17 +140,6 @@ impl Auth {
             .check_key(&caller.sub.to_string())
             .err()?;
         Some(not_until.wait_time_from(DefaultClock::default().now()))
-    }
-}
-
-/// Why a request has no valid token: the message of its 401 (never the token itself).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Unauthorized(pub String);
-
-impl From<Unauthorized> for ApiError {
-    fn from(e: Unauthorized) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", e.0)
     }
 }
 
