@@ -301,6 +301,20 @@ impl OrderSnapshot {
     }
 }
 
+/// The success of a command on an existing order.
+#[derive(utoipa::IntoResponses)]
+pub enum OrderApplied {
+    /// Applied, or replayed with `Idempotent-Replayed: true`
+    #[response(
+        status = 200,
+        headers(
+            ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+        )
+    )]
+    Applied(OrderAccepted),
+}
+
 /// The answers every command shares, beside its own success, 400, 404, 409 and 422.
 #[derive(utoipa::IntoResponses)]
 pub enum CommandFailures {

@@ -17,8 +17,8 @@ use crate::commands::{self, Command, CommandOutcome};
 use crate::decisions::{OrderDecision, OrderRequest};
 use crate::extract::{AppPath, AppQuery, CommandContext, JsonBody};
 use crate::model::{
-    AuditEvent, AuditTrail, CommandFailures, ErrorBody, Item, OrderAccepted, OrderSnapshot,
-    StoreUnavailable, present,
+    AuditEvent, AuditTrail, CommandFailures, ErrorBody, Item, OrderAccepted, OrderApplied,
+    OrderSnapshot, StoreUnavailable, present,
 };
 use service_kit::api_error::ApiError;
 use service_kit::auth::{Caller, forbidden};
@@ -241,11 +241,7 @@ pub async fn create(
     params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
     request_body = Item,
     responses(
-        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
-            headers(
-                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
-                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
-            )),
+        OrderApplied,
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order, or another customer's: a customer gets the same answer for both (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`); `unitPriceCents` is not the price the line takes (the catalog's, or the line's for a product already on the order: `price_changed`, `field` `unitPriceCents`, `details: [{productId, unitPriceCents}]`; nothing written); or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
@@ -279,11 +275,7 @@ pub async fn add_item(
     params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), ("product_id" = String, Path, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$", description = "The product whose line to remove"), CommandContext),
     request_body(content = ref("#/components/schemas/NoFields"), description = "None, or `{}`"),
     responses(
-        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
-            headers(
-                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
-                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
-            )),
+        OrderApplied,
         (status = 400, description = "Malformed JSON (`malformed_json`), order or product id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order, or another customer's, answered alike (`order_not_found`), or the product is not on it (`item_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`), the line is its last (`last_item`: cancel instead), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
@@ -323,11 +315,7 @@ pub async fn remove_item(
     params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
     request_body(content = Confirm, description = "The payment method (required) and the customer's email (optional)"),
     responses(
-        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
-            headers(
-                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
-                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
-            )),
+        OrderApplied,
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order, or another customer's: a customer gets the same answer for both (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending (`invalid_state`); a line's product has fewer units available than the line asks (`insufficient_stock`, with `details: [{productId, askedUnits, availableUnits}]` for every short line; nothing written); or the order or a product kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
@@ -367,11 +355,7 @@ pub async fn confirm(
     params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
     request_body(content = ref("#/components/schemas/Cancel"), description = "Optional: no body means no reason"),
     responses(
-        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
-            headers(
-                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
-                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
-            )),
+        OrderApplied,
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order, or another customer's: a customer gets the same answer for both (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not pending, confirmed or paid (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
@@ -401,11 +385,7 @@ pub async fn cancel(
     params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
     request_body = Ship,
     responses(
-        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
-            headers(
-                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
-                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
-            )),
+        OrderApplied,
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not paid (`invalid_state`; only an order confirmed before payments existed ships unpaid, from `confirmed`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
@@ -435,11 +415,7 @@ pub async fn ship(
     params(("order_id" = String, Path, format = "uuid", description = "The order's id, a UUID"), CommandContext),
     request_body(content = ref("#/components/schemas/NoFields"), description = "None, or `{}`"),
     responses(
-        (status = 200, description = "Applied, or replayed with `Idempotent-Replayed: true`", body = OrderAccepted,
-            headers(
-                ("ETag" = String, description = "The order's new version in quotes, e.g. `\"2\"`"),
-                ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
-            )),
+        OrderApplied,
         (status = 400, description = "Malformed JSON (`malformed_json`), order id (`invalid_path`) or header (`invalid_header`)", body = ErrorBody),
         (status = 404, description = "No such order (`order_not_found`)", body = ErrorBody),
         (status = 409, description = "The order is not shipped (`invalid_state`), or the order kept changing under the command (`concurrency_conflict`)", body = ErrorBody),
