@@ -105,6 +105,18 @@ pub struct Enriched {
     pub event: RecordedEvent,
     pub before: Option<OrderFacts>,
     pub after: Option<OrderFacts>,
+    /// The log's event time just before this event: the latest recorded time of every event
+    /// before it in the log (to the millisecond), `None` at the start of the log. Later
+    /// events can have earlier times (a transaction that began earlier committed later), so
+    /// this, not the event's own time, says how far event time has advanced.
+    pub watermark: Option<DateTime<Utc>>,
+}
+
+/// The log's event time after an event recorded at `at`, given the one before it.
+pub fn advance(watermark: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    // Milliseconds, as checkpoints store it, so a restart resumes with the same value.
+    let at = DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at);
+    Some(watermark.map_or(at, |w| w.max(at)))
 }
 
 /// An event the projector cannot apply, and why.
@@ -128,11 +140,14 @@ fn poison_from(e: &RecordedEvent, error: String) -> Poison {
     }
 }
 
-/// Decorates a batch with order context. The result keeps the batch's order; events that
-/// cannot be applied (unreadable, or in a stream whose history is unreadable) are `Err`.
+/// Decorates a batch with order context and event time, from the log's event time before
+/// the batch (`watermark`, advanced to the batch's end). The result keeps the batch's order;
+/// events that cannot be applied (unreadable, or in a stream whose history is unreadable)
+/// are `Err`.
 pub async fn enrich(
     store: &EventStore,
     rows: Vec<TailRow>,
+    watermark: &mut Option<DateTime<Utc>>,
 ) -> Result<Vec<Result<Enriched, Poison>>, StoreError> {
     // The first position of each stream in this batch: its history is what comes before.
     // The store reads the history of order streams only (by their `stream_type`).
@@ -169,6 +184,14 @@ pub async fn enrich(
 
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
+        let before_this = *watermark;
+        *watermark = advance(
+            before_this,
+            match &row {
+                Ok(e) => e.recorded_at,
+                Err(u) => u.recorded_at,
+            },
+        );
         let e = match row {
             Ok(e) => e,
             Err(u) => {
@@ -184,6 +207,7 @@ pub async fn enrich(
                 event: e,
                 before: None,
                 after: None,
+                watermark: before_this,
             }));
             continue;
         }
@@ -203,6 +227,7 @@ pub async fn enrich(
                     event: e,
                     before,
                     after: Some(after),
+                    watermark: before_this,
                 }));
             }
             None => {

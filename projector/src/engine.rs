@@ -17,7 +17,7 @@ use mongodb::bson::{self, Bson, Document, doc};
 use crate::context::{self, Poison};
 use read_model::DEAD_LETTERS;
 
-use crate::mongo::{GuardedWrite, MongoError, ViewStore};
+use crate::mongo::{GuardedWrite, MongoError, Progress, ViewStore};
 use crate::projections::Projection;
 use crate::settings::OnPoison;
 
@@ -40,14 +40,14 @@ impl From<mongodb::error::Error> for ProjectorError {
 #[derive(Debug)]
 pub enum BatchOutcome {
     Applied {
-        checkpoint: Position,
+        checkpoint: Progress,
         events: usize,
         parked: usize,
         round_trips: usize,
     },
     /// Stopped at an event it cannot apply; everything before it was applied.
     Stopped {
-        checkpoint: Option<Position>,
+        checkpoint: Option<Progress>,
         poison: Box<Poison>,
     },
 }
@@ -92,21 +92,24 @@ pub(crate) fn row_position(row: &TailRow) -> Position {
 }
 
 impl Engine {
+    /// Applies `rows`, the log after `from`, and records how far it got.
     pub async fn apply_batch<V: Projection>(
         &self,
         generation: i64,
+        from: Progress,
         rows: Vec<TailRow>,
     ) -> Result<BatchOutcome, ProjectorError> {
         let Some(last) = rows.last().map(row_position) else {
             return Ok(BatchOutcome::Applied {
-                checkpoint: Position::ZERO,
+                checkpoint: from,
                 events: 0,
                 parked: 0,
                 round_trips: 0,
             });
         };
         let count = rows.len();
-        let enriched = context::enrich(&self.store, rows).await?;
+        let mut watermark = from.watermark;
+        let enriched = context::enrich(&self.store, rows, &mut watermark).await?;
 
         let mut good = Vec::with_capacity(enriched.len());
         let mut parked = Vec::new();
@@ -122,8 +125,16 @@ impl Engine {
             }
         }
         let checkpoint = match &stopped {
-            Some(_) => good.last().map(|e| e.event.position),
-            None => Some(last),
+            // Up to the last event applied: the watermark after it is the one before the
+            // event it stopped at.
+            Some(_) => good.last().map(|e| Progress {
+                position: e.event.position,
+                watermark: context::advance(e.watermark, e.event.recorded_at),
+            }),
+            None => Some(Progress {
+                position: last,
+                watermark,
+            }),
         };
 
         let collection = V::VIEW.collection(generation);
@@ -231,7 +242,10 @@ impl Engine {
                 poison: Box::new(poison),
             },
             None => BatchOutcome::Applied {
-                checkpoint: last,
+                checkpoint: Progress {
+                    position: last,
+                    watermark,
+                },
                 events: count,
                 parked: parked.len(),
                 round_trips,

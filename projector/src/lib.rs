@@ -106,7 +106,7 @@ impl Projector {
             let from = projector
                 .engine
                 .views
-                .checkpoint(P::VIEW, generation)
+                .progress(P::VIEW, generation)
                 .await
                 .map_err(engine::ProjectorError::from)?;
             rebuild::catch_up::<P>(

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use domain::Position;
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
@@ -33,6 +34,24 @@ pub fn get_int(doc: &Document, key: &str) -> Option<i64> {
         Bson::Int64(v) => Some(*v),
         Bson::Double(v) if v.fract() == 0.0 => Some(*v as i64),
         _ => None,
+    }
+}
+
+/// How far a view generation has applied the log: the position, and the log's event time
+/// there (the latest recorded time up to it), which event-time windows are judged by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub position: Position,
+    pub watermark: Option<DateTime<Utc>>,
+}
+
+impl From<Position> for Progress {
+    /// A position with no event time: the start of the log, or a test's checkpoint.
+    fn from(position: Position) -> Self {
+        Progress {
+            position,
+            watermark: None,
+        }
     }
 }
 
@@ -179,6 +198,10 @@ impl ViewStore {
     }
 
     pub async fn checkpoint(&self, view: View, generation: i64) -> Result<Position, MongoError> {
+        Ok(self.progress(view, generation).await?.position)
+    }
+
+    pub async fn progress(&self, view: View, generation: i64) -> Result<Progress, MongoError> {
         let id = view.checkpoint_id(generation);
         let found = self
             .db
@@ -186,9 +209,14 @@ impl ViewStore {
             .find_one(doc! {"_id": &id})
             .await?;
         match found {
-            None => Ok(Position::ZERO),
+            None => Ok(Progress::default()),
             Some(d) => bson::from_document::<Checkpoint>(d)
-                .map(|c| c.position)
+                .map(|c| Progress {
+                    position: c.position,
+                    watermark: c
+                        .watermark
+                        .and_then(|w| DateTime::from_timestamp_millis(w.timestamp_millis())),
+                })
                 .map_err(|e| MongoError::Shape(format!("checkpoint {id}: {e}"))),
         }
     }
@@ -283,14 +311,18 @@ impl ViewStore {
         &self,
         view: View,
         generation: i64,
-        position: Position,
+        progress: impl Into<Progress>,
         session: Option<&mut ClientSession>,
     ) -> Result<(), MongoError> {
+        let progress = progress.into();
         let checkpoint = Checkpoint {
             id: view.checkpoint_id(generation),
             projection: view.name().to_owned(),
             generation,
-            position,
+            position: progress.position,
+            watermark: progress
+                .watermark
+                .map(|w| bson::DateTime::from_millis(w.timestamp_millis())),
         };
         let replacement =
             bson::to_document(&checkpoint).map_err(|e| MongoError::Shape(e.to_string()))?;

@@ -15,6 +15,7 @@ use read_model::ViewDocument;
 use crate::Projector;
 use crate::engine::{BatchOutcome, Engine, ProjectorError, row_position};
 use crate::lease::Lease;
+use crate::mongo::Progress;
 use crate::projections::Projection;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,13 +39,13 @@ pub enum CatchUpError {
 pub async fn catch_up<V: Projection>(
     engine: &Engine,
     generation: i64,
-    from: Position,
+    from: impl Into<Progress>,
     until: Position,
     batch_size: i64,
     cancel: &CancellationToken,
     mut progress: impl FnMut(usize),
 ) -> Result<Position, CatchUpError> {
-    let mut checkpoint = from;
+    let mut checkpoint: Progress = from.into();
     let mut ahead: Option<Vec<TailRow>> = None;
     loop {
         if cancel.is_cancelled() {
@@ -54,13 +55,13 @@ pub async fn catch_up<V: Projection>(
             Some(rows) => rows,
             None => engine
                 .store
-                .read_committed_after(checkpoint, batch_size)
+                .read_committed_after(checkpoint.position, batch_size)
                 .await
                 .map_err(ProjectorError::from)?,
         };
         let Some(last) = rows.last().map(row_position) else {
-            if checkpoint >= until {
-                return Ok(checkpoint);
+            if checkpoint.position >= until {
+                return Ok(checkpoint.position);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
@@ -78,7 +79,7 @@ pub async fn catch_up<V: Projection>(
                 None
             }
         };
-        let (applied, next) = tokio::join!(engine.apply_batch::<V>(generation, rows), read_ahead);
+        let (applied, next) = tokio::join!(engine.apply_batch::<V>(generation, checkpoint, rows), read_ahead);
         match applied? {
             BatchOutcome::Applied {
                 checkpoint: c,
@@ -88,7 +89,7 @@ pub async fn catch_up<V: Projection>(
                 checkpoint = c;
                 progress(events);
                 // Only a read that starts where this batch ended continues it.
-                ahead = next.filter(|_| c == last);
+                ahead = next.filter(|_| c.position == last);
             }
             BatchOutcome::Stopped { poison, .. } => {
                 let e = poison.event;

@@ -120,7 +120,7 @@ impl Runner {
                         <V::Doc as ViewDocument>::indexes(),
                     )
                     .await?;
-                views.checkpoint(V::VIEW, generation).await
+                views.progress(V::VIEW, generation).await
             };
             let mut checkpoint = match setup.await {
                 Ok(c) => c,
@@ -137,8 +137,8 @@ impl Runner {
                     continue;
                 }
             };
-            tracing::info!(projection = V::VIEW.name(), generation, %checkpoint, "projecting");
-            self.report(V::VIEW.name(), State::Running, generation, checkpoint, None);
+            tracing::info!(projection = V::VIEW.name(), generation, checkpoint = %checkpoint.position, "projecting");
+            self.report(V::VIEW.name(), State::Running, generation, checkpoint.position, None);
             let mut wake = self.wake.clone();
             let mut idle = Duration::from_millis(10);
             let mut last_check = Instant::now();
@@ -169,12 +169,12 @@ impl Runner {
                         }
                         _ => {}
                     }
-                    self.record_lag(V::VIEW.name(), checkpoint).await;
+                    self.record_lag(V::VIEW.name(), checkpoint.position).await;
                 }
                 let rows = match self
                     .engine
                     .store
-                    .read_committed_after(checkpoint, self.batch_size)
+                    .read_committed_after(checkpoint.position, self.batch_size)
                     .await
                 {
                     Ok(rows) => rows,
@@ -183,7 +183,7 @@ impl Runner {
                             V::VIEW.name(),
                             State::Retrying,
                             generation,
-                            checkpoint,
+                            checkpoint.position,
                             Some(e.to_string()),
                         );
                         backoff.wait(&cancel, V::VIEW.name(), &e).await;
@@ -201,7 +201,7 @@ impl Runner {
                 }
                 idle = Duration::from_millis(10);
                 let started = Instant::now();
-                match self.engine.apply_batch::<V>(generation, rows).await {
+                match self.engine.apply_batch::<V>(generation, checkpoint, rows).await {
                     Ok(BatchOutcome::Applied {
                         checkpoint: c,
                         events,
@@ -210,7 +210,7 @@ impl Runner {
                     }) => {
                         checkpoint = c;
                         backoff.reset();
-                        self.report(V::VIEW.name(), State::Running, generation, checkpoint, None);
+                        self.report(V::VIEW.name(), State::Running, generation, checkpoint.position, None);
                         metrics::counter!("projector_events_total", "projection" => V::VIEW.name())
                             .increment(events as u64);
                         metrics::histogram!("projector_batch_duration_seconds", "projection" => V::VIEW.name())
@@ -218,7 +218,7 @@ impl Runner {
                         metrics::histogram!("projector_mongo_ops_per_batch", "projection" => V::VIEW.name())
                             .record(round_trips as f64);
                         metrics::gauge!("projector_checkpoint_global_position", "projection" => V::VIEW.name())
-                            .set(checkpoint.global_position as f64);
+                            .set(checkpoint.position.global_position as f64);
                     }
                     Ok(BatchOutcome::Stopped {
                         checkpoint: c,
@@ -244,7 +244,7 @@ impl Runner {
                             V::VIEW.name(),
                             State::Stopped,
                             generation,
-                            checkpoint,
+                            checkpoint.position,
                             Some(detail),
                         );
                         // Keep the lease so a standby does not stop on the same event too.
@@ -257,12 +257,12 @@ impl Runner {
                             V::VIEW.name(),
                             State::Retrying,
                             generation,
-                            checkpoint,
+                            checkpoint.position,
                             Some(e.to_string()),
                         );
                         backoff.wait(&cancel, V::VIEW.name(), &e).await;
                         // Resume from what is durably recorded; guards make any replay harmless.
-                        match views.checkpoint(V::VIEW, generation).await {
+                        match views.progress(V::VIEW, generation).await {
                             Ok(c) => checkpoint = c,
                             Err(_) => continue 'generation,
                         }

@@ -190,6 +190,7 @@ impl AddAssign for SalesFigures {
 
 impl From<&DayDoc> for SalesFigures {
     fn from(d: &DayDoc) -> Self {
+        let d = &d.sales;
         Self {
             orders_placed: d.orders_placed,
             orders_confirmed: d.orders_confirmed,

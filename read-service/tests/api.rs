@@ -1048,6 +1048,7 @@ async fn payments_show_on_orders_sales_and_the_dashboard() {
     let today = Utc::now().date_naive();
     let day = read_model::DayDoc {
         date: today.to_string(),
+        sales: read_model::SalesCounts {
         orders_placed: 3,
         orders_confirmed: 3,
         orders_cancelled: 1,
@@ -1058,6 +1059,7 @@ async fn payments_show_on_orders_sales_and_the_dashboard() {
         refunded_cents: 800,
         net_revenue_cents: 1200,
         units_sold: 4,
+        },
         ..Default::default()
     };
     let yesterday = today.pred_opt().unwrap().to_string();

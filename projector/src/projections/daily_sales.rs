@@ -7,15 +7,15 @@
 
 use domain::events::{DomainEvent, OrderEvent};
 use domain::order::OrderStatus;
-use read_model::DayDoc;
+use read_model::{DayDoc, SalesCounts};
 
 use super::{Projection, date};
 use crate::context::{Enriched, OrderFacts};
 
 pub struct DailySalesProjection;
 
-/// Whether `event` changes a day's figures.
-fn counts(event: &OrderEvent, after: &OrderFacts) -> bool {
+/// Whether `event` changes a period's sales figures.
+pub fn counts(event: &OrderEvent, after: &OrderFacts) -> bool {
     match event {
         OrderEvent::OrderCreated(_)
         | OrderEvent::OrderConfirmed(_)
@@ -49,51 +49,58 @@ impl Projection for DailySalesProjection {
     }
 
     fn apply(doc: &mut DayDoc, key: &str, e: &Enriched) {
-        let (Some(after), DomainEvent::Order(event)) = (&e.after, &e.event.event) else {
-            return;
-        };
-        if !counts(event, after) {
-            return;
+        if tally(&mut doc.sales, e) {
+            doc.date = key.to_owned();
+            doc.updated_at = Some(date(e.event.recorded_at));
         }
-        doc.date = key.to_owned();
-        doc.updated_at = Some(date(e.event.recorded_at));
-        let legacy = after.is_legacy();
-        let total = after.order.total_cents;
-        match event {
-            OrderEvent::OrderCreated(_) => doc.orders_placed += 1,
-            OrderEvent::OrderConfirmed(_) => {
-                doc.orders_confirmed += 1;
-                if legacy {
-                    doc.revenue_cents += total;
-                    doc.units_sold += units(after);
-                }
-            }
-            OrderEvent::OrderCancelled(_) => {
-                doc.orders_cancelled += 1;
-                // An old order's revenue counted from confirmation: a cancellation after it
-                // gives it back. (Such orders are never charged, so they are never `paid`
-                // in practice; the rule covers it all the same.)
-                let was_counted = e.before.as_ref().is_some_and(|b| {
-                    matches!(b.order.status, OrderStatus::Confirmed | OrderStatus::Paid)
-                });
-                if legacy && was_counted {
-                    doc.refunded_cents += total;
-                }
-            }
-            OrderEvent::PaymentCaptured(p) => {
-                // Also a late capture on an order cancelled meanwhile: the money was taken,
-                // and its refund counts on the day it is made.
-                doc.orders_paid += 1;
-                doc.revenue_cents += p.amount_cents;
-                doc.units_sold += units(after);
-            }
-            OrderEvent::PaymentRefunded(r) => {
-                doc.orders_refunded += 1;
-                doc.refunded_cents += r.amount_cents;
-            }
-            OrderEvent::PaymentDeclined(_) => doc.payments_declined += 1,
-            _ => {}
-        }
-        doc.net_revenue_cents = doc.revenue_cents - doc.refunded_cents;
     }
+}
+
+/// Counts `e` in a period's figures; `false` when it does not change them.
+pub fn tally(sales: &mut SalesCounts, e: &Enriched) -> bool {
+    let (Some(after), DomainEvent::Order(event)) = (&e.after, &e.event.event) else {
+        return false;
+    };
+    if !counts(event, after) {
+        return false;
+    }
+    let legacy = after.is_legacy();
+    let total = after.order.total_cents;
+    match event {
+        OrderEvent::OrderCreated(_) => sales.orders_placed += 1,
+        OrderEvent::OrderConfirmed(_) => {
+            sales.orders_confirmed += 1;
+            if legacy {
+                sales.revenue_cents += total;
+                sales.units_sold += units(after);
+            }
+        }
+        OrderEvent::OrderCancelled(_) => {
+            sales.orders_cancelled += 1;
+            // An old order's revenue counted from confirmation: a cancellation after it
+            // gives it back. (Such orders are never charged, so they are never `paid`
+            // in practice; the rule covers it all the same.)
+            let was_counted = e.before.as_ref().is_some_and(|b| {
+                matches!(b.order.status, OrderStatus::Confirmed | OrderStatus::Paid)
+            });
+            if legacy && was_counted {
+                sales.refunded_cents += total;
+            }
+        }
+        OrderEvent::PaymentCaptured(p) => {
+            // Also a late capture on an order cancelled meanwhile: the money was taken,
+            // and its refund counts in the period it is made.
+            sales.orders_paid += 1;
+            sales.revenue_cents += p.amount_cents;
+            sales.units_sold += units(after);
+        }
+        OrderEvent::PaymentRefunded(r) => {
+            sales.orders_refunded += 1;
+            sales.refunded_cents += r.amount_cents;
+        }
+        OrderEvent::PaymentDeclined(_) => sales.payments_declined += 1,
+        _ => {}
+    }
+    sales.net_revenue_cents = sales.revenue_cents - sales.refunded_cents;
+    true
 }

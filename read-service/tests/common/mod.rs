@@ -88,6 +88,7 @@ impl Mongo {
             projection: view.name().to_owned(),
             generation,
             position,
+            watermark: None,
         };
         self.db()
             .collection::<Document>(CHECKPOINTS)

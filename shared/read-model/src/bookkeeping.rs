@@ -21,8 +21,9 @@ pub struct Pointer {
     pub latest: i64,
 }
 
-/// `{_id: "<view>_g<N>", projection, generation, position}`: everything up to `position` is
-/// applied to that generation.
+/// `{_id: "<view>_g<N>", projection, generation, position, watermark}`: everything up to
+/// `position` is applied to that generation, and `watermark` is the latest recorded time of
+/// those events: the log's event time, which decides when an event-time window is final.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     #[serde(rename = "_id")]
@@ -30,6 +31,9 @@ pub struct Checkpoint {
     pub projection: String,
     pub generation: i64,
     pub position: Position,
+    /// Absent in checkpoints written before it existed, and before the first event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<bson::DateTime>,
 }
 
 /// `{_id: "log_head", maxGlobalPosition, nextTxId}`: how far the event log reached when the

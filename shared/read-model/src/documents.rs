@@ -131,6 +131,16 @@ impl ViewDocument for UserDoc {
 #[serde(rename_all = "camelCase", default)]
 pub struct DayDoc {
     pub date: String,
+    #[serde(flatten)]
+    pub sales: SalesCounts,
+    pub updated_at: Option<bson::DateTime>,
+}
+
+/// The sales figures of a period (a day, a minute, an hour), by the recognition rule of
+/// [`DayDoc`].
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SalesCounts {
     /// Orders created.
     pub orders_placed: i64,
     /// Orders checked out (confirmed), paid or not.
@@ -143,16 +153,15 @@ pub struct DayDoc {
     pub orders_refunded: i64,
     /// Charges the provider declined.
     pub payments_declined: i64,
-    /// Payments captured, plus the totals of old orders confirmed that day.
+    /// Payments captured, plus the totals of old orders confirmed in the period.
     pub revenue_cents: i64,
-    /// Refunds made, plus the totals of old confirmed orders cancelled that day.
+    /// Refunds made, plus the totals of old confirmed orders cancelled in the period.
     pub refunded_cents: i64,
     /// `revenue - refunded`.
     pub net_revenue_cents: i64,
-    /// Units of the orders whose revenue counts that day (paid, or old and confirmed); not
-    /// reduced by later refunds or cancellations.
+    /// Units of the orders whose revenue counts in the period (paid, or old and confirmed);
+    /// not reduced by later refunds or cancellations.
     pub units_sold: i64,
-    pub updated_at: Option<bson::DateTime>,
 }
 
 impl ViewDocument for DayDoc {
@@ -161,6 +170,124 @@ impl ViewDocument for DayDoc {
     fn indexes() -> Vec<Document> {
         // `_id` is the date: range queries by day use the primary index.
         vec![]
+    }
+}
+
+/// `sales_by_minute`: one document per event-time window, `[start, end)` in UTC: a minute
+/// (`_id` `minute:YYYY-MM-DDTHH:MM`) or its hourly roll-up (`_id` `hour:YYYY-MM-DDTHH`).
+///
+/// An event counts in the window of its own recorded time, whenever it reaches the log's
+/// tail. A window is final once the log's event time (the watermark: the latest recorded
+/// time of any event before it in the log) reaches `final_at` (its end plus the grace);
+/// events that still arrive for it are counted in its figures and in `late_events`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SalesWindowDoc {
+    /// `minute` or `hour`.
+    pub window: String,
+    pub start: Option<bson::DateTime>,
+    pub end: Option<bson::DateTime>,
+    /// `end` plus the projector's grace: final when the watermark reaches it.
+    pub final_at: Option<bson::DateTime>,
+    #[serde(flatten)]
+    pub sales: SalesCounts,
+    /// Distinct users who placed orders in the window, sorted.
+    pub customers: Vec<String>,
+    pub distinct_customers: i64,
+    /// Events counted, in order, out of order (an event of later time came before them in the
+    /// log) and late (after the window was final).
+    pub events: i64,
+    pub out_of_order_events: i64,
+    pub late_events: i64,
+    /// Recorded time of the last event applied.
+    pub updated_at: Option<bson::DateTime>,
+}
+
+impl ViewDocument for SalesWindowDoc {
+    const VIEW: View = View::SalesByMinute;
+
+    fn indexes() -> Vec<Document> {
+        // `_id` sorts by window and then time: ranges use the primary index.
+        vec![]
+    }
+}
+
+/// `alerts`: one document per subject (`shop`, `customer:<userId>`): its alerts and the
+/// rules' state that decides them, both folded from the log alone so a rebuild reproduces
+/// them with the same ids and times.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AlertsDoc {
+    pub subject: String,
+    pub alerts: Vec<Alert>,
+    pub shop: Option<ShopRules>,
+    pub customer: Option<CustomerRules>,
+    pub updated_at: Option<bson::DateTime>,
+}
+
+/// One alert. Open until `closed_at`, in the log's event time: a shop alert gets it when
+/// its rule stops holding; a customer alert gets it when opened (its hold), and later
+/// triggers push it back. So an alert is open while the watermark is before `closed_at`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Alert {
+    /// `<rule>:<subject>:<opened at, ms since the epoch>`.
+    pub id: String,
+    pub rule: String,
+    pub subject: String,
+    pub opened_at: Option<bson::DateTime>,
+    pub closed_at: Option<bson::DateTime>,
+    /// What triggered it (integers: counts, cents, window bounds in ms).
+    pub figures: std::collections::BTreeMap<String, i64>,
+}
+
+/// A minute's figures as the shop's rules see them.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WindowTally {
+    pub start: Option<bson::DateTime>,
+    pub orders: i64,
+    pub revenue_cents: i64,
+}
+
+/// The shop's rule state: the minutes not yet final, the baseline (the latest ordinary
+/// final minutes), and each rule's run.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ShopRules {
+    /// Start of the first minute not yet evaluated.
+    pub next_window: Option<bson::DateTime>,
+    pub pending: Vec<WindowTally>,
+    pub baseline: Vec<WindowTally>,
+    pub runs: Vec<RuleRun>,
+    /// Events for minutes already evaluated: counted in `sales_by_minute`, not here.
+    pub late_events: i64,
+}
+
+/// A window rule's hysteresis: consecutive minutes that met its condition (while closed)
+/// or did not (while open), and its open alert.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RuleRun {
+    pub rule: String,
+    pub streak: i64,
+    pub open_alert: Option<String>,
+}
+
+/// A customer's rule state: orders so far and the recent orders' and declines' times.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CustomerRules {
+    pub orders: i64,
+    pub recent_orders: Vec<bson::DateTime>,
+    pub recent_declines: Vec<bson::DateTime>,
+}
+
+impl ViewDocument for AlertsDoc {
+    const VIEW: View = View::Alerts;
+
+    fn indexes() -> Vec<Document> {
+        vec![doc! {"alerts.openedAt": -1}]
     }
 }
 
@@ -280,9 +407,12 @@ mod tests {
             (old.payment_status, old.paid_cents, old.refunded_at),
             (None, 0, None)
         );
-        let old_day = doc! {"date": "2026-01-01", "revenueCents": 5_i64};
+        let old_day = doc! {"date": "2026-01-01", "revenueCents": 5_i32};
         let old_day = bson::from_document::<DayDoc>(old_day).unwrap();
-        assert_eq!((old_day.revenue_cents, old_day.orders_paid), (5, 0));
+        assert_eq!((old_day.sales.revenue_cents, old_day.sales.orders_paid), (5, 0));
+        // The figures are flattened: a day is written with the same fields as before.
+        let written = bson::to_document(&old_day).unwrap();
+        assert_eq!(written.get_i64("revenueCents").unwrap(), 5);
     }
 
     #[test]

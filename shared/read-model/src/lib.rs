@@ -11,7 +11,9 @@ pub use bookkeeping::{
     CHECKPOINTS, Checkpoint, DEAD_LETTERS, LOG_HEAD, LogHead, POINTERS, Pointer,
 };
 pub use documents::{
-    DayDoc, OrderDoc, OrderItem, ProductDoc, RECENT_ORDERS, RecentOrder, UserDoc, ViewDocument,
+    Alert, AlertsDoc, CustomerRules, DayDoc, OrderDoc, OrderItem, ProductDoc, RECENT_ORDERS,
+    RecentOrder, RuleRun, SalesCounts, SalesWindowDoc, ShopRules, UserDoc, ViewDocument,
+    WindowTally,
 };
 pub use views::View;
 

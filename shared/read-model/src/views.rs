@@ -27,6 +27,12 @@ pub enum View {
     /// One document per product: [`crate::ProductDoc`].
     #[strum(serialize = "inventory_view")]
     Inventory,
+    /// One document per event-time minute and hour: [`crate::SalesWindowDoc`].
+    #[strum(serialize = "sales_by_minute")]
+    SalesByMinute,
+    /// One document per alert subject: [`crate::AlertsDoc`].
+    #[strum(serialize = "alerts")]
+    Alerts,
 }
 
 impl View {
@@ -56,7 +62,7 @@ mod tests {
         for &v in View::ALL {
             assert_eq!(v.name().parse::<View>().unwrap(), v);
         }
-        assert_eq!(View::ALL.len(), 4);
+        assert_eq!(View::ALL.len(), 6);
         assert_eq!(View::Orders.collection(3), "orders_view_g3");
         assert!("orders".parse::<View>().is_err());
     }
