@@ -19,12 +19,12 @@ use domain::order::OrderStatus;
 use event_store::{EventStore, TailRow};
 use mongodb::bson::{self, Bson, Document, doc};
 use projector::context::{Enriched, enrich};
-use projector::projections::Projection;
 use projector::projections::daily_sales::DailySalesProjection;
 use projector::projections::date;
 use projector::projections::inventory::InventoryProjection;
 use projector::projections::orders::OrdersProjection;
 use projector::projections::users::UsersProjection;
+use projector::projections::{Projection, Thresholds};
 use read_model::{OrderDoc, RECENT_ORDERS, View};
 
 use crate::projection::BATCH;
@@ -63,7 +63,7 @@ pub fn plan(e: &Enriched) -> anyhow::Result<Vec<Write>> {
 
     for key in OrdersProjection::keys(e) {
         let mut d = OrderDoc::default();
-        OrdersProjection::apply(&mut d, &key, e);
+        OrdersProjection::apply(&mut d, &key, e, &Thresholds::default());
         let set = bson::to_document(&d)?;
         out.push(Write {
             view: OrdersProjection::VIEW.name(),
@@ -235,7 +235,8 @@ async fn next_batch(
         Err(u) => u.position,
     };
     let mut out = Vec::with_capacity(rows.len());
-    for item in enrich(store, rows).await? {
+    // The four classic views read no event time.
+    for item in enrich(store, rows, &mut None).await? {
         match item {
             Ok(e) => out.push(e),
             Err(p) => anyhow::bail!(

@@ -9,7 +9,7 @@ use event_store::EventStore;
 use mongodb::bson::{Document, doc};
 use projector::engine::Engine;
 use projector::mongo::{ViewStore, get_int};
-use projector::projections::Projection;
+use projector::projections::{Projection, Thresholds};
 use projector::rebuild::catch_up;
 use projector::settings::{OnPoison, Transactions};
 use read_model::{View, ViewDocument};
@@ -118,6 +118,7 @@ pub async fn rebuild_all(
         store: store.clone(),
         views,
         on_poison: OnPoison::Stop,
+        rules: Thresholds::default(),
     };
     let head = store.head().await?.unwrap_or(Position::ZERO);
     let t = Instant::now();

@@ -122,6 +122,7 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         addr: "127.0.0.1:0".parse()?,
         poll_interval_ms: 1_000,
         transactions: projector::settings::Transactions::Auto,
+        thresholds: projector::projections::Thresholds::default(),
     };
     let app = projector::Application::build(settings).await?;
     let board = app.status_board();

@@ -16,11 +16,11 @@ use event_store::RecordedEvent;
 use mongodb::bson::{self, Document};
 use projector::context::{Enriched, OrderFacts};
 use projector::mongo::ViewStore;
-use projector::projections::Projection;
 use projector::projections::daily_sales::DailySalesProjection;
 use projector::projections::inventory::InventoryProjection;
 use projector::projections::orders::OrdersProjection;
 use projector::projections::users::UsersProjection;
+use projector::projections::{Projection, Thresholds};
 use projector::settings::Transactions;
 use read_model::ViewDocument;
 use serde_json::Value;
@@ -91,7 +91,7 @@ fn fold<V: Projection>(docs: &mut Docs<V>, e: &Enriched) {
         let slot = docs
             .entry(key.clone())
             .or_insert_with(|| (V::Doc::default(), Position::ZERO));
-        V::apply(&mut slot.0, &key, e);
+        V::apply(&mut slot.0, &key, e, &Thresholds::default());
         slot.1 = e.event.position;
     }
 }
@@ -199,12 +199,14 @@ async fn load(ctx: &Ctx, scratch: &Scratch, orders: usize) -> anyhow::Result<Loa
                         event: recorded,
                         before,
                         after: Some(after),
+                        watermark: None,
                     }
                 } else {
                     Enriched {
                         event: recorded,
                         before: None,
                         after: None,
+                        watermark: None,
                     }
                 };
                 fold::<OrdersProjection>(&mut order_docs, &enriched);

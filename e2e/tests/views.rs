@@ -57,6 +57,7 @@ impl Env {
             addr: "127.0.0.1:0".parse().unwrap(),
             poll_interval_ms: 50,
             transactions: Transactions::Off,
+            thresholds: projector::projections::Thresholds::default(),
         };
         Env {
             events: Events::new(pool),

@@ -18,7 +18,7 @@ use crate::context::{self, Poison};
 use read_model::DEAD_LETTERS;
 
 use crate::mongo::{GuardedWrite, MongoError, Progress, ViewStore};
-use crate::projections::Projection;
+use crate::projections::{Projection, Thresholds};
 use crate::settings::OnPoison;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,8 @@ pub struct Engine {
     pub store: EventStore,
     pub views: ViewStore,
     pub on_poison: OnPoison,
+    /// The event-time views' grace and alert thresholds.
+    pub rules: Thresholds,
 }
 
 struct Slot<D> {
@@ -182,7 +184,7 @@ impl Engine {
                 if slot.applied.is_some_and(|a| a >= e.event.position) {
                     continue; // applied before a crash or by an earlier run
                 }
-                V::apply(&mut slot.doc, key, e);
+                V::apply(&mut slot.doc, key, e, &self.rules);
                 slot.applied = Some(e.event.position);
                 slot.dirty = true;
             }

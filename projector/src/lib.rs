@@ -28,9 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::mongo::ViewStore;
+use crate::projections::alerts::AlertsProjection;
 use crate::projections::daily_sales::DailySalesProjection;
 use crate::projections::inventory::InventoryProjection;
 use crate::projections::orders::OrdersProjection;
+use crate::projections::sales_windows::SalesWindowsProjection;
 use crate::projections::users::UsersProjection;
 use crate::projections::{Projection, View};
 use crate::runner::{Runner, StatusBoard};
@@ -45,6 +47,8 @@ macro_rules! for_view {
             $crate::projections::View::Users => $($f)::+::<$crate::projections::users::UsersProjection>($($arg),*).await,
             $crate::projections::View::DailySales => $($f)::+::<$crate::projections::daily_sales::DailySalesProjection>($($arg),*).await,
             $crate::projections::View::Inventory => $($f)::+::<$crate::projections::inventory::InventoryProjection>($($arg),*).await,
+            $crate::projections::View::SalesByMinute => $($f)::+::<$crate::projections::sales_windows::SalesWindowsProjection>($($arg),*).await,
+            $crate::projections::View::Alerts => $($f)::+::<$crate::projections::alerts::AlertsProjection>($($arg),*).await,
         }
     };
 }
@@ -80,6 +84,7 @@ impl Projector {
                 store: EventStore::new(settings.pool()?, 100),
                 views,
                 on_poison: settings.on_poison,
+                rules: settings.thresholds,
             },
             pg_options: settings.pg_options()?,
             batch_size: settings.batch_size,
@@ -177,6 +182,8 @@ impl Application {
         spawn::<OrdersProjection>(&mut tasks, &runner, &cancel);
         spawn::<UsersProjection>(&mut tasks, &runner, &cancel);
         spawn::<DailySalesProjection>(&mut tasks, &runner, &cancel);
+        spawn::<SalesWindowsProjection>(&mut tasks, &runner, &cancel);
+        spawn::<AlertsProjection>(&mut tasks, &runner, &cancel);
         spawn::<InventoryProjection>(&mut tasks, &runner, &cancel);
         tasks.spawn(log_head::keep_recorded(
             p.engine.store.clone(),

@@ -79,7 +79,10 @@ pub async fn catch_up<V: Projection>(
                 None
             }
         };
-        let (applied, next) = tokio::join!(engine.apply_batch::<V>(generation, checkpoint, rows), read_ahead);
+        let (applied, next) = tokio::join!(
+            engine.apply_batch::<V>(generation, checkpoint, rows),
+            read_ahead
+        );
         match applied? {
             BatchOutcome::Applied {
                 checkpoint: c,

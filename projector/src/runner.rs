@@ -138,7 +138,13 @@ impl Runner {
                 }
             };
             tracing::info!(projection = V::VIEW.name(), generation, checkpoint = %checkpoint.position, "projecting");
-            self.report(V::VIEW.name(), State::Running, generation, checkpoint.position, None);
+            self.report(
+                V::VIEW.name(),
+                State::Running,
+                generation,
+                checkpoint.position,
+                None,
+            );
             let mut wake = self.wake.clone();
             let mut idle = Duration::from_millis(10);
             let mut last_check = Instant::now();
@@ -201,7 +207,11 @@ impl Runner {
                 }
                 idle = Duration::from_millis(10);
                 let started = Instant::now();
-                match self.engine.apply_batch::<V>(generation, checkpoint, rows).await {
+                match self
+                    .engine
+                    .apply_batch::<V>(generation, checkpoint, rows)
+                    .await
+                {
                     Ok(BatchOutcome::Applied {
                         checkpoint: c,
                         events,
@@ -210,7 +220,13 @@ impl Runner {
                     }) => {
                         checkpoint = c;
                         backoff.reset();
-                        self.report(V::VIEW.name(), State::Running, generation, checkpoint.position, None);
+                        self.report(
+                            V::VIEW.name(),
+                            State::Running,
+                            generation,
+                            checkpoint.position,
+                            None,
+                        );
                         metrics::counter!("projector_events_total", "projection" => V::VIEW.name())
                             .increment(events as u64);
                         metrics::histogram!("projector_batch_duration_seconds", "projection" => V::VIEW.name())

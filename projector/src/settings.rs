@@ -8,6 +8,8 @@ use secrecy::{ExposeSecret, SecretString};
 use service_kit::settings::secret;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
+use crate::projections::Thresholds;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnPoison {
     /// Stop the projection at the event and say why (the default: nothing is skipped).
@@ -70,6 +72,9 @@ pub struct Settings {
         default_value = "off"
     )]
     pub transactions: Transactions,
+
+    #[command(flatten)]
+    pub thresholds: Thresholds,
 }
 
 impl Settings {
@@ -103,6 +108,13 @@ mod tests {
         let cli = Cli::try_parse_from(["projector", "--database-url", "postgres://x/y"]).unwrap();
         assert_eq!(cli.settings.transactions, Transactions::Off);
         assert!(!format!("{:?}", cli.settings).contains("postgres://x/y"));
+    }
+
+    #[test]
+    fn the_thresholds_defaults_are_the_documented_ones() {
+        // Assumes no WINDOW_*/ALERT_* variable is set, as under `make test`.
+        let cli = Cli::try_parse_from(["projector", "--database-url", "postgres://x/y"]).unwrap();
+        assert_eq!(cli.settings.thresholds, Thresholds::default());
     }
 
     #[test]

@@ -6,9 +6,11 @@ use common::{TestEnv, create, int, line};
 use domain::order::OrderCommand;
 use domain::{OrderId, Position};
 use mongodb::bson::{Bson, doc};
+use projector::projections::alerts::AlertsProjection;
 use projector::projections::daily_sales::DailySalesProjection;
 use projector::projections::inventory::InventoryProjection;
 use projector::projections::orders::OrdersProjection;
+use projector::projections::sales_windows::SalesWindowsProjection;
 use projector::projections::users::UsersProjection;
 use projector::projections::{Projection, View};
 use projector::rebuild::{CatchUpError, catch_up};
@@ -750,6 +752,8 @@ fn every_view_has_its_projection() {
             UsersProjection::VIEW,
             DailySalesProjection::VIEW,
             InventoryProjection::VIEW,
+            SalesWindowsProjection::VIEW,
+            AlertsProjection::VIEW,
         ],
         View::ALL
     );

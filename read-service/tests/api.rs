@@ -1049,16 +1049,16 @@ async fn payments_show_on_orders_sales_and_the_dashboard() {
     let day = read_model::DayDoc {
         date: today.to_string(),
         sales: read_model::SalesCounts {
-        orders_placed: 3,
-        orders_confirmed: 3,
-        orders_cancelled: 1,
-        orders_paid: 2,
-        orders_refunded: 1,
-        payments_declined: 1,
-        revenue_cents: 2000,
-        refunded_cents: 800,
-        net_revenue_cents: 1200,
-        units_sold: 4,
+            orders_placed: 3,
+            orders_confirmed: 3,
+            orders_cancelled: 1,
+            orders_paid: 2,
+            orders_refunded: 1,
+            payments_declined: 1,
+            revenue_cents: 2000,
+            refunded_cents: 800,
+            net_revenue_cents: 1200,
+            units_sold: 4,
         },
         ..Default::default()
     };

@@ -9,7 +9,7 @@ use domain::events::{DomainEvent, OrderEvent};
 use domain::order::OrderStatus;
 use read_model::{DayDoc, SalesCounts};
 
-use super::{Projection, date};
+use super::{Projection, Thresholds, date};
 use crate::context::{Enriched, OrderFacts};
 
 pub struct DailySalesProjection;
@@ -48,7 +48,7 @@ impl Projection for DailySalesProjection {
         }
     }
 
-    fn apply(doc: &mut DayDoc, key: &str, e: &Enriched) {
+    fn apply(doc: &mut DayDoc, key: &str, e: &Enriched, _: &Thresholds) {
         if tally(&mut doc.sales, e) {
             doc.date = key.to_owned();
             doc.updated_at = Some(date(e.event.recorded_at));

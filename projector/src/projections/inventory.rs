@@ -7,7 +7,7 @@
 use domain::events::{DomainEvent, ProductEvent};
 use read_model::ProductDoc;
 
-use super::{Projection, date};
+use super::{Projection, Thresholds, date};
 use crate::context::Enriched;
 
 pub struct InventoryProjection;
@@ -37,7 +37,7 @@ impl Projection for InventoryProjection {
         vec![product_id.to_string()]
     }
 
-    fn apply(doc: &mut ProductDoc, key: &str, e: &Enriched) {
+    fn apply(doc: &mut ProductDoc, key: &str, e: &Enriched, _: &Thresholds) {
         let Some(event) = product_event(e) else {
             return;
         };

@@ -1,11 +1,16 @@
-//! The four projections. Each says which documents of its view an event touches and how it
+//! The projections. Each says which documents of its view an event touches and how it
 //! changes them; the engine (`crate::engine`) does the reading, guarding and writing. The
 //! documents themselves are the read model's (`read_model`), shared with the read-service.
 
+pub mod alerts;
 pub mod daily_sales;
 pub mod inventory;
 pub mod orders;
+pub mod sales_windows;
+mod thresholds;
 pub mod users;
+
+pub use thresholds::Thresholds;
 
 use chrono::{DateTime, Utc};
 use mongodb::bson;
@@ -21,8 +26,8 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Ids of the documents this event changes.
     fn keys(e: &Enriched) -> Vec<String>;
-    /// Applies the event to one of those documents.
-    fn apply(doc: &mut Self::Doc, key: &str, e: &Enriched);
+    /// Applies the event to one of those documents, under the event-time views' settings.
+    fn apply(doc: &mut Self::Doc, key: &str, e: &Enriched, rules: &Thresholds);
 }
 
 /// View times are event times, stored as BSON dates (millisecond precision).

@@ -2,7 +2,7 @@
 
 use read_model::{OrderDoc, OrderItem};
 
-use super::{Projection, date};
+use super::{Projection, Thresholds, date};
 use crate::context::Enriched;
 
 pub struct OrdersProjection;
@@ -17,7 +17,7 @@ impl Projection for OrdersProjection {
             .collect()
     }
 
-    fn apply(doc: &mut OrderDoc, _key: &str, e: &Enriched) {
+    fn apply(doc: &mut OrderDoc, _key: &str, e: &Enriched, _: &Thresholds) {
         let Some(f) = &e.after else { return };
         let o = &f.order;
         let items: Vec<OrderItem> = o

@@ -10,7 +10,7 @@ use domain::events::{DomainEvent, OrderEvent};
 use domain::order::OrderStatus;
 use read_model::{RECENT_ORDERS, RecentOrder, UserDoc};
 
-use super::{Projection, date};
+use super::{Projection, Thresholds, date};
 use crate::context::Enriched;
 
 pub struct UsersProjection;
@@ -25,7 +25,7 @@ impl Projection for UsersProjection {
             .collect()
     }
 
-    fn apply(doc: &mut UserDoc, key: &str, e: &Enriched) {
+    fn apply(doc: &mut UserDoc, key: &str, e: &Enriched, _: &Thresholds) {
         let (Some(after), DomainEvent::Order(event)) = (&e.after, &e.event.event) else {
             return;
         };

@@ -6,7 +6,7 @@ use domain::order::OrderCommand;
 use domain::{OrderId, Position};
 use event_store::EventStore;
 use mongodb::bson::{Document, doc};
-use projector::projections::{Projection, View};
+use projector::projections::{Projection, Thresholds, View};
 use projector::settings::{OnPoison, Transactions};
 use projector::{Projector, Settings};
 use sqlx::PgPool;
@@ -44,6 +44,7 @@ impl TestEnv {
             addr: "127.0.0.1:0".parse().unwrap(),
             poll_interval_ms: 50,
             transactions: Transactions::Auto,
+            thresholds: Thresholds::default(),
         };
         tweak(&mut settings);
         let projector = Projector::connect(&settings).await.unwrap();

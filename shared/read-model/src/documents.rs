@@ -409,7 +409,10 @@ mod tests {
         );
         let old_day = doc! {"date": "2026-01-01", "revenueCents": 5_i32};
         let old_day = bson::from_document::<DayDoc>(old_day).unwrap();
-        assert_eq!((old_day.sales.revenue_cents, old_day.sales.orders_paid), (5, 0));
+        assert_eq!(
+            (old_day.sales.revenue_cents, old_day.sales.orders_paid),
+            (5, 0)
+        );
         // The figures are flattened: a day is written with the same fields as before.
         let written = bson::to_document(&old_day).unwrap();
         assert_eq!(written.get_i64("revenueCents").unwrap(), 5);
