@@ -283,6 +283,8 @@ cat <<TXT
   The order backend is running.
     write-service  $w      (OpenAPI: $w/openapi.json)
     read-service   $r      (OpenAPI: $r/openapi.json, dashboard: $r/dashboard/summary, staff)
+    dashboard      $r/dashboard#token=$staff_token
+                   (open it in a browser: live figures, charts and alerts; the token stays in the page)
     projector      http://$projector_addr/health/ready   (metrics: /metrics; status: $bin_dir/projector status)
     fulfilment     http://$fulfilment_addr/health/ready   (metrics: /metrics; status: $bin_dir/fulfilment status)
     payments       $PAYMENT_PROVIDER_URL$([ "$use_sandbox" = 1 ] && echo "   (the sandbox of Stripe's test mode; ledger: $PAYMENT_PROVIDER_URL/sandbox/ledger)")
