@@ -1588,7 +1588,9 @@ async fn verify(api: &Api, model: &Model, page: usize) -> Seen {
             "orders_view",
             "users_orders_view",
             "daily_sales",
-            "inventory_view"
+            "inventory_view",
+            "sales_by_minute",
+            "alerts"
         ])
     );
     for v in views {
