@@ -272,7 +272,8 @@
         {
           label,
           stroke: color,
-          fill: color + "33",
+          // Solid bars; a light area under the line.
+          fill: color + (bars ? "b0" : "33"),
           width: 2,
           paths: bars ? uPlot.paths.bars({ size: [0.7, 40] }) : undefined,
           points: { show: false },
