@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod cursor;
+pub mod hub;
 pub mod model;
 pub mod openapi;
 pub mod query;
@@ -25,6 +26,7 @@ use service_kit::auth::{Auth, authorize};
 use service_kit::ops::Ops;
 use service_kit::telemetry;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 use crate::access::RULES;
@@ -41,18 +43,27 @@ pub struct AppState {
     pub cursors: cursor::Signer,
     /// Checks tokens against [`RULES`]; handlers scope customers by the `Caller` it sets.
     pub auth: Auth,
+    /// The dashboard stream's shared poller and frames.
+    pub hub: hub::Hub,
+    /// Cancelled when the service shuts down: open event streams end on it, since graceful
+    /// shutdown otherwise waits for them forever (tokio-rs/axum#2673).
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
     /// A lazily connecting client: nothing here waits for MongoDB.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let client = settings.client().await?;
+        let views = Views::new(
+            client.database(&settings.mongodb_database),
+            settings.consistency_timeout(),
+            usize::try_from(settings.max_waiting).unwrap_or(usize::MAX),
+        );
+        let shutdown = CancellationToken::new();
         Ok(Self {
-            views: Views::new(
-                client.database(&settings.mongodb_database),
-                settings.consistency_timeout(),
-                usize::try_from(settings.max_waiting).unwrap_or(usize::MAX),
-            ),
+            hub: hub::Hub::new(views.clone(), shutdown.clone()),
+            shutdown,
+            views,
             metrics: telemetry::metrics_handle(),
             cursors: cursor::Signer::from_secret(
                 settings.cursor_secret.as_ref().map(|s| s.expose_secret()),
@@ -67,7 +78,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    use routes::{dashboard, inventory, ops, orders, sales, users};
+    use routes::{alerts, dashboard, inventory, ops, orders, page, sales, stream, users, windows};
     let (views, auth) = (state.views.clone(), state.auth.clone());
     let routes = Router::new()
         .route("/orders", get(orders::search))
@@ -75,9 +86,15 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{userId}/orders", get(users::orders))
         .route("/sales/daily", get(sales::range))
         .route("/sales/daily/{date}", get(sales::day))
+        .route("/sales/minutely", get(windows::minutely))
+        .route("/sales/hourly", get(windows::hourly))
+        .route("/alerts", get(alerts::list))
         .route("/inventory", get(inventory::low_stock))
         .route("/inventory/{productId}", get(inventory::product))
         .route("/dashboard/summary", get(dashboard::summary))
+        .route("/dashboard/stream", get(stream::stream))
+        .route("/dashboard", get(page::dashboard))
+        .route("/dashboard/assets/{file}", get(page::asset))
         .merge(service_kit::ops::router(Ops {
             ready: Arc::new(move || ops::ready(views.clone(), auth.clone())),
             metrics: state.metrics.clone(),
@@ -95,6 +112,7 @@ pub fn router(state: AppState) -> Router {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    shutdown: CancellationToken,
 }
 
 impl Application {
@@ -104,6 +122,7 @@ impl Application {
         let listener = TcpListener::bind(settings.addr).await?;
         Ok(Self {
             listener,
+            shutdown: state.shutdown.clone(),
             router: router(state),
         })
     }
@@ -116,8 +135,13 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let streams = self.shutdown;
         axum::serve(service_kit::serve::JsonErrors(self.listener), self.router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Ends the event streams, which graceful shutdown would wait for forever.
+                streams.cancel();
+            })
             .await
     }
 }

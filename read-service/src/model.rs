@@ -7,11 +7,11 @@ use std::ops::AddAssign;
 use chrono::{DateTime, NaiveDate, Utc};
 pub use domain::order::{OrderStatus, PaymentStatus};
 use mongodb::bson;
-use read_model::{DayDoc, OrderDoc, ProductDoc};
+use read_model::{DayDoc, OrderDoc, ProductDoc, SalesCounts};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-fn time(t: Option<bson::DateTime>) -> Option<DateTime<Utc>> {
+pub(crate) fn time(t: Option<bson::DateTime>) -> Option<DateTime<Utc>> {
     t.and_then(|t| DateTime::from_timestamp_millis(t.timestamp_millis()))
 }
 
@@ -190,7 +190,12 @@ impl AddAssign for SalesFigures {
 
 impl From<&DayDoc> for SalesFigures {
     fn from(d: &DayDoc) -> Self {
-        let d = &d.sales;
+        Self::from(&d.sales)
+    }
+}
+
+impl From<&SalesCounts> for SalesFigures {
+    fn from(d: &SalesCounts) -> Self {
         Self {
             orders_placed: d.orders_placed,
             orders_confirmed: d.orders_confirmed,
@@ -207,7 +212,7 @@ impl From<&DayDoc> for SalesFigures {
 }
 
 /// One UTC day; a day without sales is all zeros.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DaySales {
     pub date: NaiveDate,
@@ -227,7 +232,7 @@ pub struct SalesRange {
 
 /// A product's stock, from its own stream: deliveries and adjustments, and the units each
 /// confirmed order holds from confirmation until it ships or is cancelled.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryItem {
     pub product_id: String,
@@ -282,7 +287,7 @@ pub struct PeriodSales {
 }
 
 /// Orders per status, counted in `orders_view`.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrdersByStatus {
     pub pending: u64,
@@ -293,7 +298,7 @@ pub struct OrdersByStatus {
     pub delivered: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TopProduct {
     pub product_id: String,
@@ -343,6 +348,168 @@ pub struct DashboardSummary {
     /// product id.
     pub top_products: Vec<TopProduct>,
     pub projection: ProjectionProgress,
+}
+
+/// `minute` or `hour`: the length of an event-time window of `sales_by_minute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    Minute,
+    Hour,
+}
+
+/// One event-time window `[start, end)` (UTC) of `sales_by_minute`; a window without
+/// events is all zeros.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SalesWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Whether the log's event time (the view's `watermark`) has passed the window's end
+    /// plus the projector's grace: later events for it are still counted, as `lateEvents`.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    #[serde(flatten)]
+    pub figures: SalesFigures,
+    /// Distinct users who placed orders in the window.
+    pub distinct_customers: i64,
+    /// Events counted in the window.
+    pub events: i64,
+    /// Events that reached the log after an event of a later time.
+    pub out_of_order_events: i64,
+    /// Events that reached the log after the window was final.
+    pub late_events: i64,
+}
+
+/// Every window of `[from, to)`, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SalesWindows {
+    pub window: WindowKind,
+    /// Start of the first window.
+    pub from: DateTime<Utc>,
+    /// End of the last window.
+    pub to: DateTime<Utc>,
+    /// The log's event time as `sales_by_minute` has applied it: the latest recorded time
+    /// of the events in its checkpoint; null before the first event.
+    pub watermark: Option<DateTime<Utc>>,
+    pub windows: Vec<SalesWindow>,
+    /// The windows' figures summed (distinct customers do not add up, so they are not).
+    pub totals: SalesFigures,
+}
+
+/// Whether an alert holds at the log's event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Open,
+    Closed,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Closed => "closed",
+        }
+    }
+}
+
+/// An alert the rules raised, as the `alerts` view holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertItem {
+    /// `<rule>:<subject>:<opened at, ms since the epoch>`: the same after a rebuild.
+    pub id: String,
+    /// `orders_spike`, `orders_drop`, `revenue_spike`, `revenue_drop` (subject `shop`),
+    /// `order_velocity`, `large_first_order`, `repeated_declines` (subject `customer:<userId>`).
+    pub rule: String,
+    /// `shop` or `customer:<userId>`.
+    pub subject: String,
+    /// Event time it opened at.
+    pub opened_at: Option<DateTime<Utc>>,
+    /// Event time it closes (or closed) at, as the view holds it: a customer alert gets it
+    /// when opened (later triggers push it back); a shop alert when its rule stops holding
+    /// (null until then).
+    pub closed_at: Option<DateTime<Utc>>,
+    /// `open` while `closedAt` is null or after the view's watermark, else `closed`.
+    pub status: AlertStatus,
+    /// What triggered it: counts, cents, window bounds in ms since the epoch.
+    #[schema(value_type = std::collections::BTreeMap<String, i64>)]
+    pub figures: std::collections::BTreeMap<String, i64>,
+}
+
+/// One page of alerts, newest `openedAt` first (ties by id, descending).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertPage {
+    pub alerts: Vec<AlertItem>,
+    /// The `alerts` view's watermark the statuses were decided at; null before any event.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The last 60 minutes of the dashboard stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentMinutes {
+    pub watermark: Option<DateTime<Utc>>,
+    /// Oldest first; the last is the minute holding the watermark (the current minute
+    /// before any event).
+    pub windows: Vec<SalesWindow>,
+}
+
+/// The open alerts of the dashboard stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenAlerts {
+    /// How many alerts are open.
+    pub count: u64,
+    /// The newest 20 of them, newest first.
+    pub items: Vec<AlertItem>,
+}
+
+/// One view's distance from the head of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewLag {
+    pub view: String,
+    pub generation: i64,
+    pub position: String,
+    /// Global positions between its checkpoint and the log's head: about the events it
+    /// has still to apply (0 when the head is not recorded yet).
+    pub behind_head: i64,
+}
+
+/// How far the views trail the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionLag {
+    /// Events the slowest view is behind the log's head, as the projector last recorded
+    /// the head (it does so every poll interval, so a little behind the real head).
+    pub events: i64,
+    /// The head's global position; null before the projector first recorded it.
+    pub log_head: Option<i64>,
+    /// The lowest checkpoint: what every figure of the frame includes.
+    pub position: String,
+    pub views: Vec<ViewLag>,
+}
+
+/// The whole state a `snapshot` frame of `/dashboard/stream` carries; a `delta` frame
+/// carries only the sections that changed, each whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardState {
+    /// Today (UTC), as `/dashboard/summary` reports it.
+    pub today: DaySales,
+    pub by_status: OrdersByStatus,
+    pub top_products: Vec<TopProduct>,
+    /// Products with at most 5 units available, fewest first (ties by id), at most 10.
+    pub low_stock: Vec<InventoryItem>,
+    pub minutes: RecentMinutes,
+    pub alerts: OpenAlerts,
+    pub lag: ProjectionLag,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

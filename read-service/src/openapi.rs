@@ -7,8 +7,8 @@ use crate::query::OrderSort;
 use service_kit::auth::rules::AccessDoc;
 use service_kit::ops::OpsDoc;
 
-use crate::model::Health;
-use crate::routes::{dashboard, inventory, orders, sales, users};
+use crate::model::{DashboardState, Health};
+use crate::routes::{alerts, dashboard, inventory, orders, page, sales, stream, users, windows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,21 +26,28 @@ use crate::routes::{dashboard, inventory, orders, sales, users};
         users::orders,
         sales::range,
         sales::day,
+        windows::minutely,
+        windows::hourly,
+        alerts::list,
         inventory::product,
         inventory::low_stock,
         dashboard::summary,
+        stream::stream,
+        page::dashboard,
+        page::asset,
     ),
     // Named only by a parameter's `value_type`, which does not register it; `Health` by the
-    // ops paths `OpsDoc` adds.
-    components(schemas(OrderSort, Health)),
+    // ops paths `OpsDoc` adds; `DashboardState` by the event stream's description.
+    components(schemas(OrderSort, Health, DashboardState)),
     // ACCESS last: it annotates every path the others add (the ops routes too).
     modifiers(&OPS, &ACCESS),
     tags(
         (name = "orders", description = "Orders from orders_view"),
         (name = "users", description = "A user's counters and order history"),
-        (name = "sales", description = "Daily sales from daily_sales"),
+        (name = "sales", description = "Sales per day from daily_sales, per event-time minute and hour from sales_by_minute"),
+        (name = "alerts", description = "Spike, drop and fraud alerts from the alerts view"),
         (name = "inventory", description = "Stock from inventory_view"),
-        (name = "dashboard", description = "A summary across all views"),
+        (name = "dashboard", description = "A summary across the views, the live stream and its page"),
     )
 )]
 pub struct ApiDoc;

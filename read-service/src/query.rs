@@ -11,7 +11,7 @@ use service_kit::auth::{Caller, forbidden};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::cursor::{Cursor, Signer};
-use crate::model::OrderStatus;
+use crate::model::{AlertStatus, OrderStatus, WindowKind};
 use read_model::OrderDoc;
 use strum::VariantArray;
 
@@ -92,12 +92,17 @@ impl Params {
 
     /// `limit`: 1..=100, default 20.
     pub fn limit(&self) -> Result<i64, ApiError> {
+        self.limit_within(DEFAULT_LIMIT, MAX_LIMIT)
+    }
+
+    /// `limit`: 1..=`max`, default `default`.
+    pub fn limit_within(&self, default: i64, max: i64) -> Result<i64, ApiError> {
         Ok(self
             .get("limit", |v| match v.parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-                _ => Err(format!("must be an integer from 1 to {MAX_LIMIT}")),
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(format!("must be an integer from 1 to {max}")),
             })?
-            .unwrap_or(DEFAULT_LIMIT))
+            .unwrap_or(default))
     }
 
     /// `cursor`, issued by `signer` for `scope`, with a key and id `valid` accepts; any
@@ -641,6 +646,202 @@ impl LowStockQuery {
             max_available: p.get("maxAvailable", integer)?,
             limit: p.limit()?,
             cursor: p.cursor(cursors, Self::SCOPE, |_, id| is_product_id(id))?,
+        })
+    }
+}
+
+impl WindowKind {
+    pub fn millis(self) -> i64 {
+        match self {
+            WindowKind::Minute => 60_000,
+            WindowKind::Hour => 3_600_000,
+        }
+    }
+
+    /// Windows a range may cover: a day of minutes, a month of hours.
+    pub fn max_windows(self) -> i64 {
+        match self {
+            WindowKind::Minute => 1440,
+            WindowKind::Hour => 744,
+        }
+    }
+
+    /// Windows a range covers when it is not given: an hour of minutes, a day of hours.
+    pub fn default_windows(self) -> i64 {
+        match self {
+            WindowKind::Minute => 60,
+            WindowKind::Hour => 24,
+        }
+    }
+
+    /// The `_id` prefix of its documents in `sales_by_minute`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            WindowKind::Minute => "minute:",
+            WindowKind::Hour => "hour:",
+        }
+    }
+
+    /// The `_id` of the window starting at `start` (a window boundary).
+    pub fn id(self, start: DateTime<Utc>) -> String {
+        let format = match self {
+            WindowKind::Minute => "%Y-%m-%dT%H:%M",
+            WindowKind::Hour => "%Y-%m-%dT%H",
+        };
+        format!("{}{}", self.prefix(), start.format(format))
+    }
+
+    /// The start of the window `ms` falls in.
+    pub fn floor(self, ms: i64) -> i64 {
+        ms.div_euclid(self.millis()).saturating_mul(self.millis())
+    }
+
+    /// The first window boundary at or after `ms`.
+    pub fn ceil(self, ms: i64) -> i64 {
+        let floor = self.floor(ms);
+        if floor == ms {
+            ms
+        } else {
+            floor.saturating_add(self.millis())
+        }
+    }
+}
+
+/// `GET /sales/minutely` and `/sales/hourly`: a range of event-time windows.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WindowRangeQuery {
+    /// RFC 3339 time (encode `+` as `%2B`); the range starts with the window holding it.
+    /// Default: `to` minus 60 minutes (`/sales/minutely`) or 24 hours (`/sales/hourly`).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub from: Option<DateTime<Utc>>,
+    /// RFC 3339 time, after `from`; the range ends with the window holding the instant
+    /// before it (a `to` on a window boundary is excluded). Default: `from` plus 60 minutes
+    /// (24 hours) when `from` is given, else the end of the window holding the view's
+    /// watermark (the current window before any event). At most 1,440 minutes or 744 hours
+    /// (else 422).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// The windows of one range: `count` windows from `from` (milliseconds, a boundary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowRange {
+    pub kind: WindowKind,
+    pub from: i64,
+    pub count: i64,
+}
+
+impl WindowRange {
+    /// The `count` windows ending with the one that holds `at`, within years 1 to 9999.
+    pub fn ending_at(kind: WindowKind, at: i64, count: i64) -> Self {
+        let to = kind
+            .floor(at.clamp(MIN_MILLIS, MAX_MILLIS))
+            .saturating_add(kind.millis());
+        let from = to
+            .saturating_sub(count.saturating_mul(kind.millis()))
+            .max(MIN_MILLIS);
+        Self {
+            kind,
+            from,
+            count: (to - from) / kind.millis(),
+        }
+    }
+
+    pub fn to(&self) -> i64 {
+        self.from
+            .saturating_add(self.count.saturating_mul(self.kind.millis()))
+    }
+
+    /// Each window's start, oldest first.
+    pub fn starts(&self) -> impl Iterator<Item = i64> + '_ {
+        (0..self.count).map(|i| self.from + i * self.kind.millis())
+    }
+}
+
+impl WindowRangeQuery {
+    pub const PARAMS: [&str; 2] = ["from", "to"];
+
+    pub fn parse(p: &Params) -> Result<Self, ApiError> {
+        Ok(Self {
+            from: p.get("from", time)?,
+            to: p.get("to", time)?,
+        })
+    }
+
+    /// The windows asked for, or `None` when neither end is given (the range then ends
+    /// with the window of the view's watermark: [`WindowRange::ending_at`]). Every window
+    /// overlapping `[from, to)` is in it.
+    pub fn given(&self, kind: WindowKind) -> Result<Option<WindowRange>, ApiError> {
+        let span = kind.default_windows() * kind.millis();
+        let (from, to) = match (self.from, self.to) {
+            (None, None) => return Ok(None),
+            (Some(f), Some(t)) => (millis(f), millis(t)),
+            (Some(f), None) => (millis(f), millis(f).saturating_add(span)),
+            (None, Some(t)) => (millis(t).saturating_sub(span), millis(t)),
+        };
+        if to <= from {
+            return Err(ApiError::invalid("to", "to must be after from"));
+        }
+        // Windows of years 1 to 9999 only.
+        let from = kind.floor(from).max(MIN_MILLIS);
+        let to = kind.ceil(to).min(MAX_MILLIS + 1);
+        let count = (to - from) / kind.millis();
+        if count > kind.max_windows() {
+            let unit = match kind {
+                WindowKind::Minute => "minutes",
+                WindowKind::Hour => "hours",
+            };
+            return Err(ApiError::invalid(
+                "to",
+                format!("the range covers more than {} {unit}", kind.max_windows()),
+            ));
+        }
+        Ok(Some(WindowRange { kind, from, count }))
+    }
+}
+
+/// Longest alert id a cursor may carry (ids are `<rule>:customer:<userId>:<ms>`).
+const MAX_ALERT_ID: usize = 200;
+
+/// `GET /alerts`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertsQuery {
+    /// `open` or `closed` (by the `alerts` view's watermark); both when absent.
+    #[param(value_type = Option<AlertStatus>)]
+    pub status: Option<AlertStatus>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
+    pub limit: i64,
+    /// `nextCursor` of the previous page with the same `status`; any other value is a 400
+    /// `invalid_cursor` (start again without it).
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<Cursor>,
+}
+
+impl AlertsQuery {
+    pub const PARAMS: [&str; 3] = ["status", "limit", "cursor"];
+    pub const DEFAULT_LIMIT: i64 = 50;
+    pub const MAX_LIMIT: i64 = 200;
+
+    /// What a cursor is bound to: one of the open listing means nothing in the closed one.
+    pub fn scope(status: Option<AlertStatus>) -> String {
+        format!("alerts:{}", status.map_or("all", AlertStatus::as_str))
+    }
+
+    pub fn parse(p: &Params, cursors: &Signer) -> Result<Self, ApiError> {
+        let status = p.get("status", |v| match v {
+            "open" => Ok(AlertStatus::Open),
+            "closed" => Ok(AlertStatus::Closed),
+            _ => Err("must be open or closed".into()),
+        })?;
+        Ok(Self {
+            status,
+            limit: p.limit_within(Self::DEFAULT_LIMIT, Self::MAX_LIMIT)?,
+            cursor: p.cursor(cursors, &Self::scope(status), |key, id| {
+                is_millis(key) && !id.is_empty() && id.len() <= MAX_ALERT_ID
+            })?,
         })
     }
 }

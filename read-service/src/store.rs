@@ -91,6 +91,9 @@ pub struct ViewState {
     pub generation: i64,
     /// The checkpoint: everything up to here is applied. Zero when nothing is.
     pub position: Position,
+    /// The checkpoint's watermark: the latest recorded time of the events applied (the
+    /// log's event time, which decides when a window is final); `None` before any event.
+    pub watermark: Option<bson::DateTime>,
 }
 
 /// Whether a write could have returned `token`: one beyond the head by more than
@@ -128,6 +131,17 @@ impl ViewPositions {
             .find(|v| v.view == view)
             .map_or(1, |v| v.generation);
         view.collection(generation)
+    }
+
+    /// The state of `view` in this snapshot, if it covers it.
+    pub fn view(&self, view: View) -> Option<&ViewState> {
+        self.views.iter().find(|v| v.view == view)
+    }
+
+    /// The watermark of `view`'s checkpoint (`None` before its first event, or when the
+    /// snapshot does not cover it).
+    pub fn watermark(&self, view: View) -> Option<bson::DateTime> {
+        self.view(view).and_then(|v| v.watermark)
     }
 
     /// The part of this snapshot that covers `views`, if it covers them all.
@@ -264,11 +278,11 @@ async fn snapshot_of(db: &Database, views: &[View]) -> Result<ViewPositions, Vie
             active.insert(id, pointer.active);
         }
     }
-    let applied: HashMap<String, Position> = checkpoints
+    let applied: HashMap<String, (Position, Option<bson::DateTime>)> = checkpoints
         .into_iter()
         .map(|c| {
             bson::from_document::<Checkpoint>(c)
-                .map(|c| (c.id, c.position))
+                .map(|c| (c.id, (c.position, c.watermark)))
                 .map_err(|e| shape(CHECKPOINTS, e))
         })
         .collect::<Result<_, _>>()?;
@@ -277,14 +291,15 @@ async fn snapshot_of(db: &Database, views: &[View]) -> Result<ViewPositions, Vie
         .map(|&view| {
             // No pointer yet means the projector's first generation.
             let generation = active.get(view.name()).copied().unwrap_or(1).max(1);
-            let position = applied
+            let (position, watermark) = applied
                 .get(&view.checkpoint_id(generation))
                 .copied()
-                .unwrap_or(Position::ZERO);
+                .unwrap_or((Position::ZERO, None));
             ViewState {
                 view,
                 generation,
                 position,
+                watermark,
             }
         })
         .collect();

@@ -1,7 +1,8 @@
-//! One call for an operations dashboard: reads all four views concurrently.
+//! One call for an operations dashboard: reads the four order views concurrently. The
+//! sections here are shared with the live stream (`routes::stream`).
 
 use axum::extract::State;
-use chrono::{Days, Utc};
+use chrono::{Days, NaiveDate, Utc};
 use domain::Position;
 use mongodb::bson::doc;
 use service_kit::api_error::AppQuery;
@@ -10,13 +11,99 @@ use super::Consistency;
 use super::sales::days;
 use crate::AppState;
 use crate::model::{
-    DashboardSummary, DaySales, ErrorBody, OrderStatus, OrdersByStatus, PeriodSales,
+    DashboardSummary, DaySales, ErrorBody, InventoryItem, OrderStatus, OrdersByStatus, PeriodSales,
     ProjectionProgress, SalesFigures, TopProduct, ViewProgress,
 };
 use crate::query::Params;
 use crate::reply::{Reply, Viewed};
-use crate::store::{View, ViewPositions};
+use crate::store::{View, ViewPositions, ViewStoreError, Views};
 use read_model::ProductDoc;
+
+/// The views the summary reads (users_orders_view too, for its progress).
+const SUMMARY_VIEWS: [View; 4] = [View::Orders, View::Users, View::DailySales, View::Inventory];
+
+/// Products with at most this many units available are low on stock.
+pub const LOW_STOCK_UNITS: i64 = 5;
+/// Most products the dashboard lists as low on stock.
+const LOW_STOCK_LIMIT: i64 = 10;
+
+/// Orders per status in `orders_view`, counted concurrently.
+pub async fn orders_by_status(
+    views: &Views,
+    snapshot: &ViewPositions,
+) -> Result<OrdersByStatus, ViewStoreError> {
+    let orders = snapshot.collection(View::Orders);
+    let count = |status: OrderStatus| views.count(&orders, doc! {"status": status.as_str()});
+    let (pending, confirmed, paid, cancelled, shipped, delivered) = tokio::try_join!(
+        count(OrderStatus::Pending),
+        count(OrderStatus::Confirmed),
+        count(OrderStatus::Paid),
+        count(OrderStatus::Cancelled),
+        count(OrderStatus::Shipped),
+        count(OrderStatus::Delivered),
+    )?;
+    Ok(OrdersByStatus {
+        pending,
+        confirmed,
+        paid,
+        cancelled,
+        shipped,
+        delivered,
+    })
+}
+
+/// The ten products with the most units sold (reserved plus shipped), ties by id.
+pub async fn top_products(
+    views: &Views,
+    snapshot: &ViewPositions,
+) -> Result<Vec<TopProduct>, ViewStoreError> {
+    let top: Vec<ProductDoc> = views
+        .find_many(
+            &snapshot.collection(View::Inventory),
+            doc! {"soldUnits": {"$gt": 0_i64}},
+            doc! {"soldUnits": -1, "_id": 1},
+            10,
+        )
+        .await?;
+    Ok(top
+        .into_iter()
+        .map(|p| TopProduct {
+            product_id: p.product_id,
+            sold_units: p.sold_units,
+        })
+        .collect())
+}
+
+/// Up to ten products with at most [`LOW_STOCK_UNITS`] available, fewest first.
+pub async fn low_stock(
+    views: &Views,
+    snapshot: &ViewPositions,
+) -> Result<Vec<InventoryItem>, ViewStoreError> {
+    let low: Vec<ProductDoc> = views
+        .find_many(
+            &snapshot.collection(View::Inventory),
+            doc! {"availableUnits": {"$lte": LOW_STOCK_UNITS}},
+            doc! {"availableUnits": 1, "_id": 1},
+            LOW_STOCK_LIMIT,
+        )
+        .await?;
+    Ok(low.into_iter().map(InventoryItem::from).collect())
+}
+
+/// The figures of one UTC day (zeros without sales).
+pub async fn day_sales(
+    views: &Views,
+    snapshot: &ViewPositions,
+    day: NaiveDate,
+) -> Result<DaySales, ViewStoreError> {
+    Ok(days(views, snapshot, day, day)
+        .await?
+        .pop()
+        .unwrap_or(DaySales {
+            date: day,
+            figures: SalesFigures::default(),
+        }))
+}
 
 /// Today's sales, the last seven days, orders by status, the top ten products by units
 /// sold (reserved by confirmed orders plus shipped) and how far each view has applied the
@@ -40,29 +127,18 @@ pub async fn summary(
     AppQuery(query): AppQuery<Vec<(String, String)>>,
 ) -> Reply<DashboardSummary> {
     Params::new(query, &[])?;
-    let snapshot = app.views.at_least(View::ALL, consistency.token).await?;
+    let snapshot = app
+        .views
+        .at_least(&SUMMARY_VIEWS, consistency.token)
+        .await?;
     let views = &app.views;
     let today = Utc::now().date_naive();
     let week_start = today.checked_sub_days(Days::new(6)).unwrap_or(today);
 
-    let orders = snapshot.collection(View::Orders);
-    let count = |status: OrderStatus| views.count(&orders, doc! {"status": status.as_str()});
-    let inventory = snapshot.collection(View::Inventory);
-    let top = views.find_many::<ProductDoc>(
-        &inventory,
-        doc! {"soldUnits": {"$gt": 0_i64}},
-        doc! {"soldUnits": -1, "_id": 1},
-        10,
-    );
-    let (week, pending, confirmed, paid, cancelled, shipped, delivered, top) = tokio::try_join!(
+    let (week, orders_by_status, top_products) = tokio::try_join!(
         days(views, &snapshot, week_start, today),
-        count(OrderStatus::Pending),
-        count(OrderStatus::Confirmed),
-        count(OrderStatus::Paid),
-        count(OrderStatus::Cancelled),
-        count(OrderStatus::Shipped),
-        count(OrderStatus::Delivered),
-        top,
+        orders_by_status(views, &snapshot),
+        top_products(views, &snapshot),
     )?;
 
     let mut last_7_days = SalesFigures::default();
@@ -85,21 +161,8 @@ pub async fn summary(
                 orders_paid: last_7_days.orders_paid,
                 net_revenue_cents: last_7_days.net_revenue_cents,
             },
-            orders_by_status: OrdersByStatus {
-                pending,
-                confirmed,
-                paid,
-                cancelled,
-                shipped,
-                delivered,
-            },
-            top_products: top
-                .into_iter()
-                .map(|p| TopProduct {
-                    product_id: p.product_id,
-                    sold_units: p.sold_units,
-                })
-                .collect(),
+            orders_by_status,
+            top_products,
             projection: progress(&snapshot),
         },
     })

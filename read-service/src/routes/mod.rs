@@ -2,12 +2,16 @@
 //! a snapshot of the views behind it (waiting for a consistency token if asked), then reads
 //! the documents from the generations that snapshot names.
 
+pub mod alerts;
 pub mod dashboard;
 pub mod inventory;
 pub mod ops;
 pub mod orders;
+pub mod page;
 pub mod sales;
+pub mod stream;
 pub mod users;
+pub mod windows;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

@@ -82,13 +82,18 @@ impl Mongo {
 
     /// Records that the active generation of `view` has applied everything up to `position`.
     pub async fn checkpoint(&self, view: View, position: Position) {
+        self.checkpoint_at(view, position, None).await;
+    }
+
+    /// [`Mongo::checkpoint`] with the log's event time then (`watermark`, ms since the epoch).
+    pub async fn checkpoint_at(&self, view: View, position: Position, watermark: Option<i64>) {
         let generation = self.active_generation(view).await;
         let checkpoint = Checkpoint {
             id: view.checkpoint_id(generation),
             projection: view.name().to_owned(),
             generation,
             position,
-            watermark: None,
+            watermark: watermark.map(bson::DateTime::from_millis),
         };
         self.db()
             .collection::<Document>(CHECKPOINTS)
@@ -115,6 +120,89 @@ impl Mongo {
 
     pub async fn drop(&self) {
         let _ = self.db().drop().await;
+    }
+}
+
+/// One event of a Server-Sent Events stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {}", self.data))
+    }
+}
+
+/// A client of an event stream over real HTTP, parsing it as it arrives. Comments
+/// (keep-alives) are skipped. Split on bytes: a chunk may end inside a UTF-8 character.
+pub struct SseClient {
+    pub response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl SseClient {
+    /// `GET url` as staff, resuming after `last_event_id` if given; asserts 200.
+    pub async fn connect(url: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = reqwest::Client::new().get(url).header(
+            "authorization",
+            test_support::auth::bearer(&test_support::auth::staff()),
+        );
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        Self {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next event, or `None` when the stream ends; panics after `wait` without one.
+    pub async fn next_within(&mut self, wait: std::time::Duration) -> Option<SseEvent> {
+        tokio::time::timeout(wait, self.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {wait:?}"))
+    }
+
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let text = String::from_utf8(block).expect("UTF-8 events");
+                let mut event = SseEvent {
+                    id: None,
+                    event: "message".into(),
+                    data: String::new(),
+                };
+                let mut data = vec![];
+                for line in text.lines() {
+                    if line.is_empty() || line.starts_with(':') {
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "id" => event.id = Some(value.to_owned()),
+                        "event" => event.event = value.to_owned(),
+                        "data" => data.push(value),
+                        _ => {}
+                    }
+                }
+                if !data.is_empty() {
+                    event.data = data.join("\n");
+                    return Some(event);
+                }
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => return None,
+            }
+        }
     }
 }
 
