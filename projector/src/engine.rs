@@ -190,6 +190,18 @@ impl Engine {
             }
         }
 
+        let mut side = BTreeMap::new();
+        for slot in slots.values_mut().filter(|s| s.dirty) {
+            side.extend(V::side_documents(&mut slot.doc));
+        }
+        if !side.is_empty() {
+            // Before the documents they come from: see `Projection::side_documents`.
+            round_trips += 1;
+            self.views
+                .replace_all(&collection, side, session.as_mut())
+                .await?;
+        }
+
         let mut writes = Vec::new();
         for (id, slot) in slots.into_iter().filter(|(_, s)| s.dirty) {
             let mut document = bson::to_document(&slot.doc)

@@ -4,7 +4,7 @@
 //! round trips, not CPU, bound the projector. Only operations pinned by the store-contract
 //! test are used (see `tests/store_contract.rs` and `docs/nx-27017-probe.md`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -305,6 +305,37 @@ impl ViewStore {
             return Err(MongoError::Conflict(conflicts));
         }
         Ok(())
+    }
+
+    /// Replaces (or inserts) each document by `_id`, unguarded, in one `update` command.
+    pub async fn replace_all(
+        &self,
+        collection: &str,
+        documents: BTreeMap<String, Document>,
+        session: Option<&mut ClientSession>,
+    ) -> Result<(), MongoError> {
+        let updates: Vec<Document> = documents
+            .into_iter()
+            .map(|(id, mut d)| {
+                d.insert("_id", id.clone());
+                doc! {"q": {"_id": id}, "u": d, "upsert": true}
+            })
+            .collect();
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let reply = self
+            .command(
+                doc! {"update": collection, "updates": updates, "ordered": false},
+                session,
+            )
+            .await?;
+        match reply.get_array("writeErrors") {
+            Ok(errors) if !errors.is_empty() => {
+                Err(MongoError::Shape(format!("update failed: {errors:?}")))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub async fn save_checkpoint(

@@ -31,10 +31,11 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
-    DashboardState, OpenAlerts, ProjectionLag, RecentMinutes, ViewLag, WindowKind, time,
+    AlertStatus, DashboardState, OpenAlerts, ProjectionLag, RecentMinutes, ViewLag, WindowKind,
+    time,
 };
 use crate::query::WindowRange;
-use crate::routes::alerts::all_alerts;
+use crate::routes::alerts::{alerts, open_count};
 use crate::routes::dashboard::{day_sales, low_stock, orders_by_status, top_products};
 use crate::routes::windows::{default_range, windows};
 use crate::store::{View, ViewPositions, ViewState, ViewStoreError, Views};
@@ -44,7 +45,7 @@ pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// Frames kept for clients that resume.
 pub const RING: usize = 256;
 /// Most open alerts a frame lists (it counts them all).
-const OPEN_ALERTS: usize = 20;
+const OPEN_ALERTS: i64 = 20;
 
 /// A frame's SSE id: the position it reflects, and a counter for frames at one position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -243,16 +244,12 @@ impl Poller {
                 },
             ),
             reuse_or(was(|a, b| a.alerts == b.alerts).map(|s| &s.alerts), async {
-                let open: Vec<_> = all_alerts(views, &snapshot)
-                    .await?
-                    .into_iter()
-                    .filter(|a| a.status == crate::model::AlertStatus::Open)
-                    .collect();
-                Ok(OpenAlerts {
-                    count: open.len() as u64,
-                    items: open.into_iter().take(OPEN_ALERTS).collect(),
-                })
-            },),
+                let (count, items) = tokio::try_join!(
+                    open_count(views, &snapshot),
+                    alerts(views, &snapshot, Some(AlertStatus::Open), None, OPEN_ALERTS),
+                )?;
+                Ok(OpenAlerts { count, items })
+            }),
         )?;
         let state = DashboardState {
             today,

@@ -74,8 +74,16 @@ fn alert(rule: &str, subject: &str, opened: i64, closed: Option<i64>) -> Documen
     }
 }
 
-fn alerts_doc(subject: &str, alerts: Vec<Document>) -> Document {
-    doc! {"_id": subject, "subject": subject, "alerts": alerts, "updatedAt": date(T10)}
+/// A subject's documents as the projector writes them: its rule state (which keeps only
+/// alerts a later event may change; none here) and a document per alert.
+fn alerts_doc(subject: &str, alerts: Vec<Document>) -> Vec<Document> {
+    let mut docs =
+        vec![doc! {"_id": subject, "subject": subject, "alerts": [], "updatedAt": date(T10)}];
+    for mut a in alerts {
+        a.insert("_id", a.get_str("id").unwrap().to_owned());
+        docs.push(a);
+    }
+    docs
 }
 
 #[tokio::test]
@@ -267,9 +275,12 @@ async fn alerts_are_open_or_closed_by_the_watermark_newest_first_and_paged() {
                     )],
                 ),
                 // A customer the rules follow who has no alert.
-                doc! {"_id": "customer:carol", "subject": "customer:carol", "alerts": [],
-                "customer": {"orders": 1_i64, "recentOrders": [], "recentDeclines": []}},
-            ],
+                vec![
+                    doc! {"_id": "customer:carol", "subject": "customer:carol", "alerts": [],
+                    "customer": {"orders": 1_i64, "recentOrders": [], "recentDeclines": []}},
+                ],
+            ]
+            .concat(),
         )
         .await;
     mongo
@@ -549,10 +560,7 @@ async fn the_stream_starts_with_a_snapshot_and_sends_only_what_changed() {
     mongo
         .insert(
             View::Alerts,
-            [alerts_doc(
-                "shop",
-                vec![alert("orders_spike", "shop", T10, None)],
-            )],
+            alerts_doc("shop", vec![alert("orders_spike", "shop", T10, None)]),
         )
         .await;
     all_at(&mongo, pos(5), T10 + 30_000, 8).await;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use domain::events::{DomainEvent, OrderEvent};
-use mongodb::bson;
+use mongodb::bson::{self, Document};
 use read_model::{Alert, AlertsDoc, CustomerRules, RuleRun, SalesCounts, ShopRules, WindowTally};
 
 use super::daily_sales::tally;
@@ -57,7 +57,9 @@ impl Projection for AlertsProjection {
     fn apply(doc: &mut AlertsDoc, key: &str, e: &Enriched, rules: &Thresholds) {
         doc.subject = key.to_owned();
         let at = date(e.event.recorded_at);
-        doc.updated_at = Some(doc.updated_at.map_or(at, |u| u.max(at)));
+        let newest = doc.updated_at.map_or(at, |u| u.max(at));
+        doc.updated_at = Some(newest);
+        let before = doc.alerts.clone();
         if key == SHOP {
             let mut state = doc.shop.take().unwrap_or_default();
             shop(&mut state, &mut doc.alerts, e, rules);
@@ -67,6 +69,26 @@ impl Projection for AlertsProjection {
             customer(&mut state, &mut doc.alerts, key, e, rules);
             doc.customer = Some(state);
         }
+        for a in &doc.alerts {
+            if !before.contains(a) {
+                doc.changed.push(a.clone());
+            }
+        }
+        // Keep only what a later event can still change: the shop's open alerts; a
+        // customer's alerts that closed less than a day (of event time) before its newest
+        // event, for an event that arrives that late.
+        let keep_after = time(newest) - Duration::days(1);
+        doc.alerts.retain(|a| match a.closed_at {
+            None => true,
+            Some(c) => key != SHOP && time(c) > keep_after,
+        });
+    }
+
+    fn side_documents(doc: &mut AlertsDoc) -> Vec<(String, Document)> {
+        doc.changed
+            .drain(..)
+            .filter_map(|a| Some((a.id.clone(), bson::to_document(&a).ok()?)))
+            .collect()
     }
 }
 

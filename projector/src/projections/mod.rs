@@ -13,7 +13,7 @@ pub mod users;
 pub use thresholds::Thresholds;
 
 use chrono::{DateTime, Utc};
-use mongodb::bson;
+use mongodb::bson::{self, Document};
 pub use read_model::View;
 use read_model::ViewDocument;
 
@@ -28,6 +28,13 @@ pub trait Projection: Send + Sync + 'static {
     fn keys(e: &Enriched) -> Vec<String>;
     /// Applies the event to one of those documents, under the event-time views' settings.
     fn apply(doc: &mut Self::Doc, key: &str, e: &Enriched, rules: &Thresholds);
+
+    /// Documents derived from `doc` by what was just applied to it, as `(_id, document)`:
+    /// written whole into the same collection before `doc` itself, so a replay (which
+    /// recomputes them from the same state and events) writes the same ones again.
+    fn side_documents(_doc: &mut Self::Doc) -> Vec<(String, Document)> {
+        Vec::new()
+    }
 }
 
 /// View times are event times, stored as BSON dates (millisecond precision).

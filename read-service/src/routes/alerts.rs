@@ -1,31 +1,23 @@
 //! The alerts the projector's rules raised, from the `alerts` view, open or closed at the
 //! view's watermark.
 //!
-//! The view holds one document per subject with its alerts in an array. nx-27017 cannot
-//! compare or sort on fields inside arrays of subdocuments, nor aggregate reliably (see
-//! `docs/nx-27017-probe.md`), so the subjects that have any alert are read whole and their
-//! alerts flattened, ordered and paged here. That is bounded by the subjects with alerts,
-//! not by the customers; [`MAX_SUBJECTS`] caps it.
-
-use std::cmp::Reverse;
+//! The view holds a document per alert (with a `rule` field) beside the rules' state per
+//! subject; listing is one indexed query on the alert documents.
 
 use axum::extract::State;
-use mongodb::bson::{self, doc};
+use mongodb::bson::{self, Document, doc};
 use service_kit::api_error::AppQuery;
 
 use super::Consistency;
 use crate::AppState;
+use crate::cursor::Cursor;
 use crate::model::{AlertItem, AlertPage, AlertStatus, ErrorBody, time};
 use crate::query::{AlertsQuery, MIN_MILLIS, Params};
 use crate::reply::{Reply, Viewed};
 use crate::store::{View, ViewPositions, ViewStoreError, Views};
-use read_model::AlertsDoc;
+use read_model::Alert;
 
 const VIEWS: [View; 1] = [View::Alerts];
-
-/// Most subjects with alerts read at once; beyond it the oldest subjects' alerts are left
-/// out (and a warning logged).
-pub const MAX_SUBJECTS: i64 = 10_000;
 
 /// Open while `closed_at` is absent or after the watermark (before any event, everything
 /// is open).
@@ -44,31 +36,53 @@ pub fn opened_ms(a: &AlertItem) -> i64 {
     a.opened_at.map_or(MIN_MILLIS, |t| t.timestamp_millis())
 }
 
-/// Every alert of the view, newest `openedAt` first, ties by id (descending), each with
-/// its status at the view's watermark.
-pub async fn all_alerts(
+/// The filter of the alert documents with `status` at `watermark`, after `cursor`.
+fn filter(
+    status: Option<AlertStatus>,
+    watermark: Option<bson::DateTime>,
+    cursor: Option<&Cursor>,
+) -> Document {
+    let mut all = vec![doc! {"rule": {"$exists": true}}];
+    match (status, watermark) {
+        (None, _) => {}
+        // Before any event nothing has closed.
+        (Some(AlertStatus::Open), None) => {}
+        (Some(AlertStatus::Closed), None) => all.push(doc! {"_id": {"$exists": false}}),
+        (Some(AlertStatus::Open), Some(w)) => {
+            all.push(doc! {"$or": [{"closedAt": null}, {"closedAt": {"$gt": w}}]});
+        }
+        (Some(AlertStatus::Closed), Some(w)) => all.push(doc! {"closedAt": {"$lte": w}}),
+    }
+    if let Some(c) = cursor {
+        let opened = bson::DateTime::from_millis(c.key);
+        all.push(doc! {"$or": [
+            {"openedAt": {"$lt": opened}},
+            {"openedAt": opened, "_id": {"$lt": &c.id}},
+        ]});
+    }
+    doc! {"$and": all}
+}
+
+/// Up to `limit` alerts with `status`, newest `openedAt` first (ties by id, descending),
+/// after `cursor`, each with its status at the view's watermark.
+pub async fn alerts(
     views: &Views,
     snapshot: &ViewPositions,
+    status: Option<AlertStatus>,
+    cursor: Option<&Cursor>,
+    limit: i64,
 ) -> Result<Vec<AlertItem>, ViewStoreError> {
     let watermark = snapshot.watermark(View::Alerts);
-    // `$elemMatch` with `$exists`: the subjects with at least one alert, on both servers.
-    let found: Vec<AlertsDoc> = views
+    let found: Vec<Alert> = views
         .find_many(
             &snapshot.collection(View::Alerts),
-            doc! {"alerts": {"$elemMatch": {"id": {"$exists": true}}}},
-            doc! {"_id": -1},
-            MAX_SUBJECTS,
+            filter(status, watermark, cursor),
+            doc! {"openedAt": -1, "_id": -1},
+            limit,
         )
         .await?;
-    if found.len() as i64 >= MAX_SUBJECTS {
-        tracing::warn!(
-            subjects = found.len(),
-            "alerts: more subjects with alerts than read at once; some are left out"
-        );
-    }
-    let mut alerts: Vec<AlertItem> = found
+    Ok(found
         .into_iter()
-        .flat_map(|d| d.alerts)
         .map(|a| AlertItem {
             status: status_at(a.closed_at, watermark),
             id: a.id,
@@ -78,9 +92,18 @@ pub async fn all_alerts(
             closed_at: time(a.closed_at),
             figures: a.figures,
         })
-        .collect();
-    alerts.sort_by_cached_key(|a| Reverse((opened_ms(a), a.id.clone())));
-    Ok(alerts)
+        .collect())
+}
+
+/// How many alerts are open at the view's watermark.
+pub async fn open_count(views: &Views, snapshot: &ViewPositions) -> Result<u64, ViewStoreError> {
+    let watermark = snapshot.watermark(View::Alerts);
+    views
+        .count(
+            &snapshot.collection(View::Alerts),
+            filter(Some(AlertStatus::Open), watermark, None),
+        )
+        .await
 }
 
 /// Alerts, newest `openedAt` first (ties by id, descending), one page at a time.
@@ -111,16 +134,14 @@ pub async fn list(
     let q = AlertsQuery::parse(&Params::new(query, &AlertsQuery::PARAMS)?, &app.cursors)?;
     let snapshot = app.views.at_least(&VIEWS, consistency.token).await?;
     let limit = usize::try_from(q.limit).unwrap_or(0);
-    let mut page: Vec<AlertItem> = all_alerts(&app.views, &snapshot)
-        .await?
-        .into_iter()
-        .filter(|a| q.status.is_none_or(|s| a.status == s))
-        .filter(|a| match &q.cursor {
-            None => true,
-            Some(c) => (opened_ms(a), a.id.as_str()) < (c.key, c.id.as_str()),
-        })
-        .take(limit + 1)
-        .collect();
+    let mut page = alerts(
+        &app.views,
+        &snapshot,
+        q.status,
+        q.cursor.as_ref(),
+        q.limit.saturating_add(1),
+    )
+    .await?;
     let more = page.len() > limit;
     page.truncate(limit);
     let next_cursor = match page.last() {

@@ -212,9 +212,12 @@ impl ViewDocument for SalesWindowDoc {
     }
 }
 
-/// `alerts`: one document per subject (`shop`, `customer:<userId>`): its alerts and the
-/// rules' state that decides them, both folded from the log alone so a rebuild reproduces
-/// them with the same ids and times.
+/// `alerts`: two kinds of documents, both folded from the log alone so a rebuild reproduces
+/// them with the same ids and times:
+/// - one per subject (`_id` `shop`, `customer:<userId>`): the rules' state and the alerts
+///   it may still change (the shop's open ones; a customer's closed less than a day ago);
+/// - one per alert (`_id` the alert's id, the fields of [`Alert`]), written whenever the
+///   alert changes, for the read-service to list: these have a `rule` field.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AlertsDoc {
@@ -223,6 +226,10 @@ pub struct AlertsDoc {
     pub shop: Option<ShopRules>,
     pub customer: Option<CustomerRules>,
     pub updated_at: Option<bson::DateTime>,
+    /// The alerts the events just applied opened or changed: written as their own
+    /// documents, never stored in this one.
+    #[serde(skip)]
+    pub changed: Vec<Alert>,
 }
 
 /// One alert. Open until `closed_at`, in the log's event time: a shop alert gets it when
@@ -287,7 +294,9 @@ impl ViewDocument for AlertsDoc {
     const VIEW: View = View::Alerts;
 
     fn indexes() -> Vec<Document> {
-        vec![doc! {"alerts.openedAt": -1}]
+        // The alert documents, newest first. (Not with `_id`: nx-27017 then fails every
+        // write to the collection.)
+        vec![doc! {"openedAt": -1}]
     }
 }
 
