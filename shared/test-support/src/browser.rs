@@ -215,6 +215,10 @@ impl Browser {
                 );
                 None
             }
+            Err(e @ BrowserError::NotInstalled(_)) => panic!(
+                "CI is set, so the browser tests must run, but {e} \
+                 (`make test` installs it through scripts/with-services.sh)"
+            ),
             Err(e) => panic!("cannot start the browser: {e}"),
         }
     }
