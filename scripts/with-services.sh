@@ -3,6 +3,9 @@
 # PostgreSQL: DATABASE_URL if set and reachable, else the private cluster of scripts/pg.sh.
 # MongoDB: MONGODB_URI if set and reachable, else the private server of scripts/mongo.sh, in
 # memory unless MONGO_DB says otherwise (so a run starts from an empty database).
+# Chromium, for the browser tests: installed when missing if the command is `cargo test` (what
+# `make test` runs; `make bench` does not want it) or WITH_BROWSER=1; WITH_BROWSER=0 never
+# installs it. Without it the browser tests skip, unless CI is set: then they fail.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -30,6 +33,33 @@ reachable() {
   # A host that drops packets would otherwise hang the connect for minutes.
   timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "${host:-127.0.0.1}" "${port:-$default_port}" 2>/dev/null
 }
+
+# The tests' own rule (test_support::browser::on_ci): set, and not empty, 0 or false.
+on_ci() { case "${CI:-}" in "" | 0 | false) return 1 ;; *) return 0 ;; esac; }
+
+wants_browser() {
+  case "${WITH_BROWSER:-}" in
+    1) return 0 ;;
+    0) return 1 ;;
+  esac
+  [ "${1:-}" = cargo ] && [ "${2:-}" = test ]
+}
+
+# $CHROMIUM names a browser of the caller's choosing; the tests use it instead.
+if wants_browser "$@" && [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  # shellcheck source=lib/install.sh
+  . "$root/scripts/lib/install.sh"
+  # First, so a CI run without it fails before any server starts. fonts-liberation is
+  # chromium's recommended font (install_packages skips recommends): screenshots then look the
+  # same on every machine.
+  if ! install_packages "Chromium (for the browser tests)" chromium chromium-driver fonts-liberation; then
+    if on_ci; then
+      echo "with-services: CI is set and Chromium could not be installed; the browser tests would fail" >&2
+      exit 1
+    fi
+    echo "with-services: no Chromium; the browser tests will be skipped" >&2
+  fi
+fi
 
 if [ -n "${DATABASE_URL:-}" ] && reachable "$DATABASE_URL" 5432; then
   echo "with-services: using DATABASE_URL" >&2

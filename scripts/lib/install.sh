@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs missing Debian/Ubuntu packages the project's scripts need, so `make run` and
 # `make test` set a fresh machine up by themselves (pg.sh: the PostgreSQL server, mongo.sh:
-# python3-venv, run.sh: curl; the browser tests will ask for chromium the same way).
+# python3-venv, run.sh: curl, with-services.sh: chromium for the browser tests).
 #
 # Source it and call `install_packages WHAT PACKAGE...`, or run it:
 #   scripts/lib/install.sh PACKAGE...
