@@ -212,6 +212,18 @@ pub async fn answer(request: reqwest::RequestBuilder, what: &str) -> Reply {
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let status = response.status();
     let headers = response.headers().clone();
+    let streaming = headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streaming {
+        // An event stream does not end: the answer is its status and headers (dropping
+        // the response closes it).
+        return Reply {
+            status,
+            headers,
+            body: Value::String("(an event stream)".to_owned()),
+        };
+    }
     let text = response.text().await.unwrap();
     let body = if text.is_empty() {
         Value::Null
