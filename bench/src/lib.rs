@@ -10,6 +10,7 @@ pub mod machine;
 pub mod naive;
 pub mod projection;
 pub mod report;
+pub mod s10_dashboard;
 pub mod s1_http;
 pub mod s2_append;
 pub mod s3_lag;
@@ -225,7 +226,7 @@ impl Ctx {
     }
 }
 
-pub const SCENARIOS: [(&str, &str); 9] = [
+pub const SCENARIOS: [(&str, &str); 10] = [
     ("S1", "Commands over HTTP"),
     ("S2", "Raw append"),
     ("S3", "Live projection lag"),
@@ -235,6 +236,7 @@ pub const SCENARIOS: [(&str, &str); 9] = [
     ("S7", "Replaying a 10,000-event stream"),
     ("S8", "Checkout contention"),
     ("S9", "Fulfilment"),
+    ("S10", "Live dashboard"),
 ];
 
 /// Runs the suite and returns the report (not yet written).
@@ -274,7 +276,8 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             "S6" => s6_queries::run(&ctx).await,
             "S7" => s7_replay::run(&ctx).await,
             "S8" => s8_checkout::run(&ctx).await,
-            _ => s9_fulfilment::run(&ctx).await,
+            "S9" => s9_fulfilment::run(&ctx).await,
+            _ => s10_dashboard::run(&ctx).await,
         };
         let mut s = result.unwrap_or_else(|e| {
             let mut s = Scenario::new(id, title, "");

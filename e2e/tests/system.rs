@@ -1588,9 +1588,7 @@ async fn verify(api: &Api, model: &Model, page: usize) -> Seen {
             "orders_view",
             "users_orders_view",
             "daily_sales",
-            "inventory_view",
-            "sales_by_minute",
-            "alerts"
+            "inventory_view"
         ])
     );
     for v in views {

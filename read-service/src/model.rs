@@ -496,6 +496,19 @@ pub struct ProjectionLag {
     pub views: Vec<ViewLag>,
 }
 
+/// One event of `/dashboard/stream`, as an SSE client parses it.
+#[derive(ToSchema)]
+pub struct DashboardEvent {
+    /// `snapshot` or `delta`.
+    #[schema(pattern = "^(snapshot|delta)$")]
+    pub event: String,
+    /// The log position the event reflects (see the operation).
+    pub id: String,
+    /// JSON: a `DashboardState`, whole in a `snapshot`, only the changed sections in a
+    /// `delta`.
+    pub data: String,
+}
+
 /// The whole state a `snapshot` frame of `/dashboard/stream` carries; a `delta` frame
 /// carries only the sections that changed, each whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]

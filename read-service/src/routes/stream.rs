@@ -11,7 +11,7 @@ use service_kit::api_error::{ApiError, AppQuery};
 
 use crate::AppState;
 use crate::hub::FrameId;
-use crate::model::ErrorBody;
+use crate::model::{DashboardEvent, ErrorBody};
 use crate::query::Params;
 
 /// A comment line this often keeps idle proxies from cutting the stream.
@@ -39,7 +39,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
     params(("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received: resume after it")),
     responses(
         (status = 200, description = "An endless stream of `snapshot` and `delta` events whose `data` is JSON (see `DashboardState`)",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = DashboardEvent),
         (status = 422, description = "A query parameter was given", body = ErrorBody),
     )
 )]
