@@ -204,16 +204,21 @@ impl Shop {
         self.saw(token);
     }
 
-    /// `GET /dashboard/summary` including every write so far.
-    async fn summary(&self) -> Value {
-        let url = format!("{}/dashboard/summary", self.read.url());
+    /// A read-service `GET` as staff, including every write so far; its body.
+    async fn get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.read.url());
         let mut request = self.http.get(&url);
         if let Some(token) = &self.token {
             request = request.header("x-consistency-token", token);
         }
-        let r = answer(request, "GET /dashboard/summary").await;
+        let r = answer(request, &format!("GET {path}")).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body
+    }
+
+    /// `GET /dashboard/summary` including every write so far.
+    async fn summary(&self) -> Value {
+        self.get("/dashboard/summary").await
     }
 
     async fn stop(self) {
@@ -324,8 +329,12 @@ async fn the_dashboard_shows_what_the_api_reports_as_orders_come_in(pool: PgPool
     assert_eq!(empty["today"]["ordersPlaced"], 0, "{empty}");
     let frames_when_empty = frames(&mut browser).await;
 
-    shop.open_shop(&[("apple", "Apple", 250, 50), ("pear", "Pear", 120, 50)])
-        .await;
+    shop.open_shop(&[
+        ("apple", "Apple", 250, 50),
+        ("pear", "Pear", 120, 50),
+        ("tv", "Television", 60_000, 5),
+    ])
+    .await;
     // alice pays, bob checks out and waits for his payment, carol leaves hers pending, dave
     // cancels.
     let alice = shop.place("alice", &[("apple", 2), ("pear", 1)]).await;
@@ -362,6 +371,35 @@ async fn the_dashboard_shows_what_the_api_reports_as_orders_come_in(pool: PgPool
     let summary = page_agrees_with_the_api(&mut browser, &shop).await;
     assert_eq!(summary["today"]["ordersPaid"], 2, "{summary}");
     assert!(frames(&mut browser).await > frames_after_orders);
+
+    // A first order of 600.00 opens a `large_first_order` alert (the default threshold is
+    // 500.00): the page lists the open alerts the API lists.
+    shop.place("whale", &[("tv", 1)]).await;
+    let open = shop.get("/alerts?status=open").await;
+    let ids: Vec<String> = open["alerts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no alerts in {open}"))
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "{open}");
+    assert!(
+        ids[0].starts_with("large_first_order:customer:whale:"),
+        "{open}"
+    );
+    let want = json!({"count": "1", "ids": ids});
+    let shown = browser
+        .wait_until(
+            r#"({count: document.getElementById('alerts-open')?.dataset.value ?? null,
+                ids: [...document.querySelectorAll('#alerts li[data-alert-id]')]
+                  .map((li) => li.dataset.alertId)})"#,
+            PAGE_WAIT,
+            |shown| *shown == want,
+        )
+        .await;
+    if let Err(e) = shown {
+        panic!("the page never listed the open alert {want}:\n{e}");
+    }
 
     // The page has applied a frame at least as fresh as the last write, and caught up.
     let token = shop.token.clone().expect("writes were made");
