@@ -70,6 +70,7 @@ fn alert(rule: &str, subject: &str, opened: i64, closed: Option<i64>) -> Documen
     doc! {
         "id": format!("{rule}:{subject}:{opened}"), "rule": rule, "subject": subject,
         "openedAt": date(opened), "closedAt": closed.map_or(Bson::Null, date),
+        "openedMs": opened, "closedMs": closed.unwrap_or(i64::MAX),
         "figures": {"orders": 9_i64, "totalCents": 25_000_i64},
     }
 }
@@ -240,6 +241,62 @@ async fn bad_window_ranges_are_422_naming_the_parameter() {
         .ok();
     assert_eq!(r["windows"].as_array().unwrap().len(), 12);
     mongo.drop().await;
+}
+
+/// Alerts opened and closing within one second of each other are told apart to the
+/// millisecond, in status and in paging (nx-27017 compares dates to the whole second; the
+/// read-service filters on the alerts' ms fields).
+#[tokio::test]
+async fn alerts_are_told_apart_to_the_millisecond() {
+    let mongo = Mongo::new().await;
+    let watermark = T10 + 30 * MINUTE + 500;
+    let alerts = vec![
+        alert(
+            "order_velocity",
+            "customer:a",
+            T10 + 100,
+            Some(watermark + 1),
+        ),
+        alert("order_velocity", "customer:b", T10 + 200, Some(watermark)),
+        alert(
+            "order_velocity",
+            "customer:c",
+            T10 + 300,
+            Some(watermark - 1),
+        ),
+        alert(
+            "order_velocity",
+            "customer:d",
+            T10 + 400,
+            Some(watermark + 400),
+        ),
+    ];
+    mongo
+        .insert(View::Alerts, alerts_doc("customers", alerts))
+        .await;
+    mongo
+        .checkpoint_at(View::Alerts, pos(9), Some(watermark))
+        .await;
+    let app = mongo.app().await;
+    let subjects = |page: &[Value]| -> Vec<String> {
+        page.iter()
+            .map(|a| a["subject"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let open: Vec<Value> = app
+        .all_pages("/alerts?status=open&limit=1", "alerts")
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(subjects(&open), ["customer:d", "customer:a"]);
+    let closed: Vec<Value> = app
+        .all_pages("/alerts?status=closed&limit=1", "alerts")
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(subjects(&closed), ["customer:c", "customer:b"]);
 }
 
 #[tokio::test]

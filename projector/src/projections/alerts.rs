@@ -295,7 +295,7 @@ fn judge(
                         if clears {
                             run.streak += 1;
                             if run.streak >= rules.consecutive_minutes {
-                                a.closed_at = Some(date(end));
+                                a.close_at(date(end));
                                 run.open_alert = None;
                                 run.streak = 0;
                             }
@@ -341,14 +341,13 @@ fn window_alert(
         ("factor".to_owned(), rules.spike_factor),
         ("consecutiveMinutes".to_owned(), rules.consecutive_minutes),
     ]);
-    Alert {
-        id: format!("{rule}:{SHOP}:{}", opened.timestamp_millis()),
-        rule: rule.to_owned(),
-        subject: SHOP.to_owned(),
-        opened_at: Some(opened),
-        closed_at: None,
+    Alert::new(
+        format!("{rule}:{SHOP}:{}", opened.timestamp_millis()),
+        rule,
+        SHOP,
+        opened,
         figures,
-    }
+    )
 }
 
 // ---- customers: fraud patterns ----------------------------------------------------------
@@ -436,19 +435,24 @@ fn raise(
     });
     match open {
         Some(a) => {
-            a.closed_at = a.closed_at.max(Some(date(closes)));
+            if a.closed_at < Some(date(closes)) {
+                a.close_at(date(closes));
+            }
             for (k, v) in figures {
                 let f = a.figures.entry(k).or_insert(v);
                 *f = (*f).max(v);
             }
         }
-        None => alerts.push(Alert {
-            id: format!("{rule}:{subject}:{}", at.timestamp_millis()),
-            rule: rule.to_owned(),
-            subject: subject.to_owned(),
-            opened_at: Some(date(at)),
-            closed_at: Some(date(closes)),
-            figures,
-        }),
+        None => {
+            let mut alert = Alert::new(
+                format!("{rule}:{subject}:{}", at.timestamp_millis()),
+                rule,
+                subject,
+                date(at),
+                figures,
+            );
+            alert.close_at(date(closes));
+            alerts.push(alert);
+        }
     }
 }

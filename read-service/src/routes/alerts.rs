@@ -43,21 +43,20 @@ fn filter(
     cursor: Option<&Cursor>,
 ) -> Document {
     let mut all = vec![doc! {"rule": {"$exists": true}}];
+    // On the ms fields: nx-27017 compares dates to the whole second (see `read_model::Alert`).
+    let watermark = watermark.map(|w| w.timestamp_millis());
     match (status, watermark) {
         (None, _) => {}
         // Before any event nothing has closed.
         (Some(AlertStatus::Open), None) => {}
         (Some(AlertStatus::Closed), None) => all.push(doc! {"_id": {"$exists": false}}),
-        (Some(AlertStatus::Open), Some(w)) => {
-            all.push(doc! {"$or": [{"closedAt": null}, {"closedAt": {"$gt": w}}]});
-        }
-        (Some(AlertStatus::Closed), Some(w)) => all.push(doc! {"closedAt": {"$lte": w}}),
+        (Some(AlertStatus::Open), Some(w)) => all.push(doc! {"closedMs": {"$gt": w}}),
+        (Some(AlertStatus::Closed), Some(w)) => all.push(doc! {"closedMs": {"$lte": w}}),
     }
     if let Some(c) = cursor {
-        let opened = bson::DateTime::from_millis(c.key);
         all.push(doc! {"$or": [
-            {"openedAt": {"$lt": opened}},
-            {"openedAt": opened, "_id": {"$lt": &c.id}},
+            {"openedMs": {"$lt": c.key}},
+            {"openedMs": c.key, "_id": {"$lt": &c.id}},
         ]});
     }
     doc! {"$and": all}
@@ -77,7 +76,7 @@ pub async fn alerts(
         .find_many(
             &snapshot.collection(View::Alerts),
             filter(status, watermark, cursor),
-            doc! {"openedAt": -1, "_id": -1},
+            doc! {"openedMs": -1, "_id": -1},
             limit,
         )
         .await?;

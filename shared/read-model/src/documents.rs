@@ -244,8 +244,44 @@ pub struct Alert {
     pub subject: String,
     pub opened_at: Option<bson::DateTime>,
     pub closed_at: Option<bson::DateTime>,
+    /// `opened_at` and `closed_at` in ms since the epoch, `closed_ms` [`Alert::OPEN`] while
+    /// no close is set: what `/alerts` filters and sorts on, exact on every server
+    /// (nx-27017 compares dates to the whole second, and inside `$or` a `null` matches only
+    /// a missing field).
+    pub opened_ms: i64,
+    pub closed_ms: i64,
     /// What triggered it (integers: counts, cents, window bounds in ms).
     pub figures: std::collections::BTreeMap<String, i64>,
+}
+
+impl Alert {
+    /// `closed_ms` of an alert with no close set.
+    pub const OPEN: i64 = i64::MAX;
+
+    pub fn new(
+        id: String,
+        rule: &str,
+        subject: &str,
+        opened: bson::DateTime,
+        figures: std::collections::BTreeMap<String, i64>,
+    ) -> Alert {
+        Alert {
+            id,
+            rule: rule.to_owned(),
+            subject: subject.to_owned(),
+            opened_at: Some(opened),
+            closed_at: None,
+            opened_ms: opened.timestamp_millis(),
+            closed_ms: Alert::OPEN,
+            figures,
+        }
+    }
+
+    /// Sets when it closes (or closed).
+    pub fn close_at(&mut self, at: bson::DateTime) {
+        self.closed_at = Some(at);
+        self.closed_ms = at.timestamp_millis();
+    }
 }
 
 /// A minute's figures as the shop's rules see them.
@@ -296,7 +332,7 @@ impl ViewDocument for AlertsDoc {
     fn indexes() -> Vec<Document> {
         // The alert documents, newest first. (Not with `_id`: nx-27017 then fails every
         // write to the collection.)
-        vec![doc! {"openedAt": -1}]
+        vec![doc! {"openedMs": -1}]
     }
 }
 
