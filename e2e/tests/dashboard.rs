@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use domain::OrderId;
-use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -57,41 +56,9 @@ impl Shop {
             .get_database()
             .unwrap_or("postgres")
             .to_owned();
-        let staff = test_support::auth::bearer(&test_support::auth::staff());
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .default_headers(HeaderMap::from_iter([(
-                reqwest::header::AUTHORIZATION,
-                staff.parse().unwrap(),
-            )]))
-            .build()
-            .unwrap();
-        let database_url = database_url(&database);
-        let mongodb_database = MongoDatabase {
-            name: format!("e2e{}", uuid::Uuid::new_v4().simple()),
-        };
-        let mut write = Service::start(
-            "write-service",
-            &[
-                ("DATABASE_URL", database_url.clone()),
-                ("WRITE_SERVICE_ADDR", "127.0.0.1:0".into()),
-            ],
-        )
-        .await;
-        let mut read = Service::start(
-            "read-service",
-            &[
-                ("MONGODB_URI", mongodb_uri()),
-                ("MONGODB_DATABASE", mongodb_database.name.clone()),
-                ("READ_SERVICE_ADDR", "127.0.0.1:0".into()),
-                (
-                    "READ_CONSISTENCY_TIMEOUT_MS",
-                    CONSISTENCY_TIMEOUT_MS.to_string(),
-                ),
-            ],
-        )
-        .await;
+        let http = staff_http();
+        let (mut write, mut read, database_url, mongodb_database) =
+            write_and_read(&database, CONSISTENCY_TIMEOUT_MS).await;
         let mut projector = Service::start(
             "projector",
             &[

@@ -176,6 +176,56 @@ impl Drop for Service {
     }
 }
 
+/// An HTTP client that sends a staff token with every request: the tests drive the shop as
+/// its staff, to whom every endpoint is open (who may do what is `access.rs`'s subject).
+pub fn staff_http() -> reqwest::Client {
+    let staff = test_support::auth::bearer(&test_support::auth::staff());
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(60))
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            staff.parse().unwrap(),
+        )]))
+        .build()
+        .unwrap()
+}
+
+/// The write-service on PostgreSQL database `database` and the read-service on a fresh
+/// MongoDB database, as processes, not yet ready; the URL of `database` and the MongoDB
+/// database (dropped with it).
+pub async fn write_and_read(
+    database: &str,
+    consistency_timeout_ms: u64,
+) -> (Service, Service, String, MongoDatabase) {
+    let database_url = database_url(database);
+    let mongodb_database = MongoDatabase {
+        name: format!("e2e{}", uuid::Uuid::new_v4().simple()),
+    };
+    let write = Service::start(
+        "write-service",
+        &[
+            ("DATABASE_URL", database_url.clone()),
+            ("WRITE_SERVICE_ADDR", "127.0.0.1:0".into()),
+        ],
+    )
+    .await;
+    let read = Service::start(
+        "read-service",
+        &[
+            ("MONGODB_URI", mongodb_uri()),
+            ("MONGODB_DATABASE", mongodb_database.name.clone()),
+            ("READ_SERVICE_ADDR", "127.0.0.1:0".into()),
+            (
+                "READ_CONSISTENCY_TIMEOUT_MS",
+                consistency_timeout_ms.to_string(),
+            ),
+        ],
+    )
+    .await;
+    (write, read, database_url, mongodb_database)
+}
+
 /// The test's own MongoDB database, dropped when the test ends, whether it passed or not.
 pub struct MongoDatabase {
     pub name: String,
