@@ -25,7 +25,7 @@ use projector::projections::inventory::InventoryProjection;
 use projector::projections::orders::OrdersProjection;
 use projector::projections::users::UsersProjection;
 use projector::projections::{Projection, Thresholds};
-use read_model::{OrderDoc, RECENT_ORDERS, View};
+use read_model::{OrderDoc, RECENT_ORDERS};
 
 use crate::projection::BATCH;
 
@@ -216,7 +216,7 @@ impl Count {
         }
         self.events += enriched.len() as u64;
         self.batches += 1;
-        self.checkpoints += View::ALL.len() as u64;
+        self.checkpoints += crate::projection::FOUR_VIEWS.len() as u64;
         Ok(writes)
     }
 }
@@ -283,7 +283,7 @@ pub async fn run(store: &EventStore, db: &mongodb::Database, limit: usize) -> an
                 .upsert(true)
                 .await?;
         }
-        for view in View::ALL {
+        for view in crate::projection::FOUR_VIEWS {
             db.collection::<Document>(CHECKPOINTS)
                 .update_one(
                     doc! {"_id": view.name()},

@@ -21,6 +21,10 @@ use crate::wire::{
 };
 use crate::workload::Expected;
 
+/// The views S4 and S5 rebuild, the naive projector's too; the event-time views
+/// (`sales_by_minute`, `alerts`) are measured live in S3 and S10.
+pub const FOUR_VIEWS: [View; 4] = [View::Orders, View::Users, View::DailySales, View::Inventory];
+
 /// The projector's default `PROJECTOR_BATCH_SIZE`.
 pub const BATCH: i64 = 500;
 /// `rebuild` fills a new generation; here each run has its own database, so generation 1.
@@ -107,7 +111,8 @@ async fn one<V: Projection>(
 }
 
 /// Rebuilds every view from position zero into MongoDB database `database`, one view after
-/// the other as `projector rebuild` does, with `projector::rebuild::catch_up`.
+/// the other as `projector rebuild` does, with `projector::rebuild::catch_up`: the four
+/// views the naive projector also writes ([`FOUR_VIEWS`]), so the two compare like for like.
 pub async fn rebuild_all(
     store: &EventStore,
     counted: &Counted,
@@ -123,7 +128,7 @@ pub async fn rebuild_all(
     let head = store.head().await?.unwrap_or(Position::ZERO);
     let t = Instant::now();
     let mut runs = Vec::new();
-    for &view in View::ALL {
+    for view in FOUR_VIEWS {
         let run = projector::for_view!(view, one(&engine, head, counted))?;
         runs.push(run);
     }

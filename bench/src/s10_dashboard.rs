@@ -364,7 +364,9 @@ async fn measure(
         "/s",
         frames as f64 / sizes.active_clients as f64 / window,
     )
-    .note("from the first order until every client saw the last; the hub polls at most every 250 ms");
+    .note(
+        "from the first order until every client saw the last; the hub polls at most every 250 ms",
+    );
     s.value(
         "event to browser, p50",
         "ms",

@@ -1,5 +1,5 @@
 //! S3: live projection lag. The real write-service and the real projector (`projector run`,
-//! all four views) run in this process against one fresh pair of databases; commands arrive
+//! every view) run in this process against one fresh pair of databases; commands arrive
 //! open-loop at half of S1's peak rate, and each command's position is matched with the
 //! moment the projector reports every view past it.
 
@@ -50,7 +50,7 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     let mut s = Scenario::new(
         "S3",
         "Live projection lag",
-        "The real write-service and the real projector (`projector::Application`, all four \
+        "The real write-service and the real projector (`projector::Application`, all six \
          views, LISTEN/NOTIFY wake-ups, default batch size and poll interval) run in this \
          process on one fresh PostgreSQL database and one fresh MongoDB database. Orders \
          arrive open-loop at a fixed rate (each `POST /orders` then `POST /orders/{id}/confirm`, \
@@ -60,7 +60,7 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
          right after a batch's MongoDB writes and checkpoint are acknowledged. A command's lag \
          is the time from its transaction's commit (PostgreSQL's commit timestamp, on the same \
          clock) to the first sample where the view's checkpoint is at or past its position; \
-         the lag to all four views is the largest of the four.",
+         the lag to every view is the largest of the six.",
     );
     let peak = match ctx.s1_peak() {
         Some(p) => {
@@ -263,9 +263,9 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     }
     let p99 = stats::percentile(&mut to_all, 99.0);
     let p50 = stats::percentile(&mut to_all, 50.0);
-    s.value("commit to all four views: p50", "ms", p50).mongo();
-    s.value("commit to all four views: p99", "ms", p99).mongo();
-    s.value("commit to all four views: max", "ms", stats::max(&to_all))
+    s.value("commit to every view: p50", "ms", p50).mongo();
+    s.value("commit to every view: p99", "ms", p99).mongo();
+    s.value("commit to every view: max", "ms", stats::max(&to_all))
         .mongo();
     for (view, lags) in views.iter().zip(per_view.iter_mut()) {
         let p99 = stats::percentile(lags, 99.0);
@@ -287,7 +287,7 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         num(stats::percentile(&mut command_ms, 99.0))
     ));
     s.value(
-        "send to all four views: p99",
+        "send to every view: p99",
         "ms",
         stats::percentile(&mut from_send, 99.0),
     )
@@ -339,8 +339,8 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         p99 < TARGET_P99_MS,
         || {
             format!(
-                "at {} commands/s offered, p99 to all four views was {} ms with {} of {} CPUs \
-                 busy; the projector's four views sent MongoDB {} requests/s, each answered in \
+                "at {} commands/s offered, p99 to every view was {} ms with {} of {} CPUs \
+                 busy; the projector's six views sent MongoDB {} requests/s, each answered in \
                  {} ms on average, {} in flight at any time (one batch is a find, an update \
                  and a checkpoint write per view)",
                 num(rate),
