@@ -21,6 +21,22 @@ use crate::wire::{
 };
 use crate::workload::Expected;
 
+/// `projector run`'s settings as the live scenarios (S3, S10) run it on `scratch`: the
+/// binary's defaults, MongoDB at `mongodb_uri`, health on a free port.
+pub fn live_settings(scratch: &crate::env::Scratch, mongodb_uri: &str) -> projector::Settings {
+    projector::Settings {
+        database_url: scratch.url.clone().into(),
+        mongodb_uri: mongodb_uri.to_owned().into(),
+        mongodb_database: scratch.mongo.name().to_owned(),
+        batch_size: BATCH,
+        on_poison: OnPoison::Stop,
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        poll_interval_ms: 1_000,
+        transactions: Transactions::Auto,
+        thresholds: Thresholds::default(),
+    }
+}
+
 /// The views S4 and S5 rebuild, the naive projector's too; the event-time views
 /// (`sales_by_minute`, `alerts`) are measured live in S3 and S10.
 pub const FOUR_VIEWS: [View; 4] = [View::Orders, View::Users, View::DailySales, View::Inventory];

@@ -71,17 +71,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Scenario> {
         let client = s1_http::client()?;
         let shop = write.open_shop(&client, s1_http::AMPLE_STOCK).await;
         let projector_cancel = CancellationToken::new();
-        let projector = projector::Application::build(projector::Settings {
-            database_url: scratch.url.clone().into(),
-            mongodb_uri: ctx.servers.mongodb_uri.clone().into(),
-            mongodb_database: scratch.mongo.name().to_owned(),
-            batch_size: crate::projection::BATCH,
-            on_poison: projector::settings::OnPoison::Stop,
-            addr: "127.0.0.1:0".parse()?,
-            poll_interval_ms: 1_000,
-            transactions: projector::settings::Transactions::Auto,
-            thresholds: projector::projections::Thresholds::default(),
-        })
+        let projector = projector::Application::build(crate::projection::live_settings(
+            scratch,
+            &ctx.servers.mongodb_uri,
+        ))
         .await;
         let read = ReadService::start(ctx, scratch).await;
         let result = match (shop, projector, read) {

@@ -113,17 +113,7 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     // much of the lag is spent waiting on the server.
     let counted = Counted::start(&ctx.servers).await?;
     let projector_cancel = CancellationToken::new();
-    let settings = projector::Settings {
-        database_url: scratch.url.clone().into(),
-        mongodb_uri: counted.uri.clone().into(),
-        mongodb_database: scratch.name.clone(),
-        batch_size: crate::projection::BATCH,
-        on_poison: projector::settings::OnPoison::Stop,
-        addr: "127.0.0.1:0".parse()?,
-        poll_interval_ms: 1_000,
-        transactions: projector::settings::Transactions::Auto,
-        thresholds: projector::projections::Thresholds::default(),
-    };
+    let settings = crate::projection::live_settings(scratch, &counted.uri);
     let app = projector::Application::build(settings).await?;
     let board = app.status_board();
     let projector = tokio::spawn(app.run_until(projector_cancel.clone()));
