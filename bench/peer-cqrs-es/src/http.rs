@@ -126,7 +126,7 @@ async fn run(
     let (result, version) = COMMITTED
         .scope(Cell::new(0), async {
             let result = cqrs.execute(&order_id, command).await;
-            (result, COMMITTED.with(Cell::get))
+            (result, COMMITTED.try_with(Cell::get).unwrap_or(0))
         })
         .await;
     match result {
