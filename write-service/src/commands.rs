@@ -142,6 +142,8 @@ where
             key,
             fingerprint: &fingerprint,
             outcome: &recorded,
+            // Where `accepted`'s answers carry the position (`OrderAccepted`, `ProductAccepted`).
+            position_path: &["body", "position"],
         }))
         .retries(Retries::new(app.max_retries))
         .on_retry(&count_retry);
@@ -151,11 +153,8 @@ where
             outcome, events, ..
         }) => {
             metrics::counter!("write_events_appended_total").increment(events as u64);
-            if events > 0
-                && let Err(e) = app.store.notify_appended().await
-            {
-                // Tailers fall back to polling; the command itself succeeded.
-                tracing::warn!(error = %e, "could not notify tailers");
+            if events > 0 {
+                app.store.wake_tailers();
             }
             CommandOutcome::from_recorded(recorded(&outcome), false)
         }

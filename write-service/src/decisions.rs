@@ -52,6 +52,19 @@ fn refuse(e: impl Into<ApiError>) -> Refusal {
 impl Decide<ApiError> for OrderDecision {
     async fn decide(&mut self, decision: &mut Decision<'_>) -> Result<(), Refusal> {
         let order_stream = self.order_id.stream_id();
+        // The products a create or an added line names are read with the order, in one
+        // round trip; the others' products are known only from the order.
+        let named = match &self.request {
+            OrderRequest::Create { items, .. } => items.as_slice(),
+            OrderRequest::AddItem(line) => std::slice::from_ref(line),
+            OrderRequest::Other(_) => &[],
+        };
+        decision
+            .prefetch(
+                std::iter::once(order_stream.clone())
+                    .chain(named.iter().map(|l| l.product_id.stream_id())),
+            )
+            .await?;
         // The order first: it is the command's own stream (`If-Match`, the answer's version).
         let state = decision.load::<OrderAggregate>(&order_stream).await?;
         // Another customer's order is refused exactly as a missing one, so ids cannot be
@@ -95,6 +108,9 @@ impl Decide<ApiError> for OrderDecision {
         decision
             .append::<OrderAggregate>(&order_stream, events.into_iter().map(DomainEvent::Order))?;
         let stock = order::stock_commands(&state, &command);
+        decision
+            .prefetch(stock.iter().map(|c| c.product_id().stream_id()))
+            .await?;
         match command {
             OrderCommand::Confirm { .. } => reserve(decision, stock).await,
             _ => apply_each(decision, stock).await,

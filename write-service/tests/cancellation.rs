@@ -214,7 +214,8 @@ async fn a_command_whose_client_went_away_still_completes(pool: PgPool) {
         &mut watch,
         "select count(*) from pg_stat_activity
          where datname = current_database() and wait_event_type = 'Lock' and query like $1",
-        "update streams %",
+        // The append: one call of `es_append`, which locks the stream first.
+        "%from es_append(%",
         1,
     )
     .await;

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
-use sqlx::{Acquire, PgConnection, Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{EventStore, StoreError, stored_u64};
@@ -36,12 +36,17 @@ pub struct StreamAppend {
 /// An idempotency key, written in the same transaction as the events it produced, with the
 /// fingerprint of the request that used it and what the caller wants a retry to get back.
 /// The store keeps `outcome`'s value opaque; it is built from the append's outcome (the new
-/// version and position), hence the function.
+/// versions and the position), hence the function. The append records it in the same round
+/// trip as the events, before the position is known: the function is then given the new
+/// versions and [`Position::ZERO`], and the store writes the real position (in its text
+/// form, as a consistency token) at `position_path` of the value. An empty path records the
+/// value as it is.
 #[derive(Clone, Copy)]
 pub struct IdempotencyRecord<'a> {
     pub key: &'a str,
     pub fingerprint: &'a Value,
     pub outcome: &'a (dyn Fn(&AppendOutcome) -> Value + Send + Sync),
+    pub position_path: &'a [&'a str],
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,20 +99,14 @@ impl EventStore {
         idempotency: Option<IdempotencyRecord<'_>>,
     ) -> Result<AppendOutcome, StoreError> {
         let stream_versions = versions_of(appends)?;
-        // Dropped before it finishes, this future may have left the connection inside a
-        // transaction, or with `BEGIN` in flight (sqlx 0.9.0's `begin` is not cancel-safe,
-        // transact-rs/sqlx#4393): then the connection is closed, never pooled again.
+        // One statement, its own transaction. Dropped before it finishes, this future leaves
+        // the statement's answer unread on the connection: then the connection is closed,
+        // never pooled again.
         let mut guard = CloseUnlessFinished {
             conn: self.pool.acquire().await?,
             finished: false,
         };
-        let outcome = async {
-            let mut tx = guard.conn.begin().await?;
-            let outcome = write(&mut tx, appends, &stream_versions, idempotency).await?;
-            tx.commit().await?;
-            Ok(outcome)
-        }
-        .await;
+        let outcome = write(&mut guard.conn, appends, &stream_versions, idempotency).await;
         guard.finished = true;
         outcome
     }
@@ -130,14 +129,7 @@ impl EventStore {
         idempotency: Option<IdempotencyRecord<'_>>,
     ) -> Result<AppendOutcome, StoreError> {
         let stream_versions = versions_of(appends)?;
-        let wrote = sqlx::query_scalar!(
-            r#"select pg_current_xact_id_if_assigned() is not null as "wrote!""#
-        )
-        .fetch_one(&mut **tx)
-        .await?;
-        if wrote {
-            return Err(StoreError::AppendNotFirst);
-        }
+        // `es_append` refuses to run after the transaction wrote (AppendNotFirst).
         write(tx, appends, &stream_versions, idempotency).await
     }
 }
@@ -161,86 +153,87 @@ impl Drop for CloseUnlessFinished {
     }
 }
 
-/// Writes the append inside `tx`: stream locks first, then every event in one statement,
-/// snapshots and the idempotency key. Committing is the caller's.
+/// Writes the append on `conn` with one call of `es_append` (see its migration): stream
+/// locks first, then every event in one statement, snapshots and the idempotency key. On a
+/// connection outside a transaction that call is its own transaction; inside one, committing
+/// is the caller's.
 pub(crate) async fn write(
-    tx: &mut PgConnection,
+    conn: &mut PgConnection,
     appends: &[StreamAppend],
     stream_versions: &[Versions],
     idempotency: Option<IdempotencyRecord<'_>>,
 ) -> Result<AppendOutcome, StoreError> {
-    // Locks in a fixed order so two multi-stream appends cannot deadlock.
-    let mut order: Vec<usize> = (0..appends.len()).collect();
-    order.sort_by(|&a, &b| appends[a].stream_id.cmp(&appends[b].stream_id));
-    for &i in &order {
-        lock_stream(tx, &appends[i], stream_versions[i]).await?;
+    let mut streams = StreamColumns::default();
+    for (a, v) in appends.iter().zip(stream_versions) {
+        streams.ids.push(a.stream_id.as_str());
+        streams.types.push(a.stream_type);
+        streams.expected.push(v.expected);
+        streams.new.push(v.new);
     }
-
     let n: usize = appends.iter().map(|a| a.events.len()).sum();
-    let mut stream_ids = Vec::with_capacity(n);
-    let mut stream_positions = Vec::with_capacity(n);
-    let mut event_ids = Vec::with_capacity(n);
-    let mut types = Vec::with_capacity(n);
-    let mut versions = Vec::with_capacity(n);
-    let mut data = Vec::with_capacity(n);
-    let mut metadata = Vec::with_capacity(n);
+    let mut events = EventColumns::with_capacity(n);
+    let mut snapshots = SnapshotColumns::default();
     for (a, v) in appends.iter().zip(stream_versions) {
         for (position, e) in (v.expected + 1..=v.new).zip(&a.events) {
-            stream_ids.push(a.stream_id.clone());
-            stream_positions.push(position);
-            event_ids.push(e.event_id);
-            types.push(e.event.event_type.to_owned());
-            versions.push(e.event.schema_version);
-            data.push(&e.event.data);
-            metadata.push(&e.metadata);
+            events.stream_ids.push(a.stream_id.as_str());
+            events.positions.push(position);
+            events.ids.push(e.event_id);
+            events.types.push(e.event.event_type);
+            events.versions.push(e.event.schema_version);
+            events.data.push(&e.event.data);
+            events.metadata.push(&e.metadata);
         }
-    }
-    // One statement for every event of the command.
-    let inserted = sqlx::query!(
-        r#"with inserted as (
-             insert into events
-                 (stream_id, stream_position, event_id, event_type, schema_version, data, metadata)
-             select * from unnest($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[])
-             returning tx_id, global_position
-         )
-         select max(tx_id)::text::int8 as "tx_id!", max(global_position) as "global_position!"
-         from inserted"#,
-        &stream_ids,
-        &stream_positions,
-        &event_ids,
-        &types,
-        &versions,
-        &data as &[&Value],
-        &metadata as &[&Value],
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| conflict_from_unique_violation(e, appends))?;
-    let (tx_id, global_position) = (inserted.tx_id, inserted.global_position);
-
-    for (a, v) in appends.iter().zip(stream_versions) {
         if let Some(s) = &a.snapshot {
-            sqlx::query!(
-                "insert into snapshots (stream_id, stream_version, state_schema, state)
-                 values ($1, $2, $3, $4)
-                 on conflict (stream_id) do update
-                     set stream_version = excluded.stream_version,
-                         state_schema = excluded.state_schema,
-                         state = excluded.state,
-                         taken_at = now()
-                     where snapshots.stream_version < excluded.stream_version",
-                a.stream_id,
-                v.new,
-                s.state_schema,
-                s.state,
-            )
-            .execute(&mut *tx)
-            .await?;
+            snapshots.stream_ids.push(a.stream_id.as_str());
+            snapshots.versions.push(v.new);
+            snapshots.schemas.push(s.state_schema);
+            snapshots.states.push(&s.state);
         }
     }
-
-    let outcome = AppendOutcome {
+    // The outcome a retry gets back, but for the position, which only the append learns:
+    // `es_append` writes it in at `position_path`.
+    let provisional = AppendOutcome {
         versions: stream_versions.iter().map(|v| v.new_u64).collect(),
+        position: Position::ZERO,
+    };
+    let (key, request, outcome, position_path) = match idempotency {
+        Some(r) => (
+            Some(r.key),
+            Some(r.fingerprint),
+            Some((r.outcome)(&provisional)),
+            r.position_path.to_vec(),
+        ),
+        None => (None, None, None, Vec::new()),
+    };
+    let appended = sqlx::query!(
+        r#"select tx_id as "tx_id!", global_position as "global_position!"
+           from es_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                          $16, $17, $18, $19)"#,
+        &streams.ids as &[&str],
+        &streams.types as &[&str],
+        &streams.expected,
+        &streams.new,
+        &events.stream_ids as &[&str],
+        &events.positions,
+        &events.ids,
+        &events.types as &[&str],
+        &events.versions,
+        &events.data as &[&Value],
+        &events.metadata as &[&Value],
+        &snapshots.stream_ids as &[&str],
+        &snapshots.versions,
+        &snapshots.schemas,
+        &snapshots.states as &[&Value],
+        key,
+        request,
+        outcome,
+        &position_path as &[&str],
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| refusal(e, appends, key))?;
+    let (tx_id, global_position) = (appended.tx_id, appended.global_position);
+    Ok(AppendOutcome {
         position: Position {
             tx_id: stored_u64(
                 "events.tx_id",
@@ -249,13 +242,104 @@ pub(crate) async fn write(
             )?,
             global_position,
         },
-    };
+        ..provisional
+    })
+}
 
-    if let Some(record) = idempotency {
-        record_outcome(tx, record, &outcome).await?;
+#[derive(Default)]
+struct StreamColumns<'a> {
+    ids: Vec<&'a str>,
+    types: Vec<&'static str>,
+    expected: Vec<i64>,
+    new: Vec<i64>,
+}
+
+struct EventColumns<'a> {
+    stream_ids: Vec<&'a str>,
+    positions: Vec<i64>,
+    ids: Vec<Uuid>,
+    types: Vec<&'static str>,
+    versions: Vec<i32>,
+    data: Vec<&'a Value>,
+    metadata: Vec<&'a Value>,
+}
+
+impl EventColumns<'_> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            stream_ids: Vec::with_capacity(n),
+            positions: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            data: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        }
     }
+}
 
-    Ok(outcome)
+#[derive(Default)]
+struct SnapshotColumns<'a> {
+    stream_ids: Vec<&'a str>,
+    versions: Vec<i64>,
+    schemas: Vec<i32>,
+    states: Vec<&'a Value>,
+}
+
+/// What a refused `es_append` means: a stream not at its expected version (ES001), a key
+/// another request recorded (ES002), an append after the transaction wrote (ES003), or a
+/// position clash on the unique index (rows written around the stream lock: still a
+/// conflict, not a 500).
+fn refusal(e: sqlx::Error, appends: &[StreamAppend], key: Option<&str>) -> StoreError {
+    let Some(db) = e.as_database_error() else {
+        return StoreError::Database(e);
+    };
+    match db.code().as_deref() {
+        Some("ES001") => {
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Moved {
+                stream_id: String,
+                actual: i64,
+            }
+            let detail = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|pg| pg.detail())
+                .and_then(|d| serde_json::from_str::<Moved>(d).ok());
+            let Some(moved) = detail else {
+                return StoreError::Database(e);
+            };
+            let expected = appends
+                .iter()
+                .find(|a| a.stream_id == moved.stream_id)
+                .map_or(0, |a| a.expected_version);
+            match stored_u64(
+                "streams.version",
+                moved.actual,
+                format_args!("stream `{}`", moved.stream_id),
+            ) {
+                Ok(actual) => StoreError::WrongExpectedVersion {
+                    stream_id: moved.stream_id,
+                    expected,
+                    actual,
+                },
+                Err(corrupt) => corrupt,
+            }
+        }
+        Some("ES002") => StoreError::IdempotencyKeyTaken(key.unwrap_or_default().to_owned()),
+        Some("ES003") => StoreError::AppendNotFirst,
+        Some("23505") if db.constraint() == Some("events_stream_id_stream_position_key") => {
+            match appends.first() {
+                Some(a) => StoreError::WrongExpectedVersion {
+                    stream_id: a.stream_id.clone(),
+                    expected: a.expected_version,
+                    actual: a.expected_version + 1,
+                },
+                None => StoreError::Database(e),
+            }
+        }
+        _ => StoreError::Database(e),
+    }
 }
 
 /// Stores what an idempotent command answers; refused if another request recorded the key
@@ -281,81 +365,4 @@ pub(crate) async fn record_outcome(
         return Err(StoreError::IdempotencyKeyTaken(record.key.to_owned()));
     }
     Ok(())
-}
-
-/// Takes the stream's row lock and moves its version, as the transaction's first write.
-///
-/// Every append names an exact expected version, so a writer that had to wait for another's
-/// lock always fails its check (the holder moved the version) and writes nothing. Hence a
-/// stream's events are in the same order by `(tx_id, global_position)` as by stream
-/// position, which the projector relies on, even for multi-stream appends.
-async fn lock_stream(
-    tx: &mut PgConnection,
-    a: &StreamAppend,
-    v: Versions,
-) -> Result<(), StoreError> {
-    let moved = if a.expected_version == 0 {
-        // A concurrent creator holding the key makes this wait, then do nothing.
-        sqlx::query!(
-            "insert into streams (stream_id, stream_type, version) values ($1, $2, $3)
-             on conflict (stream_id) do nothing",
-            a.stream_id,
-            a.stream_type,
-            v.new,
-        )
-        .execute(&mut *tx)
-        .await?
-    } else {
-        // Waits for a concurrent appender's lock, then re-checks the version it left.
-        sqlx::query!(
-            "update streams set version = $3, updated_at = now()
-             where stream_id = $1 and version = $2",
-            a.stream_id,
-            v.expected,
-            v.new,
-        )
-        .execute(&mut *tx)
-        .await?
-    };
-    if moved.rows_affected() == 1 {
-        return Ok(());
-    }
-    let actual = sqlx::query_scalar!(
-        "select version from streams where stream_id = $1",
-        a.stream_id
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    Err(StoreError::WrongExpectedVersion {
-        stream_id: a.stream_id.clone(),
-        expected: a.expected_version,
-        // No row: the stream does not exist, which is version 0.
-        actual: actual
-            .map(|v| {
-                stored_u64(
-                    "streams.version",
-                    v,
-                    format_args!("stream `{}`", a.stream_id),
-                )
-            })
-            .transpose()?
-            .unwrap_or(0),
-    })
-}
-
-/// The stream lock makes a duplicate stream position unreachable; if the unique index
-/// fires anyway (e.g. rows written around the lock), it is still a conflict, not a 500.
-fn conflict_from_unique_violation(e: sqlx::Error, appends: &[StreamAppend]) -> StoreError {
-    let is_position_clash = e.as_database_error().is_some_and(|d| {
-        d.code().as_deref() == Some("23505")
-            && d.constraint() == Some("events_stream_id_stream_position_key")
-    });
-    match (is_position_clash, appends.first()) {
-        (true, Some(a)) => StoreError::WrongExpectedVersion {
-            stream_id: a.stream_id.clone(),
-            expected: a.expected_version,
-            actual: a.expected_version + 1,
-        },
-        _ => StoreError::Database(e),
-    }
 }

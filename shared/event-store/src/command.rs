@@ -6,17 +6,18 @@
 //! stream at the version the decision read. Nothing here knows HTTP.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Sleeper, TokioSleeper};
 use serde_json::Value;
-use sqlx::{Acquire, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Acquire, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::append::{CloseUnlessFinished, record_outcome, versions_of, write};
-use super::read::load_on;
+use super::read::{StoredStream, load_from, load_on, read_streams};
 use super::{
     Aggregate, AppendOutcome, EventStore, IdempotencyRecord, NewEvent, Snapshot, StoreError,
     StoredOutcome, StreamAppend, stored_u64,
@@ -168,15 +169,12 @@ pub enum CommandError<E> {
 /// What a multi-stream decision works on: the streams it loaded, each with the version it
 /// was read at, and the events it staged for them. See [`EventStore::execute_many`].
 pub struct Decision<'c> {
-    conn: Conn<'c>,
+    /// A first attempt's own connection (outside any transaction: its append is one
+    /// statement), or a retry's transaction, which holds the streams' command locks.
+    conn: &'c mut PgConnection,
     streams: Vec<Tracked>,
-}
-
-enum Conn<'c> {
-    /// A first attempt reads from the pool, holding nothing.
-    Pool(&'c PgPool),
-    /// A retry reads inside its own transaction, which holds the streams' command locks.
-    Locked(&'c mut PgConnection),
+    /// Streams read ahead by [`Decision::prefetch`], not yet loaded.
+    prefetched: HashMap<String, StoredStream>,
 }
 
 type AnyState = Box<dyn Any + Send + Sync>;
@@ -213,9 +211,9 @@ impl Decision<'_> {
                 .cloned()
                 .ok_or_else(|| not_loaded::<A>(stream_id));
         }
-        let loaded = match &mut self.conn {
-            Conn::Pool(pool) => load_on::<A>(&mut *pool.acquire().await?, stream_id).await?,
-            Conn::Locked(conn) => load_on::<A>(conn, stream_id).await?,
+        let loaded = match self.prefetched.remove(stream_id) {
+            Some(stored) => load_from::<A>(self.conn, stream_id, stored).await?,
+            None => load_on::<A>(self.conn, stream_id).await?,
         };
         self.streams.push(Tracked {
             stream_id: stream_id.to_owned(),
@@ -226,6 +224,32 @@ impl Decision<'_> {
             snapshot: snapshot_of::<A>,
         });
         Ok(loaded.state)
+    }
+
+    /// Reads the streams a decision is about to load (of any aggregate) in one round trip,
+    /// so that loading each of them then costs none. Streams already loaded or read ahead
+    /// are not read again.
+    pub async fn prefetch(
+        &mut self,
+        stream_ids: impl IntoIterator<Item = String>,
+    ) -> Result<(), StoreError> {
+        let mut wanted: Vec<String> = stream_ids
+            .into_iter()
+            .filter(|id| {
+                !self.prefetched.contains_key(id) && !self.streams.iter().any(|t| &t.stream_id == id)
+            })
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut read = read_streams(self.conn, &wanted).await?;
+        for id in wanted {
+            let stored = read.remove(&id).unwrap_or_default();
+            self.prefetched.insert(id, stored);
+        }
+        Ok(())
     }
 
     /// The version a loaded stream was read at.
@@ -282,6 +306,16 @@ impl Decision<'_> {
             events,
             primary_version,
         })
+    }
+}
+
+impl<'c> Decision<'c> {
+    fn on(conn: &'c mut PgConnection) -> Self {
+        Self {
+            conn,
+            streams: Vec::new(),
+            prefetched: HashMap::new(),
+        }
     }
 }
 
@@ -402,13 +436,18 @@ impl EventStore {
         self.execute_many(cmd).await
     }
 
-    /// Runs a command whose decision may span several streams: replays its idempotency
-    /// record if one exists; else runs `decide` on a [`Decision`] (which loads streams, with
+    /// Runs a command whose decision may span several streams: runs `decide` on a [`Decision`] (which loads streams, with
     /// snapshots, and records the version each was read at), checks the expected version of
     /// the command's own stream (the primary, which `decide` must load), and appends every
     /// staged stream at the version it was read at, with snapshots when due and the
     /// idempotency record, in one transaction (stream locks in sorted order). A decision
     /// that stages nothing appends nothing and answers the primary's current version.
+    ///
+    /// An idempotency key is looked up only when the command fails: a retry of a command
+    /// that committed is refused by the state it left, loses its race, or has its append
+    /// (which records the key in the same statement) refused, and then gets the recorded
+    /// outcome back ([`Executed::Replayed`]), or [`CommandError::KeyReused`] for another
+    /// request. A first request, the common case, pays no round trip for its key.
     ///
     /// A lost race on any stream decides again, up to the command's [`Retries`]; a retry
     /// first takes a transaction-scoped advisory lock on each stream the last attempt
@@ -433,27 +472,47 @@ impl EventStore {
             retries: max_retries,
             on_retry,
         } = cmd;
-        if let Some(record) = idempotency
-            && let Some(stored) = self.stored_outcome(record.key).await?
-        {
-            return replay(stored, record.fingerprint);
-        }
         let attempt = Attempt {
             primary: stream_id,
             metadata: &metadata,
             expected_version,
             idempotency,
         };
+        let result = self
+            .attempts(&mut decide, &attempt, max_retries, on_retry)
+            .await;
+        match (result, idempotency) {
+            (Err(e), Some(record)) if !matches!(&e, CommandError::Store(s) if s.is_unavailable()) => {
+                match self.stored_outcome(record.key).await? {
+                    Some(stored) => replay(stored, record.fingerprint),
+                    None => Err(e),
+                }
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// The attempts of [`execute_many`](Self::execute_many), up to its retries.
+    async fn attempts<D, E>(
+        &self,
+        decide: &mut D,
+        attempt: &Attempt<'_>,
+        max_retries: Retries,
+        on_retry: Option<&(dyn Fn() + Send + Sync)>,
+    ) -> Result<Executed, CommandError<E>>
+    where
+        D: Decide<E>,
+    {
+        let (stream_id, expected_version) = (attempt.primary, attempt.expected_version);
         let mut delays = max_retries.delays();
         let mut retries = 0;
         // The streams the last attempt appended to: what a retry locks first.
         let mut locks: Vec<String> = Vec::new();
         loop {
             let result = if retries == 0 {
-                self.attempt_optimistic(&mut decide, &attempt, &mut locks)
-                    .await
+                self.attempt_optimistic(decide, attempt, &mut locks).await
             } else {
-                self.attempt_locked(&mut decide, &attempt, &mut locks).await
+                self.attempt_locked(decide, attempt, &mut locks).await
             };
             match result {
                 Ok((outcome, events)) => {
@@ -488,14 +547,7 @@ impl EventStore {
                     }
                     TokioSleeper.sleep(delay).await;
                 }
-                Err(CommandError::Store(StoreError::IdempotencyKeyTaken(key))) => {
-                    // A concurrent command with the same key committed first: its outcome
-                    // is the answer, if it was the same request.
-                    return match (self.stored_outcome(&key).await?, idempotency) {
-                        (Some(stored), Some(record)) => replay(stored, record.fingerprint),
-                        _ => Err(StoreError::IdempotencyKeyTaken(key).into()),
-                    };
-                }
+                // Among them a key another request recorded first: the caller looks it up.
                 Err(e) => return Err(e),
             }
         }
@@ -519,10 +571,7 @@ impl EventStore {
     where
         D: Decide<E>,
     {
-        let mut decision = Decision {
-            conn: Conn::Locked(tx),
-            streams: Vec::new(),
-        };
+        let mut decision = Decision::on(tx);
         decide.decide(&mut decision).await?;
         let plan = decision.plan(self, primary, metadata)?;
         if plan.events == 0 {
@@ -531,8 +580,9 @@ impl EventStore {
         Ok(Some(self.append_in(tx, &plan.appends, None).await?))
     }
 
-    /// A first attempt: loads from the pool, decides, and appends in a transaction of its
-    /// own; a stream that moved meanwhile fails the append.
+    /// A first attempt: loads, decides, and appends on one pooled connection, outside any
+    /// transaction (the append is one statement, its own transaction); a stream that moved
+    /// meanwhile fails the append. Dropped half-way, its connection is closed, not pooled.
     async fn attempt_optimistic<D, E>(
         &self,
         decide: &mut D,
@@ -542,18 +592,25 @@ impl EventStore {
     where
         D: Decide<E>,
     {
-        let mut decision = Decision {
-            conn: Conn::Pool(&self.pool),
-            streams: Vec::new(),
+        let mut guard = CloseUnlessFinished {
+            conn: self.pool.acquire().await.map_err(StoreError::from)?,
+            finished: false,
         };
-        decide.decide(&mut decision).await?;
-        let plan = self.checked_plan(decision, attempt, locks)?;
-        if plan.events == 0 {
-            let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
-            return Ok((unchanged(&mut conn, &plan, attempt).await?, 0));
+        let result = async {
+            let mut decision = Decision::on(&mut guard.conn);
+            decide.decide(&mut decision).await?;
+            let plan = self.checked_plan(decision, attempt, locks)?;
+            if plan.events == 0 {
+                return Ok((unchanged(&mut guard.conn, &plan, attempt).await?, 0));
+            }
+            let versions = versions_of(&plan.appends)?;
+            let outcome = write(&mut guard.conn, &plan.appends, &versions, attempt.idempotency)
+                .await?;
+            Ok((outcome, plan.events))
         }
-        let outcome = self.append(&plan.appends, attempt.idempotency).await?;
-        Ok((outcome, plan.events))
+        .await;
+        guard.finished = true;
+        result
     }
 
     /// A retry: in one transaction, takes the advisory locks of `locks` (sorted), then
@@ -574,10 +631,7 @@ impl EventStore {
         let result = async {
             let mut tx = guard.conn.begin().await.map_err(StoreError::from)?;
             lock_commands(&mut tx, locks).await?;
-            let mut decision = Decision {
-                conn: Conn::Locked(&mut tx),
-                streams: Vec::new(),
-            };
+            let mut decision = Decision::on(&mut tx);
             decide.decide(&mut decision).await?;
             let plan = self.checked_plan(decision, attempt, locks)?;
             let outcome = if plan.events == 0 {

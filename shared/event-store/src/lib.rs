@@ -13,7 +13,10 @@ pub mod lease;
 pub mod listen;
 mod read;
 
+use std::sync::{Arc, OnceLock};
+
 use serde::Serialize;
+use tokio::sync::Notify;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
@@ -77,6 +80,27 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+async fn notify(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query!("select pg_notify($1, '')", EVENTS_CHANNEL)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The task of [`EventStore::wake_tailers`], until the pool closes.
+async fn send_notifications(pool: PgPool, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = notify(&pool).await {
+            // Tailers fall back to polling; the commits themselves succeeded.
+            tracing::warn!(error = %e, "could not notify tailers");
+        }
+    }
 }
 
 /// A version, position or xid read from a `bigint` column, as the unsigned number it is; a
@@ -168,6 +192,8 @@ pub struct Loaded<S> {
 pub struct EventStore {
     pool: PgPool,
     snapshot_every: u64,
+    /// The task behind [`EventStore::wake_tailers`], started by its first call.
+    waker: Arc<OnceLock<Arc<Notify>>>,
 }
 
 impl EventStore {
@@ -175,6 +201,7 @@ impl EventStore {
         Self {
             pool,
             snapshot_every: snapshot_every.max(1),
+            waker: Arc::default(),
         }
     }
 
@@ -190,9 +217,24 @@ impl EventStore {
     /// Wakes tailers. Sent after commit, outside the append's transaction: NOTIFY inside it
     /// would take a cluster-wide lock at commit. A lost notification costs one poll interval.
     pub async fn notify_appended(&self) -> Result<(), StoreError> {
-        sqlx::query!("select pg_notify($1, '')", EVENTS_CHANNEL)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        notify(&self.pool).await
+    }
+
+    /// [`notify_appended`](Self::notify_appended) without waiting for it, and without a
+    /// round trip of each caller's own: a task of this store sends one NOTIFY at once, and
+    /// every call made while it is in flight is answered by one more after it. Tailers only
+    /// need to wake after the last commit, not once per commit. Outside a Tokio runtime it
+    /// does nothing (tailers poll).
+    pub fn wake_tailers(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let wake = self.waker.get_or_init(|| {
+            let wake = Arc::new(Notify::new());
+            runtime.spawn(send_notifications(self.pool.clone(), wake.clone()));
+            wake
+        });
+        // Stores a permit when the task is busy: calls meanwhile make one NOTIFY more.
+        wake.notify_one();
     }
 }

@@ -1,6 +1,8 @@
 //! Reading the store: one stream (with snapshots), idempotency records, and the committed
 //! prefix of the whole log in the order the projector applies it.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -314,30 +316,157 @@ pub(crate) async fn load_on<A: Aggregate>(
     conn: &mut PgConnection,
     stream_id: &str,
 ) -> Result<Loaded<A::State>, StoreError> {
-    let snapshot = sqlx::query!(
-        "select stream_version, state from snapshots where stream_id = $1 and state_schema = $2",
-        stream_id,
-        A::STATE_SCHEMA_VERSION,
+    let mut read = read_streams(conn, &[stream_id.to_owned()]).await?;
+    let stored = read.remove(stream_id).unwrap_or_default();
+    load_from::<A>(conn, stream_id, stored).await
+}
+
+/// What one statement read of a stream: its latest snapshot (of whatever state schema) and
+/// the events after it.
+#[derive(Debug, Default)]
+pub(crate) struct StoredStream {
+    snapshot: Option<StoredSnapshot>,
+    events: Vec<StoredEvent>,
+}
+
+#[derive(Debug)]
+struct StoredSnapshot {
+    version: i64,
+    state_schema: i32,
+    state: Value,
+}
+
+#[derive(Debug)]
+struct StoredEvent {
+    global_position: i64,
+    stream_position: i64,
+    event_type: String,
+    schema_version: i32,
+    data: Value,
+}
+
+/// Several streams in one round trip: each stream's latest snapshot and the events after it.
+/// One statement, so every stream is read from the same snapshot of the database.
+pub(crate) async fn read_streams(
+    conn: &mut PgConnection,
+    stream_ids: &[String],
+) -> Result<HashMap<String, StoredStream>, StoreError> {
+    // The snapshot row sorts before its stream's events: they all come after its version.
+    let rows = sqlx::query!(
+        r#"with wanted as (
+             select w.stream_id, s.stream_version, s.state_schema, s.state
+             from unnest($1::text[]) as w(stream_id)
+             left join snapshots s on s.stream_id = w.stream_id
+           )
+           select stream_id as "stream_id!", stream_version as "position!",
+                  state_schema as "state_schema?", state as "data!",
+                  null::text as "event_type?", null::int4 as "schema_version?",
+                  null::int8 as "global_position?"
+           from wanted where stream_version is not null
+           union all
+           select w.stream_id, e.stream_position, null, e.data, e.event_type,
+                  e.schema_version, e.global_position
+           from wanted w cross join lateral (
+             select stream_position, data, event_type, schema_version, global_position
+             from events
+             where events.stream_id = w.stream_id
+               and events.stream_position > coalesce(w.stream_version, 0)
+           ) e
+           order by 1, 2"#,
+        stream_ids,
     )
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let (state, version) = match snapshot {
-        Some(row) => {
-            let (version, state) = (row.stream_version, row.state);
-            let state = serde_json::from_value(state).map_err(|source| StoreError::Snapshot {
+    let mut streams: HashMap<String, StoredStream> = HashMap::with_capacity(stream_ids.len());
+    for row in rows {
+        let stream = streams.entry(row.stream_id).or_default();
+        match (row.event_type, row.schema_version, row.global_position) {
+            (Some(event_type), Some(schema_version), Some(global_position)) => {
+                stream.events.push(StoredEvent {
+                    global_position,
+                    stream_position: row.position,
+                    event_type,
+                    schema_version,
+                    data: row.data,
+                });
+            }
+            _ => {
+                stream.snapshot = Some(StoredSnapshot {
+                    version: row.position,
+                    state_schema: row.state_schema.unwrap_or_default(),
+                    state: row.data,
+                });
+            }
+        }
+    }
+    Ok(streams)
+}
+
+/// The aggregate from what [`read_streams`] read of its stream. A snapshot of another state
+/// schema version is no use: the stream is then replayed whole, in a second round trip.
+pub(crate) async fn load_from<A: Aggregate>(
+    conn: &mut PgConnection,
+    stream_id: &str,
+    stored: StoredStream,
+) -> Result<Loaded<A::State>, StoreError> {
+    let start = match stored.snapshot {
+        None => Loaded {
+            state: A::State::default(),
+            version: 0,
+        },
+        Some(s) if s.state_schema == A::STATE_SCHEMA_VERSION => {
+            let state = serde_json::from_value(s.state).map_err(|source| StoreError::Snapshot {
                 stream_id: stream_id.to_owned(),
                 source,
             })?;
             let version = stored_u64(
                 "snapshots.stream_version",
-                version,
+                s.version,
                 format_args!("stream `{stream_id}`"),
             )?;
-            (state, version)
+            Loaded { state, version }
         }
-        None => (A::State::default(), 0),
+        Some(_) => {
+            let start = Loaded {
+                state: A::State::default(),
+                version: 0,
+            };
+            return fold::<A>(conn, stream_id, start, Until::End).await;
+        }
     };
-    fold::<A>(conn, stream_id, Loaded { state, version }, Until::End).await
+    stored
+        .events
+        .into_iter()
+        .try_fold(start, |acc, e| apply_stored::<A>(stream_id, acc, e))
+}
+
+fn apply_stored<A: Aggregate>(
+    stream_id: &str,
+    acc: Loaded<A::State>,
+    e: StoredEvent,
+) -> Result<Loaded<A::State>, StoreError> {
+    let StoredEvent {
+        global_position,
+        stream_position,
+        event_type,
+        schema_version,
+        data,
+    } = e;
+    let event = DomainEvent::decode(&event_type, schema_version, data).map_err(|e| {
+        StoreError::Decode {
+            global_position,
+            stream_id: stream_id.to_owned(),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(Loaded {
+        state: A::apply(acc.state, &event),
+        version: stored_u64(
+            "events.stream_position",
+            stream_position,
+            format_args!("event at global position {global_position}"),
+        )?,
+    })
 }
 
 async fn fold<A: Aggregate>(
@@ -362,25 +491,14 @@ async fn fold<A: Aggregate>(
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut acc = start;
-    for row in rows {
-        let (global_position, stream_position) = (row.global_position, row.stream_position);
-        let (event_type, schema_version, data) = (row.event_type, row.schema_version, row.data);
-        let event = DomainEvent::decode(&event_type, schema_version, data).map_err(|e| {
-            StoreError::Decode {
-                global_position,
-                stream_id: stream_id.to_owned(),
-                message: e.to_string(),
-            }
-        })?;
-        acc = Loaded {
-            state: A::apply(acc.state, &event),
-            version: stored_u64(
-                "events.stream_position",
-                stream_position,
-                format_args!("event at global position {global_position}"),
-            )?,
+    rows.into_iter().try_fold(start, |acc, row| {
+        let event = StoredEvent {
+            global_position: row.global_position,
+            stream_position: row.stream_position,
+            event_type: row.event_type,
+            schema_version: row.schema_version,
+            data: row.data,
         };
-    }
-    Ok(acc)
+        apply_stored::<A>(stream_id, acc, event)
+    })
 }

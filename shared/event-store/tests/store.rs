@@ -258,6 +258,7 @@ async fn an_idempotency_key_counts_once(pool: PgPool) {
             key: "k-1",
             fingerprint: &request,
             outcome: &respond,
+            position_path: &[],
         };
         let appended = StreamAppend {
             stream_id: id.stream_id(),
@@ -967,6 +968,7 @@ async fn a_refused_command_writes_nothing(pool: PgPool) {
         key: "k-refused",
         fingerprint: &request,
         outcome: &recorded,
+        position_path: &[],
     };
     let result = run_command(&store, id, confirm(), None, Some(record)).await;
     assert!(
@@ -996,6 +998,7 @@ async fn an_idempotent_command_is_replayed_and_its_key_refused_to_another_reques
         key: "k-create",
         fingerprint,
         outcome: &recorded,
+        position_path: &["body", "token"],
     };
     let first = run_command(&store, id, create(id), None, Some(record(&request)))
         .await
@@ -1016,7 +1019,10 @@ async fn an_idempotent_command_is_replayed_and_its_key_refused_to_another_reques
         .await
         .unwrap();
     assert_eq!(again, Executed::Replayed(expected));
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "a replay decides nothing");
+    // The key is looked up only once the command fails (here: the order exists), so the
+    // replay decided once; it appended nothing.
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&pool, "select count(*) from events").await, 1);
 
     let other = json!({"method": "POST", "path": "/orders", "body": {"userId": "bob"}});
     let other_id = OrderId::new();
@@ -1041,6 +1047,7 @@ async fn a_command_whose_key_commits_first_elsewhere_gets_that_outcome(pool: PgP
         key: "k-race",
         fingerprint: &request,
         outcome: &recorded,
+        position_path: &[],
     };
     // The first request holds its key, uncommitted.
     let (first, ours) = (OrderId::new(), OrderId::new());
@@ -1068,6 +1075,7 @@ async fn a_command_whose_key_commits_first_elsewhere_gets_that_outcome(pool: PgP
                 key: "k-race",
                 fingerprint: &request,
                 outcome: &recorded,
+                position_path: &[],
             }));
             store.execute::<OrderAggregate, _, _>(cmd).await
         }
@@ -1330,6 +1338,7 @@ async fn a_refused_decision_over_several_streams_writes_nothing(pool: PgPool) {
         key: "k-refused-many",
         fingerprint: &request,
         outcome: &recorded,
+        position_path: &[],
     }));
     let result = store.execute_many(cmd).await;
     assert!(
