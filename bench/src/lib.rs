@@ -6,8 +6,11 @@
 //! binary is a thin command line around it; `tests/tiny.rs` runs it in tiny mode.
 
 pub mod env;
+pub mod floor;
+pub mod growth;
 pub mod machine;
 pub mod naive;
+pub mod peer;
 pub mod projection;
 pub mod report;
 pub mod s10_dashboard;
@@ -71,6 +74,9 @@ impl Mode {
                 s6_duration: Duration::from_millis(500),
                 s7_stream_events: 10_000,
                 s7_repeats: 3,
+                s11_stored_events: 20_000,
+                s12_lengths: vec![100, 1_000, 10_000],
+                s13_logs: vec![500, 2_000],
                 s8_clients: vec![64],
                 s8_products: vec![1, 10],
                 s8_orders: 200,
@@ -99,6 +105,9 @@ impl Mode {
                 s6_duration: Duration::from_secs(3),
                 s7_stream_events: 10_000,
                 s7_repeats: 100,
+                s11_stored_events: 1_000_000,
+                s12_lengths: vec![100, 1_000, 10_000],
+                s13_logs: vec![10_000, 100_000],
                 s8_clients: vec![64],
                 s8_products: vec![1, 10],
                 s8_orders: 2_000,
@@ -125,6 +134,9 @@ impl Mode {
                 s6_duration: Duration::from_secs(10),
                 s7_stream_events: 10_000,
                 s7_repeats: 200,
+                s11_stored_events: 1_000_000,
+                s12_lengths: vec![100, 1_000, 10_000],
+                s13_logs: vec![10_000, 100_000],
                 s8_clients: vec![64, 200],
                 s8_products: vec![1, 10],
                 s8_orders: 10_000,
@@ -164,6 +176,12 @@ pub struct Sizes {
     pub s6_duration: Duration,
     pub s7_stream_events: usize,
     pub s7_repeats: usize,
+    /// Events of other orders' history stored before S11's second measurement.
+    pub s11_stored_events: usize,
+    /// Stream lengths S12 replays.
+    pub s12_lengths: Vec<usize>,
+    /// Log lengths S13 rebuilds.
+    pub s13_logs: Vec<usize>,
     /// Clients confirming at once (N) and hot products (K) of the checkout scenario.
     pub s8_clients: Vec<usize>,
     pub s8_products: Vec<usize>,
@@ -195,6 +213,8 @@ pub struct Ctx {
     pub machine: Machine,
     /// S1's best median commands/s in this run, for S3's load.
     pub s1_peak: std::sync::Mutex<Option<f64>>,
+    /// S14, as S6 measured it.
+    pub s14: std::sync::Mutex<Option<Scenario>>,
 }
 
 impl Ctx {
@@ -226,7 +246,7 @@ impl Ctx {
     }
 }
 
-pub const SCENARIOS: [(&str, &str); 10] = [
+pub const SCENARIOS: [(&str, &str); 14] = [
     ("S1", "Commands over HTTP"),
     ("S2", "Raw append"),
     ("S3", "Live projection lag"),
@@ -237,6 +257,10 @@ pub const SCENARIOS: [(&str, &str); 10] = [
     ("S8", "Checkout contention"),
     ("S9", "Fulfilment"),
     ("S10", "Live dashboard"),
+    ("S11", "How cost grows: commands"),
+    ("S12", "How cost grows: replays"),
+    ("S13", "How cost grows: rebuilds"),
+    ("S14", "How cost grows: queries"),
 ];
 
 /// Runs the suite and returns the report (not yet written).
@@ -250,12 +274,18 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         servers: config.servers.clone(),
         machine: machine.clone(),
         s1_peak: std::sync::Mutex::new(None),
+        s14: std::sync::Mutex::new(None),
     };
     let mut scenarios = Vec::new();
     // S6 runs last: it folds a million events into views in this process's memory, and after
     // it S7's in-memory fold measured 1.3-1.5 ms against 0.84-0.95 ms alone (heap it left).
+    // S14 is what S6 measured at two sizes, so it comes after it.
     let mut order = SCENARIOS;
-    order.sort_by_key(|(id, _)| *id == "S6");
+    order.sort_by_key(|(id, _)| match *id {
+        "S6" => 1,
+        "S14" => 2,
+        _ => 0,
+    });
     for (id, title) in order {
         let wanted =
             config.only.is_empty() || config.only.iter().any(|o| o.eq_ignore_ascii_case(id));
@@ -277,7 +307,12 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             "S7" => s7_replay::run(&ctx).await,
             "S8" => s8_checkout::run(&ctx).await,
             "S9" => s9_fulfilment::run(&ctx).await,
-            _ => s10_dashboard::run(&ctx).await,
+            "S10" => s10_dashboard::run(&ctx).await,
+            "S11" => growth::commands(&ctx).await,
+            "S12" => growth::replays(&ctx).await,
+            "S13" => growth::rebuilds(&ctx).await,
+            // Measured by S6, which fills the views anyway.
+            _ => s6_queries::growth(&ctx),
         };
         let mut s = result.unwrap_or_else(|e| {
             let mut s = Scenario::new(id, title, "");

@@ -148,9 +148,9 @@ pub async fn post_ok(client: &reqwest::Client, url: &str, body: &Value) -> anyho
 
 pub struct RunResult {
     pub commands_per_second: f64,
-    latencies_ms: Vec<f64>,
-    errors: u64,
-    cpu: CpuUse,
+    pub latencies_ms: Vec<f64>,
+    pub errors: u64,
+    pub cpu: CpuUse,
 }
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Scenario> {
@@ -197,6 +197,16 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         format!("{PRODUCTS} × {AMPLE_STOCK} units"),
     );
 
+    s.param(
+        "floor (same PostgreSQL, same run, no service)",
+        crate::floor::describe(),
+    );
+    s.param(
+        "floor connections",
+        "one per client, held for the run (pgbench -c N)",
+    );
+    s.param("peer", crate::peer::describe());
+
     let service = Service::start(scratch).await?;
     // The same service checking no token (`AUTH_DISABLED=true`) on the same database: what
     // access control costs a command, measured in runs alternating with the first's.
@@ -210,6 +220,11 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     .await?;
     let client = client()?;
     let top = sizes.s1_levels.iter().copied().max().unwrap_or(1);
+    let floor_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(top).unwrap_or(u32::MAX))
+        .connect(&scratch.url)
+        .await?;
+    let peer = crate::peer::Running::start(ctx, PRODUCTS, price).await?;
     let measured = async {
         service.open_shop(&client, AMPLE_STOCK).await?;
         let mut checked_and_open = (Vec::new(), Vec::new());
@@ -223,158 +238,226 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         }
         let mut by_level = Vec::new();
         for &level in &sizes.s1_levels {
-            let mut runs = Vec::new();
+            let mut three = Three::default();
+            // Ours, the floor and the peer take turns, so that drift of the machine hits all.
             for _ in 0..sizes.runs {
-                runs.push(
-                    drive(
-                        &client,
-                        &service.base,
-                        level,
-                        sizes.s1_warmup,
-                        sizes.s1_duration,
-                    )
-                    .await?,
-                );
+                let (warmup, window) = (sizes.s1_warmup, sizes.s1_duration);
+                three
+                    .ours
+                    .push(drive(&client, &service.base, level, warmup, window).await?);
+                three
+                    .floor
+                    .push(crate::floor::drive(&floor_pool, PRODUCTS, level, warmup, window).await?);
+                three
+                    .peer
+                    .push(drive(&client, peer.base(), level, warmup, window).await?);
             }
-            by_level.push((level, runs));
+            by_level.push((level, three));
         }
         anyhow::Ok((by_level, checked_and_open))
     }
     .await;
     service.stop().await;
     open.stop().await;
+    floor_pool.close().await;
+    peer.stop().await;
     let (by_level, (checked, unchecked)) = measured?;
     access_control_cost(&mut s, top, &checked, &unchecked);
 
-    let mut medians = Vec::new();
-    for (level, runs) in &by_level {
-        let rates: Vec<f64> = runs.iter().map(|r| r.commands_per_second).collect();
-        let errors: u64 = runs.iter().map(|r| r.errors).sum();
-        let f = s.runs(&format!("{level} clients: commands/s"), "/s", rates.clone());
-        if errors > 0 {
-            f.note(format!("{errors} non-2xx replies or errors, not counted"));
-        }
-        let median = f.median;
-        let m = &runs[stats::median_index(&rates)];
-        let mut lat = m.latencies_ms.clone();
-        let note = "from the median run";
-        s.value(
-            &format!("{level} clients: latency p50"),
-            "ms",
-            stats::percentile(&mut lat, 50.0),
-        )
-        .note(note);
-        s.value(
-            &format!("{level} clients: latency p99"),
-            "ms",
-            stats::percentile(&mut lat, 99.0),
-        )
-        .note(note);
-        s.value(
-            &format!("{level} clients: latency max"),
-            "ms",
-            stats::max(&lat),
-        )
-        .note(note);
-        let busy: Vec<f64> = runs.iter().map(|r| r.cpu.machine_busy_cores).collect();
-        let own: Vec<f64> = runs.iter().map(|r| r.cpu.process_cores).collect();
-        s.runs(&format!("{level} clients: machine CPUs busy"), "CPUs", busy)
-            .note(format!(
-                "of {}; /proc/stat over the measured window",
-                runs[0].cpu.machine_cpus
-            ));
-        s.runs(
-            &format!("{level} clients: CPUs used by this process"),
-            "CPUs",
-            own,
-        )
-        .note("load generator plus write-service");
-        let pg: Vec<f64> = runs.iter().map(|r| r.cpu.postgres_cores).collect();
-        s.runs(
-            &format!("{level} clients: CPUs used by PostgreSQL"),
-            "CPUs",
-            pg,
-        )
-        .note("all postgres processes, from /proc/<pid>/stat");
-        s.value(
-            &format!("{level} clients: CPU time per command"),
-            "ms",
-            cpu_ms_per_command(m),
-        )
-        .note(format!(
-            "this process {} ms + PostgreSQL {} ms, from the median run",
-            crate::report::num(m.cpu.process_cores * 1000.0 / m.commands_per_second),
-            crate::report::num(m.cpu.postgres_cores * 1000.0 / m.commands_per_second)
-        ));
-        medians.push((*level, median, runs));
-    }
-    if let Some(peak) = medians.iter().map(|m| m.1).reduce(f64::max) {
-        ctx.set_s1_peak(peak);
-    }
-
-    if let (Some(first), Some(last)) = (medians.first(), medians.last())
-        && first.0 != last.0
-    {
-        let ratio = last.1 / first.1;
-        s.value(
-            &format!("ratio {} vs {} clients", last.0, first.0),
-            "x",
-            ratio,
-        )
-        .note("of the median commands/s");
-        let cpus = last.2[0].cpu.machine_cpus as f64;
-        let one = &first.2[stats::median_index(
-            &first
-                .2
-                .iter()
-                .map(|r| r.commands_per_second)
-                .collect::<Vec<_>>(),
-        )];
-        let many = &last.2[stats::median_index(
-            &last
-                .2
-                .iter()
-                .map(|r| r.commands_per_second)
-                .collect::<Vec<_>>(),
-        )];
-        s.check(
-            &format!("{} clients ≥ 10x {} client", last.0, first.0),
-            ratio,
-            "x",
-            ratio >= 10.0,
-            || {
-                use crate::report::num;
-                let cost = cpu_ms_per_command(many);
-                let ceiling = cpus * 1000.0 / cost;
-                format!(
-                    "the machine's CPUs are the limit, by CPU accounting (/proc): one client \
-                     completes {} commands/s with {} of {} CPUs busy, each command costing {} ms \
-                     of CPU ({} ms here, {} ms in PostgreSQL); at {} clients {} of {} CPUs are \
-                     busy and a command costs {} ms, so {} CPUs cap the rate at about {} \
-                     commands/s, {}x one client. 10x would need each command to cost at most \
-                     {} ms of CPU, or more cores",
-                    num(first.1),
-                    num(one.cpu.machine_busy_cores),
-                    cpus,
-                    num(cpu_ms_per_command(one)),
-                    num(one.cpu.process_cores * 1000.0 / one.commands_per_second),
-                    num(one.cpu.postgres_cores * 1000.0 / one.commands_per_second),
-                    last.0,
-                    num(many.cpu.machine_busy_cores),
-                    cpus,
-                    num(cost),
-                    cpus,
-                    num(ceiling),
-                    num(ceiling / first.1),
-                    num(cpus * 1000.0 / (10.0 * first.1)),
-                )
-            },
+    let mut peak: Option<f64> = None;
+    for (level, three) in &by_level {
+        let ours = figures(
+            &mut s,
+            &format!("{level} clients"),
+            "commands/s",
+            &three.ours,
         );
+        let floor = figures(
+            &mut s,
+            &format!("{level} clients, floor"),
+            "transactions/s",
+            &three.floor,
+        );
+        let theirs = figures(
+            &mut s,
+            &format!("{level} clients, cqrs-es"),
+            "commands/s",
+            &three.peer,
+        );
+        peak = Some(peak.map_or(ours.rate, |p: f64| p.max(ours.rate)));
+        let note = "medians of the same run";
+        s.value(
+            &format!("{level} clients: commands/s / floor's transactions/s"),
+            "x",
+            ours.rate / floor.rate.max(1e-9),
+        )
+        .note(note);
+        s.value(
+            &format!("{level} clients: CPU per command / floor's per transaction"),
+            "x",
+            ours.cpu_ms / floor.cpu_ms.max(1e-9),
+        )
+        .note(note);
+        s.value(
+            &format!("{level} clients: commands/s, ours / cqrs-es"),
+            "x",
+            ours.rate / theirs.rate.max(1e-9),
+        )
+        .note(note);
+        s.value(
+            &format!("{level} clients: p99, ours / cqrs-es"),
+            "x",
+            ours.p99 / theirs.p99.max(1e-9),
+        )
+        .note(note);
+        s.value(
+            &format!("{level} clients: CPU per command, ours / cqrs-es"),
+            "x",
+            ours.cpu_ms / theirs.cpu_ms.max(1e-9),
+        )
+        .note(note);
+        targets(&mut s, *level, &ours, &floor, &theirs);
+    }
+    if let Some(peak) = peak {
+        ctx.set_s1_peak(peak);
     }
     Ok(s)
 }
 
-/// CPU milliseconds (this process plus PostgreSQL) per completed command.
+/// The runs of one level: our service, the floor and the peer.
+#[derive(Default)]
+struct Three {
+    ours: Vec<RunResult>,
+    floor: Vec<RunResult>,
+    peer: Vec<RunResult>,
+}
+
+/// The medians a level's comparisons use.
+struct Level {
+    rate: f64,
+    p99: f64,
+    cpu_ms: f64,
+    busy: f64,
+    pg_ms: f64,
+}
+
+/// Reports one contender's runs at one level; its medians.
+fn figures(s: &mut Scenario, label: &str, unit: &str, runs: &[RunResult]) -> Level {
+    let rates: Vec<f64> = runs.iter().map(|r| r.commands_per_second).collect();
+    let errors: u64 = runs.iter().map(|r| r.errors).sum();
+    let f = s.runs(&format!("{label}: {unit}"), "/s", rates.clone());
+    if errors > 0 {
+        f.note(format!("{errors} failed requests or errors, not counted"));
+    }
+    let rate = f.median;
+    let m = &runs[stats::median_index(&rates)];
+    let mut lat = m.latencies_ms.clone();
+    let note = "from the median run";
+    s.value(
+        &format!("{label}: latency p50"),
+        "ms",
+        stats::percentile(&mut lat, 50.0),
+    )
+    .note(note);
+    let p99 = stats::percentile(&mut lat, 99.0);
+    s.value(&format!("{label}: latency p99"), "ms", p99)
+        .note(note);
+    s.value(&format!("{label}: latency max"), "ms", stats::max(&lat))
+        .note(note);
+    let busy: Vec<f64> = runs.iter().map(|r| r.cpu.machine_busy_cores).collect();
+    s.runs(&format!("{label}: machine CPUs busy"), "CPUs", busy)
+        .note(format!(
+            "of {}; /proc/stat over the measured window",
+            runs[0].cpu.machine_cpus
+        ));
+    let cpu_ms = cpu_ms_per_command(m);
+    let here_ms = m.cpu.process_cores * 1000.0 / m.commands_per_second.max(1e-9);
+    let pg_ms = m.cpu.postgres_cores * 1000.0 / m.commands_per_second.max(1e-9);
+    s.value(
+        &format!("{label}: CPU time per {}", &unit[..unit.len() - 2]),
+        "ms",
+        cpu_ms,
+    )
+    .note(format!(
+        "this process (load generator included) {} ms + PostgreSQL {} ms, from the median run",
+        crate::report::num(here_ms),
+        crate::report::num(pg_ms)
+    ));
+    Level {
+        rate,
+        p99,
+        cpu_ms,
+        busy: m.cpu.machine_busy_cores,
+        pg_ms,
+    }
+}
+
+/// Issue 16's targets at the levels it names: 16 clients against the floor, 1 and 16
+/// against the peer.
+fn targets(s: &mut Scenario, level: usize, ours: &Level, floor: &Level, theirs: &Level) {
+    use crate::report::num;
+    let split = |l: &Level| {
+        format!(
+            "{} ms of CPU ({} ms of it PostgreSQL), {} CPUs busy",
+            num(l.cpu_ms),
+            num(l.pg_ms),
+            num(l.busy)
+        )
+    };
+    if level == 16 {
+        let ratio = ours.rate / floor.rate.max(1e-9);
+        s.check(
+            "16 clients: commands/s ≥ 60% of the floor's transactions/s",
+            ratio * 100.0,
+            "%",
+            ratio >= 0.6,
+            || {
+                format!(
+                    "a command took {} against the floor's {} per transaction: the CPUs are \
+                     the limit, and a command's service work (HTTP, token, JSON, deciding) \
+                     is what the floor does not do",
+                    split(ours),
+                    split(floor)
+                )
+            },
+        );
+        let cpu = ours.cpu_ms / floor.cpu_ms.max(1e-9);
+        s.check(
+            "16 clients: CPU per command ≤ 2x the floor's per transaction",
+            cpu,
+            "x",
+            cpu <= 2.0,
+            || format!("a command: {}; the floor: {}", split(ours), split(floor)),
+        );
+    }
+    if level == 1 || level == 16 {
+        let ratio = ours.rate / theirs.rate.max(1e-9);
+        s.check(
+            &format!("{level} clients: commands/s ahead of cqrs-es + postgres-es"),
+            ratio,
+            "x",
+            ratio > 1.0,
+            || format!("ours: {}; cqrs-es: {}", split(ours), split(theirs)),
+        );
+        let p99 = ours.p99 / theirs.p99.max(1e-9);
+        s.check(
+            &format!("{level} clients: p99 below cqrs-es + postgres-es"),
+            p99,
+            "x",
+            p99 < 1.0,
+            || {
+                format!(
+                    "p99 {} ms against {} ms; ours: {}; cqrs-es: {}",
+                    num(ours.p99),
+                    num(theirs.p99),
+                    split(ours),
+                    split(theirs)
+                )
+            },
+        );
+    }
+}
+
 /// Commands/s and CPU per command with every token checked (and the rate limit and ownership
 /// applied) against the same service serving everyone without a token.
 fn access_control_cost(s: &mut Scenario, level: usize, checked: &[RunResult], open: &[RunResult]) {
@@ -415,6 +498,7 @@ fn access_control_cost(s: &mut Scenario, level: usize, checked: &[RunResult], op
     .note(note);
 }
 
+/// CPU milliseconds (this process plus PostgreSQL) per completed command.
 fn cpu_ms_per_command(r: &RunResult) -> f64 {
     (r.cpu.process_cores + r.cpu.postgres_cores) * 1000.0 / r.commands_per_second.max(1e-9)
 }

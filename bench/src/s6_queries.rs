@@ -594,6 +594,8 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
          same machine",
     );
 
+    // S14 first: the same endpoints at the same rate over views a tenth the size.
+    let small = measure_small(ctx, warmup, grace).await?;
     let loaded = load(ctx, scratch, sizes.s6_orders).await?;
     eprintln!(
         "bench: S6 loaded: fold {:.1} s, insert {:.1} s, indexes {:.1} s",
@@ -640,6 +642,26 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
         ),
     );
 
+    let results = serve_and_drive(ctx, scratch, &fixture, sizes, warmup, grace).await?;
+    if let Some(small) = small {
+        let s14 = growth_report(ctx, small, (fixture.orders.len(), &results));
+        if let Ok(mut slot) = ctx.s14.lock() {
+            *slot = Some(s14);
+        }
+    }
+    report(&mut s, &results, sizes, duration, grace)?;
+    Ok(s)
+}
+
+/// Runs the real read-service over the scratch database's views and drives every endpoint.
+async fn serve_and_drive(
+    ctx: &Ctx,
+    scratch: &Scratch,
+    fixture: &std::sync::Arc<Fixture>,
+    sizes: &crate::Sizes,
+    warmup: Duration,
+    grace: Duration,
+) -> anyhow::Result<Vec<EndpointResult>> {
     let settings = read_service::Settings {
         auth: test_support::auth::settings(),
         ..read_service::Settings::new(ctx.servers.mongodb_uri.clone(), scratch.mongo.name())
@@ -661,7 +683,7 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     let measured = drive_all(
         &client,
         &base,
-        &fixture,
+        fixture,
         sizes,
         warmup,
         grace,
@@ -672,10 +694,125 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     settle(&scratch.mongo).await;
     cancel.cancel();
     let _ = server.await;
-    let results = measured?;
+    measured
+}
 
-    report(&mut s, &results, sizes, duration, grace)?;
-    Ok(s)
+/// The rate S14 compares the two sizes at: S6's lowest.
+fn growth_rate(sizes: &crate::Sizes) -> u32 {
+    sizes.s6_rates.iter().copied().min().unwrap_or(20)
+}
+
+/// S14's smaller size: views filled with a tenth of S6's orders, driven at one rate.
+async fn measure_small(
+    ctx: &Ctx,
+    warmup: Duration,
+    grace: Duration,
+) -> anyhow::Result<Option<(usize, Vec<EndpointResult>)>> {
+    let orders = ctx.sizes.s6_orders / 10;
+    let sizes = crate::Sizes {
+        s6_rates: vec![growth_rate(&ctx.sizes)],
+        ..ctx.sizes.clone()
+    };
+    let scratch = Scratch::create(&ctx.servers, "s14").await?;
+    let result = async {
+        let loaded = load(ctx, &scratch, orders).await?;
+        let fixture = std::sync::Arc::new(loaded.fixture);
+        let results = serve_and_drive(ctx, &scratch, &fixture, &sizes, warmup, grace).await?;
+        anyhow::Ok((fixture.orders.len(), results))
+    }
+    .await;
+    let _ = scratch.drop().await;
+    result.map(Some)
+}
+
+/// S14: each endpoint's p99 at S6's lowest rate over both sizes of views.
+fn growth_report(
+    ctx: &Ctx,
+    (small_orders, small): (usize, Vec<EndpointResult>),
+    (large_orders, large): (usize, &[EndpointResult]),
+) -> Scenario {
+    let rate = growth_rate(&ctx.sizes);
+    let mut s = Scenario::new(
+        "S14",
+        "How cost grows: queries",
+        &format!(
+            "S6's method (views filled with the projector's own view code, the real \
+             read-service, open-loop requests at a fixed rate) over views of {small_orders} \
+             orders and of {large_orders} (S6's own run), each endpoint at {rate} requests/s: \
+             p99 at each size. An endpoint S6 does not drive at that rate (a lone request \
+             already too slow for it) has no figure."
+        ),
+    );
+    s.param(
+        "orders in the views",
+        format!("{small_orders} and {large_orders}"),
+    );
+    s.param("rate", format!("{rate} requests/s"));
+    let p99 = |r: &EndpointResult| {
+        r.runs
+            .iter()
+            .find(|(at, _)| *at == rate)
+            .and_then(|(_, run)| run.as_ref())
+            .map(|run| {
+                let mut lat = run.latencies_ms.clone();
+                stats::percentile(&mut lat, 99.0)
+            })
+    };
+    for l in large {
+        let Some(sm) = small.iter().find(|r| r.name == l.name) else {
+            continue;
+        };
+        let (a, b) = (p99(sm), p99(l));
+        if let Some(a) = a {
+            s.value(
+                &format!("{}: p99 at {small_orders} orders", l.name),
+                "ms",
+                a,
+            )
+            .mongo();
+        }
+        if let Some(b) = b {
+            s.value(
+                &format!("{}: p99 at {large_orders} orders", l.name),
+                "ms",
+                b,
+            )
+            .mongo();
+        }
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let ratio = b / a.max(1e-9);
+                s.check(
+                    &format!(
+                        "{}: p99 at {large_orders} orders ≤ 1.2x at {small_orders}",
+                        l.name
+                    ),
+                    ratio,
+                    "x",
+                    ratio <= 1.2,
+                    || format!("p99 {} ms against {} ms", num(b), num(a)),
+                )
+                .mongo();
+            }
+            (Some(a), None) => s.notes.push(format!(
+                "{}: {} ms at {small_orders} orders; at {large_orders} a lone request is too \
+                 slow to drive it at {rate}/s (see S6), so there is no ratio",
+                l.name,
+                num(a)
+            )),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// S14, as S6 measured it.
+pub fn growth(ctx: &Ctx) -> anyhow::Result<Scenario> {
+    ctx.s14
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .ok_or_else(|| anyhow::anyhow!("S14 is measured by S6: run S6 as well"))
 }
 
 struct EndpointResult {

@@ -16,7 +16,7 @@ use crate::Ctx;
 use crate::env::Scratch;
 use crate::report::{Scenario, num};
 
-const SNAPSHOT_EVERY: u64 = 100;
+pub(crate) const SNAPSHOT_EVERY: u64 = 100;
 /// Lines the order holds while items are added and removed.
 const STEADY_LINES: usize = 20;
 
@@ -36,7 +36,7 @@ fn line(p: usize) -> LineItem {
 
 /// A valid order history of `n` events: created with one line, grown to `STEADY_LINES`
 /// lines, then alternately adding and removing one more product, confirmed at the end.
-fn history(n: usize) -> anyhow::Result<Vec<DomainEvent>> {
+pub(crate) fn history(n: usize) -> anyhow::Result<Vec<DomainEvent>> {
     let mut state = OrderState::default();
     let mut events = Vec::with_capacity(n);
     let mut cycle = 0usize;
@@ -73,7 +73,7 @@ fn history(n: usize) -> anyhow::Result<Vec<DomainEvent>> {
     Ok(events)
 }
 
-fn fold(events: &[DomainEvent]) -> OrderState {
+pub(crate) fn fold(events: &[DomainEvent]) -> OrderState {
     events
         .iter()
         .fold(OrderState::default(), OrderAggregate::apply)
@@ -81,7 +81,7 @@ fn fold(events: &[DomainEvent]) -> OrderState {
 
 /// Appends `events` after `version` in chunks of `SNAPSHOT_EVERY`, with the snapshot a
 /// command would write when its append crosses a multiple of `SNAPSHOT_EVERY`.
-async fn append(
+pub(crate) async fn append(
     store: &EventStore,
     stream_id: &str,
     events: &[DomainEvent],
@@ -122,8 +122,26 @@ async fn append(
     Ok((version, state))
 }
 
+/// The peer's load of one aggregate of `n` events (its order created, then notes added:
+/// events of about the size of ours), `repeats` times after a warm-up, in a database of its own.
+async fn peer_replay(ctx: &Ctx, n: usize, repeats: usize) -> anyhow::Result<Vec<f64>> {
+    let scratch = Scratch::create(&ctx.servers, "s7peer").await?;
+    let timed = async {
+        let pool = peer_cqrs_es::prepare(&scratch.url).await?;
+        let id = peer_cqrs_es::seed_long_aggregate(&pool, n).await?;
+        let loaded = peer_cqrs_es::replay(&pool, &id).await?;
+        ensure!(loaded == n as u64, "the peer loaded {loaded} events of {n}");
+        let ms = time_ms(repeats, async || peer_cqrs_es::replay(&pool, &id).await).await;
+        pool.close().await;
+        ms
+    }
+    .await;
+    let _ = scratch.drop().await;
+    timed
+}
+
 /// Milliseconds of each of `repeats` calls of `f`, after one untimed warm-up call.
-async fn time_ms<T>(
+pub(crate) async fn time_ms<T>(
     repeats: usize,
     mut f: impl AsyncFnMut() -> anyhow::Result<T>,
 ) -> anyhow::Result<Vec<f64>> {
@@ -242,6 +260,22 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
             load_zero_ms,
         )
         .median;
+
+    let theirs_m = peer_replay(ctx, n, repeats).await?;
+    let theirs_m = s
+        .runs(
+            &format!("(e) cqrs-es + postgres-es: loading a {}-event aggregate", num(n as f64)),
+            "ms",
+            theirs_m,
+        )
+        .note("`PersistedEventStore::load_aggregate`, the framework's load before each command (it takes no snapshots unless told to)")
+        .median;
+    s.value(
+        "(c) / (e): full replay, ours / cqrs-es",
+        "x",
+        replay_m / theirs_m.max(1e-9),
+    )
+    .note("medians of the same run");
 
     s.check("(a) fold < 1 ms", fold_m, "ms", fold_m < 1.0, || {
         format!(

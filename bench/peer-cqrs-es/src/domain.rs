@@ -55,10 +55,13 @@ pub enum OrderEvent {
         payment_method: String,
     },
     /// No command produces it: `seed_long_aggregate` writes it straight through the event
-    /// store so that a long stream folds cheaply, and the replay comparison then measures
-    /// the framework's loading, not our `apply`.
-    NoteAdded {
-        n: u64,
+    /// store for the replay comparison. It is the size of the write-service's `ItemAdded`
+    /// (a product, a quantity, a price) and folds into the order's lines as that does, so
+    /// the comparison weighs the same work per event on both sides.
+    ItemNoted {
+        product_id: String,
+        quantity: u32,
+        unit_price_cents: i64,
     },
 }
 
@@ -67,7 +70,7 @@ impl DomainEvent for OrderEvent {
         match self {
             Self::OrderCreated { .. } => "OrderCreated",
             Self::OrderConfirmed { .. } => "OrderConfirmed",
-            Self::NoteAdded { .. } => "NoteAdded",
+            Self::ItemNoted { .. } => "ItemNoted",
         }
         .to_string()
     }
@@ -153,8 +156,8 @@ impl Status {
 pub struct Order {
     pub status: Status,
     pub total_cents: i64,
-    /// Folded from `NoteAdded`, so that replaying a long stream does a little work per event.
-    pub notes: u64,
+    /// Quantities by product, folded from `ItemNoted`.
+    pub lines: std::collections::BTreeMap<String, u32>,
 }
 
 impl Aggregate for Order {
@@ -209,7 +212,14 @@ impl Aggregate for Order {
                 self.total_cents = total_cents;
             }
             OrderEvent::OrderConfirmed { .. } => self.status = Status::Confirmed,
-            OrderEvent::NoteAdded { .. } => self.notes += 1,
+            OrderEvent::ItemNoted {
+                product_id,
+                quantity,
+                unit_price_cents,
+            } => {
+                *self.lines.entry(product_id).or_default() += quantity;
+                self.total_cents += i64::from(quantity) * unit_price_cents;
+            }
         }
     }
 }

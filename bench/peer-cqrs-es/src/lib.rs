@@ -108,7 +108,7 @@ fn event_store(pool: &PgPool) -> PersistedEventStore<PostgresEventRepository, Or
 /// (postgres-es's `persist`), so batching saves the transactions, not the statements.
 const SEED_BATCH: usize = 1000;
 
-/// Appends `events` events (an `OrderCreated`, then `NoteAdded`s) to one fresh aggregate
+/// Appends `events` events (an `OrderCreated`, then `ItemNoted`s over 50 products) to one fresh aggregate
 /// through the framework's event store, and returns its id: the set-up of the replay
 /// comparison.
 pub async fn seed_long_aggregate(pool: &PgPool, events: usize) -> anyhow::Result<String> {
@@ -128,7 +128,11 @@ pub async fn seed_long_aggregate(pool: &PgPool, events: usize) -> anyhow::Result
                 total_cents: 100,
             }
         } else {
-            OrderEvent::NoteAdded { n: i as u64 }
+            OrderEvent::ItemNoted {
+                product_id: format!("p-{}", i % 50),
+                quantity: 1 + (i % 3) as u32,
+                unit_price_cents: 100 + (i * 37 % 5000) as i64,
+            }
         }
     });
     let mut written = 0;

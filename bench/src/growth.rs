@@ -1,0 +1,355 @@
+//! How cost grows (issue 16): the same work measured at a small and a large size in one run,
+//! one table each. S11: commands with an empty store and with many events already stored;
+//! S12: replaying aggregates of growing length, with and without snapshots; S13: rebuilding
+//! logs of growing length. (Query latency as the views grow is S14, measured by S6, which
+//! fills the views anyway.) The target everywhere: no figure worse by more than 20% at the
+//! larger size.
+
+use std::time::Instant;
+
+use anyhow::ensure;
+use domain::order::OrderState;
+use event_store::{EventStore, OrderAggregate, Until};
+
+use crate::Ctx;
+use crate::env::Scratch;
+use crate::projection::{self, Counted};
+use crate::report::{Scenario, num};
+use crate::s1_http::{RunResult, Service};
+use crate::workload::{Days, Mix, seed};
+use crate::{s1_http, s7_replay, stats};
+
+/// How much worse a figure may be at the larger size.
+const WORSE_BY_AT_MOST: f64 = 0.2;
+
+/// Records "large / small" for a figure where more is better (a rate) and checks it.
+fn rate_growth(s: &mut Scenario, what: &str, small: f64, large: f64, why: impl FnOnce() -> String) {
+    let ratio = large / small.max(1e-9);
+    s.check(
+        &format!(
+            "{what}: at the larger size ≥ {}% of the smaller",
+            num((1.0 - WORSE_BY_AT_MOST) * 100.0)
+        ),
+        ratio * 100.0,
+        "%",
+        ratio >= 1.0 - WORSE_BY_AT_MOST,
+        why,
+    );
+}
+
+/// Records "large / small" for a figure where less is better (a time) and checks it.
+fn time_growth(s: &mut Scenario, what: &str, small: f64, large: f64, why: impl FnOnce() -> String) {
+    let ratio = large / small.max(1e-9);
+    s.check(
+        &format!(
+            "{what}: at the larger size ≤ {}x the smaller",
+            num(1.0 + WORSE_BY_AT_MOST)
+        ),
+        ratio,
+        "x",
+        ratio <= 1.0 + WORSE_BY_AT_MOST,
+        why,
+    );
+}
+
+pub async fn commands(ctx: &Ctx) -> anyhow::Result<Scenario> {
+    ctx.in_scratch("s11", async |scratch| measure_commands(ctx, scratch).await)
+        .await
+}
+
+/// Adds `events` events to the store in one statement, as `streams` order streams of ten
+/// events each: other customers' history, which a command never reads but whose indexes
+/// every append grows.
+async fn store_history(scratch: &Scratch, events: usize) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let streams = i64::try_from(events.div_ceil(10))?;
+    sqlx::query(
+        "insert into streams (stream_id, stream_type, version)
+         select 'order-history-' || g, 'order', 10 from generate_series(1, $1) g",
+    )
+    .bind(streams)
+    .execute(&scratch.pool)
+    .await?;
+    // Ten events per stream, each about the size of an item being added to an order.
+    sqlx::query(
+        "insert into events
+             (stream_id, stream_position, event_id, event_type, schema_version, data, metadata)
+         select 'order-history-' || s, p, gen_random_uuid(), 'HistoryItemAdded', 1,
+                jsonb_build_object('orderId', 'history-' || s, 'productId', 'p-' || (p * 7 % 200),
+                                   'quantity', 1 + p % 3, 'unitPriceCents', 100 + p * 37),
+                jsonb_build_object('requestId', gen_random_uuid())
+         from generate_series(1, $1) s, generate_series(1, 10) p",
+    )
+    .bind(streams)
+    .execute(&scratch.pool)
+    .await?;
+    // What autovacuum would do on its own sooner or later; done now so it does not land
+    // inside a measured window.
+    sqlx::query("vacuum analyze events, streams")
+        .execute(&scratch.pool)
+        .await?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+async fn measure_commands(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
+    let sizes = &ctx.sizes;
+    let level = 16;
+    let stored = sizes.s11_stored_events;
+    let mut s = Scenario::new(
+        "S11",
+        "How cost grows: commands with an empty store and with a full one",
+        &format!(
+            "S1's service and clients ({level} clients, create then confirm, each customer with a \
+             token of its own) against a fresh store, then again after {} events of other \
+             orders' history were added to it (order streams of ten events each, inserted with \
+             one statement, then `VACUUM ANALYZE`): the indexes an append grows \
+             (`events` primary key, event id, stream and position, tail order) are then that \
+             much larger. Runs at each size alternate nothing: the store only grows.",
+            num(stored as f64)
+        ),
+    );
+    s.param("concurrent clients", level);
+    s.param("runs per size", sizes.runs);
+    s.param(
+        "measured window per run",
+        format!("{} ms", sizes.s1_duration.as_millis()),
+    );
+    let service = Service::start(scratch).await?;
+    let client = s1_http::client()?;
+    let measured = async {
+        service.open_shop(&client, s1_http::AMPLE_STOCK).await?;
+        let runs = |_: ()| async {
+            let mut out: Vec<RunResult> = Vec::new();
+            for _ in 0..sizes.runs {
+                out.push(
+                    s1_http::drive(
+                        &client,
+                        &service.base,
+                        level,
+                        sizes.s1_warmup,
+                        sizes.s1_duration,
+                    )
+                    .await?,
+                );
+            }
+            anyhow::Ok(out)
+        };
+        let empty = runs(()).await?;
+        let seconds = store_history(scratch, stored).await?;
+        let full = runs(()).await?;
+        anyhow::Ok((empty, seconds, full))
+    }
+    .await;
+    service.stop().await;
+    let (empty, seconds, full) = measured?;
+    let events: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&scratch.pool)
+        .await?;
+    s.param(
+        "storing the history (not a figure)",
+        format!("{} events in {} s", num(stored as f64), num(seconds)),
+    );
+    s.param("events in the store at the end", events);
+
+    let mut medians = Vec::new();
+    for (label, runs) in [("empty store", &empty), ("with the history", &full)] {
+        let rates: Vec<f64> = runs.iter().map(|r| r.commands_per_second).collect();
+        let rate = s
+            .runs(&format!("{label}: commands/s"), "/s", rates.clone())
+            .median;
+        let m = &runs[stats::median_index(&rates)];
+        let mut lat = m.latencies_ms.clone();
+        let p99 = stats::percentile(&mut lat, 99.0);
+        s.value(&format!("{label}: latency p99"), "ms", p99)
+            .note("from the median run");
+        medians.push((rate, p99));
+    }
+    let ((rate_small, p99_small), (rate_large, p99_large)) = (medians[0], medians[1]);
+    rate_growth(&mut s, "commands/s", rate_small, rate_large, || {
+        format!(
+            "{} commands/s with {} events stored against {} with an empty store",
+            num(rate_large),
+            num(events as f64),
+            num(rate_small)
+        )
+    });
+    time_growth(&mut s, "latency p99", p99_small, p99_large, || {
+        format!("p99 {} ms against {} ms", num(p99_large), num(p99_small))
+    });
+    Ok(s)
+}
+
+pub async fn replays(ctx: &Ctx) -> anyhow::Result<Scenario> {
+    ctx.in_scratch("s12", async |scratch| measure_replays(ctx, scratch).await)
+        .await
+}
+
+async fn measure_replays(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
+    let lengths = &ctx.sizes.s12_lengths;
+    let repeats = ctx.sizes.s7_repeats;
+    let every = s7_replay::SNAPSHOT_EVERY;
+    let mut s = Scenario::new(
+        "S12",
+        "How cost grows: replaying aggregates",
+        &format!(
+            "Order streams of each length (S7's history: created, grown to 20 lines, then items \
+             added and removed in turn, confirmed last), written as commands would write them \
+             with SNAPSHOT_EVERY={every}. Without snapshots: `EventStore::replay` (every event \
+             from PostgreSQL, decoded and folded), per event. With snapshots: \
+             `EventStore::load` (the latest snapshot and the events after it, in one \
+             statement); every length here is a multiple of {every}, so that is the snapshot \
+             alone, and its cost should not depend on the length at all. Each result is \
+             checked against the in-memory fold."
+        ),
+    );
+    s.param("lengths", format!("{lengths:?}"));
+    s.param("repeats per length (after one warm-up)", repeats);
+    let store = EventStore::new(scratch.pool.clone(), every);
+    let mut per_event = Vec::new();
+    let mut with_snapshots = Vec::new();
+    for &n in lengths {
+        let events = s7_replay::history(n)?;
+        let stream = format!("order-{}", uuid::Uuid::new_v4());
+        s7_replay::append(
+            &store,
+            &stream,
+            &events,
+            0,
+            OrderState::default(),
+            every as usize,
+        )
+        .await?;
+        let expected = s7_replay::fold(&events);
+        let replayed = store.replay::<OrderAggregate>(&stream, Until::End).await?;
+        ensure!(replayed.version == n as u64 && replayed.state == expected);
+        let loaded = store.load::<OrderAggregate>(&stream).await?;
+        ensure!(loaded.version == n as u64 && loaded.state == expected);
+        let replay_ms = s7_replay::time_ms(repeats, async || {
+            Ok(store.replay::<OrderAggregate>(&stream, Until::End).await?)
+        })
+        .await?;
+        let load_ms = s7_replay::time_ms(repeats, async || {
+            Ok(store.load::<OrderAggregate>(&stream).await?)
+        })
+        .await?;
+        let replay = s
+            .runs(
+                &format!("{n} events, no snapshots: replay"),
+                "ms",
+                replay_ms,
+            )
+            .median;
+        let per = s
+            .value(
+                &format!("{n} events, no snapshots: per event"),
+                "µs",
+                replay * 1000.0 / n as f64,
+            )
+            .median;
+        let load = s
+            .runs(&format!("{n} events, with snapshots: load"), "ms", load_ms)
+            .median;
+        per_event.push((n, per));
+        with_snapshots.push((n, load));
+    }
+    if let (Some(&(n0, small)), Some(&(n1, large))) = (per_event.first(), per_event.last()) {
+        time_growth(
+            &mut s,
+            &format!("replay per event, {n1} vs {n0} events"),
+            small,
+            large,
+            || {
+                format!(
+                    "{} µs per event at {n1} against {} µs at {n0}",
+                    num(large),
+                    num(small)
+                )
+            },
+        );
+    }
+    if let (Some(&(n0, small)), Some(&(n1, large))) =
+        (with_snapshots.first(), with_snapshots.last())
+    {
+        time_growth(
+            &mut s,
+            &format!("load with snapshots, {n1} vs {n0} events"),
+            small,
+            large,
+            || {
+                format!(
+                    "{} ms at {n1} against {} ms at {n0}",
+                    num(large),
+                    num(small)
+                )
+            },
+        );
+    }
+    Ok(s)
+}
+
+pub async fn rebuilds(ctx: &Ctx) -> anyhow::Result<Scenario> {
+    let logs = ctx.sizes.s13_logs.clone();
+    let mut s = Scenario::new(
+        "S13",
+        "How cost grows: rebuilding",
+        "S4's realistic log generator writes a log of each length into a fresh store \
+         (`recorded_at` spread over 90 days); the real projector then rebuilds S4's four views \
+         from position zero into a fresh MongoDB database (`projector::rebuild::catch_up`, one \
+         view after the other), through S4's counting proxy. Events/s is the log's events over \
+         the whole rebuild's time.",
+    );
+    s.param("log lengths (events wanted)", format!("{logs:?}"));
+    let counted = Counted::start(&ctx.servers).await?;
+    let mut rates = Vec::new();
+    for &n in &logs {
+        let scratch = Scratch::create(&ctx.servers, "s13").await?;
+        let result = async {
+            let store = EventStore::new(scratch.pool.clone(), 100);
+            let seeded = seed(
+                &store,
+                Mix::realistic(n, (n / 100).clamp(10, 1_000)),
+                Days::Spread(90),
+            )
+            .await?;
+            let database = format!("{}_r", scratch.name);
+            let (run, db) = projection::rebuild_all(&store, &counted, &database).await?;
+            let _ = db.drop().await;
+            ensure!(
+                run.events() == seeded.events as u64,
+                "rebuild applied {} events of {}",
+                run.events(),
+                seeded.events
+            );
+            anyhow::Ok((seeded.events, run.seconds))
+        }
+        .await;
+        let _ = scratch.drop().await;
+        let (events, seconds) = result?;
+        let rate = events as f64 / seconds.max(1e-9);
+        s.value(
+            &format!("{events} events: rebuild, all four views"),
+            "events/s",
+            rate,
+        )
+        .mongo();
+        s.value(&format!("{events} events: rebuild time"), "s", seconds)
+            .mongo();
+        rates.push((events, rate));
+    }
+    if let (Some(&(n0, small)), Some(&(n1, large))) = (rates.first(), rates.last()) {
+        rate_growth(
+            &mut s,
+            &format!("rebuild events/s, {n1} vs {n0} events"),
+            small,
+            large,
+            || {
+                format!(
+                    "{} events/s at {n1} against {} at {n0}",
+                    num(large),
+                    num(small)
+                )
+            },
+        );
+    }
+    Ok(s)
+}
