@@ -5,8 +5,10 @@
 //! events past each document's position, and writes every changed document back in one
 //! `update` command, each statement guarded on the position it read. A replay after a crash
 //! therefore changes nothing it already changed, whatever the batch boundaries were, and a
-//! second writer is detected instead of double-counting. With MongoDB transactions the
-//! batch and its checkpoint also commit together.
+//! second writer is detected instead of double-counting. The checkpoint is the last
+//! statement of that same ordered `update` (it lives in the view's collection), so it is
+//! written exactly when every write before it was; with MongoDB transactions the whole batch
+//! also commits together.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -194,13 +196,6 @@ impl Engine {
         for slot in slots.values_mut().filter(|s| s.dirty) {
             side.extend(V::side_documents(&mut slot.doc));
         }
-        if !side.is_empty() {
-            // Before the documents they come from: see `Projection::side_documents`.
-            round_trips += 1;
-            self.views
-                .replace_all(&collection, side, session.as_mut())
-                .await?;
-        }
 
         let mut writes = Vec::new();
         for (id, slot) in slots.into_iter().filter(|(_, s)| s.dirty) {
@@ -216,13 +211,10 @@ impl Engine {
                 document,
             });
         }
-        if !writes.is_empty() {
-            round_trips += 1;
-        }
-        self.views
-            .write_guarded(&collection, writes, session.as_mut())
-            .await?;
 
+        // Dead letters live in a collection of their own, so they go first: the checkpoint
+        // below moves past a parked event only once its letter is written (a replay after a
+        // crash in between writes the same letter again).
         for p in &parked {
             tracing::warn!(
                 projection = V::VIEW.name(),
@@ -240,12 +232,19 @@ impl Engine {
                 .increment(1);
         }
 
-        if let Some(c) = checkpoint {
-            self.views
-                .save_checkpoint(V::VIEW, generation, c, session.as_mut())
-                .await?;
+        // Side documents, guarded writes and the checkpoint: one ordered request.
+        if !side.is_empty() || !writes.is_empty() || checkpoint.is_some() {
             round_trips += 1;
         }
+        self.views
+            .write_batch(
+                &collection,
+                side,
+                writes,
+                checkpoint.map(|c| (V::VIEW, generation, c)),
+                session.as_mut(),
+            )
+            .await?;
         if let Some(mut s) = session {
             s.commit_transaction().await?;
         }

@@ -14,6 +14,7 @@ pub mod rebuild;
 pub mod runner;
 pub mod settings;
 pub mod status;
+pub mod tail;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -171,6 +172,7 @@ impl Application {
             poll_interval: p.settings.poll_interval(),
             wake: wake_rx,
             board: self.board.clone(),
+            tail: Arc::new(tail::SharedTail::new()),
         };
         fn spawn<V: Projection>(
             tasks: &mut tokio::task::JoinSet<()>,

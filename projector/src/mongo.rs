@@ -1,7 +1,9 @@
 //! The MongoDB side: generations, checkpoints, guarded batch writes, dead letters.
 //!
 //! Every write is an `update` command carrying many statements (one round trip), because
-//! round trips, not CPU, bound the projector. Only operations pinned by the store-contract
+//! round trips, not CPU, bound the projector. A batch's side documents, guarded writes and
+//! checkpoint are one ordered `update` on the view's collection ([`ViewStore::write_batch`]),
+//! the checkpoint last, so it moves only if every write before it happened. Only operations pinned by the store-contract
 //! test are used (see `tests/store_contract.rs` and `docs/nx-27017-probe.md`).
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,7 +15,7 @@ use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, ClientSession, Database, IndexModel};
 
-use read_model::{CHECKPOINTS, Checkpoint, DEAD_LETTERS, POINTERS, Pointer, View};
+use read_model::{CHECKPOINT_ID, CHECKPOINTS, Checkpoint, DEAD_LETTERS, POINTERS, Pointer, View};
 
 use crate::settings::Transactions;
 
@@ -53,6 +55,26 @@ impl From<Position> for Progress {
             watermark: None,
         }
     }
+}
+
+/// The statement that records `progress` in the generation's own collection.
+fn checkpoint_statement(
+    view: View,
+    generation: i64,
+    progress: Progress,
+) -> Result<Document, MongoError> {
+    let checkpoint = Checkpoint {
+        id: CHECKPOINT_ID.to_owned(),
+        projection: view.name().to_owned(),
+        generation,
+        position: progress.position,
+        watermark: progress
+            .watermark
+            .map(|w| bson::DateTime::from_millis(w.timestamp_millis())),
+    };
+    let replacement =
+        bson::to_document(&checkpoint).map_err(|e| MongoError::Shape(e.to_string()))?;
+    Ok(doc! {"q": {"_id": CHECKPOINT_ID}, "u": replacement, "upsert": true})
 }
 
 /// One guarded write: replace (or insert) `_id` only if it is still at `expected`.
@@ -201,13 +223,23 @@ impl ViewStore {
         Ok(self.progress(view, generation).await?.position)
     }
 
+    /// The checkpoint in the generation's collection, else the one the old layout kept in
+    /// [`CHECKPOINTS`] (a deployment upgraded from it resumes there), else the start.
     pub async fn progress(&self, view: View, generation: i64) -> Result<Progress, MongoError> {
-        let id = view.checkpoint_id(generation);
         let found = self
             .db
-            .collection::<Document>(CHECKPOINTS)
-            .find_one(doc! {"_id": &id})
+            .collection::<Document>(&view.collection(generation))
+            .find_one(doc! {"_id": CHECKPOINT_ID})
             .await?;
+        let found = match found {
+            Some(d) => Some(d),
+            None => {
+                self.db
+                    .collection::<Document>(CHECKPOINTS)
+                    .find_one(doc! {"_id": view.checkpoint_id(generation)})
+                    .await?
+            }
+        };
         match found {
             None => Ok(Progress::default()),
             Some(d) => bson::from_document::<Checkpoint>(d)
@@ -217,7 +249,12 @@ impl ViewStore {
                         .watermark
                         .and_then(|w| DateTime::from_timestamp_millis(w.timestamp_millis())),
                 })
-                .map_err(|e| MongoError::Shape(format!("checkpoint {id}: {e}"))),
+                .map_err(|e| {
+                    MongoError::Shape(format!(
+                        "checkpoint of {}: {e}",
+                        view.collection(generation)
+                    ))
+                }),
         }
     }
 
@@ -271,22 +308,57 @@ impl ViewStore {
         writes: Vec<GuardedWrite>,
         session: Option<&mut ClientSession>,
     ) -> Result<(), MongoError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let updates: Vec<Document> = writes
+        self.write_batch(collection, BTreeMap::new(), writes, None, session)
+            .await
+    }
+
+    /// Replaces (or inserts) each document by `_id`, unguarded, in one `update` command.
+    pub async fn replace_all(
+        &self,
+        collection: &str,
+        documents: BTreeMap<String, Document>,
+        session: Option<&mut ClientSession>,
+    ) -> Result<(), MongoError> {
+        self.write_batch(collection, documents, vec![], None, session)
+            .await
+    }
+
+    /// One batch's writes to one view generation as ONE ordered `update` command: the side
+    /// documents (unguarded, before the documents they come from), the guarded writes, then
+    /// the checkpoint. Ordered execution stops at the first failing statement, so a conflict
+    /// (E11000 on a guarded upsert) leaves the checkpoint where it was: it never moves past a
+    /// write that did not happen, and the retry from it replays harmlessly.
+    pub async fn write_batch(
+        &self,
+        collection: &str,
+        side: BTreeMap<String, Document>,
+        writes: Vec<GuardedWrite>,
+        checkpoint: Option<(View, i64, Progress)>,
+        session: Option<&mut ClientSession>,
+    ) -> Result<(), MongoError> {
+        let mut updates: Vec<Document> = side
             .into_iter()
-            .map(|w| {
-                let guard = match w.expected {
-                    Some(p) => Bson::String(p),
-                    None => Bson::Document(doc! {"$exists": false}),
-                };
-                doc! {"q": {"_id": w.id, "appliedPosition": guard}, "u": w.document, "upsert": true}
+            .map(|(id, mut d)| {
+                d.insert("_id", id.clone());
+                doc! {"q": {"_id": id}, "u": d, "upsert": true}
             })
             .collect();
+        updates.extend(writes.into_iter().map(|w| {
+            let guard = match w.expected {
+                Some(p) => Bson::String(p),
+                None => Bson::Document(doc! {"$exists": false}),
+            };
+            doc! {"q": {"_id": w.id, "appliedPosition": guard}, "u": w.document, "upsert": true}
+        }));
+        if let Some((view, generation, progress)) = checkpoint {
+            updates.push(checkpoint_statement(view, generation, progress)?);
+        }
+        if updates.is_empty() {
+            return Ok(());
+        }
         let reply = self
             .command(
-                doc! {"update": collection, "updates": updates, "ordered": false},
+                doc! {"update": collection, "updates": updates, "ordered": true},
                 session,
             )
             .await?;
@@ -307,37 +379,8 @@ impl ViewStore {
         Ok(())
     }
 
-    /// Replaces (or inserts) each document by `_id`, unguarded, in one `update` command.
-    pub async fn replace_all(
-        &self,
-        collection: &str,
-        documents: BTreeMap<String, Document>,
-        session: Option<&mut ClientSession>,
-    ) -> Result<(), MongoError> {
-        let updates: Vec<Document> = documents
-            .into_iter()
-            .map(|(id, mut d)| {
-                d.insert("_id", id.clone());
-                doc! {"q": {"_id": id}, "u": d, "upsert": true}
-            })
-            .collect();
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let reply = self
-            .command(
-                doc! {"update": collection, "updates": updates, "ordered": false},
-                session,
-            )
-            .await?;
-        match reply.get_array("writeErrors") {
-            Ok(errors) if !errors.is_empty() => {
-                Err(MongoError::Shape(format!("update failed: {errors:?}")))
-            }
-            _ => Ok(()),
-        }
-    }
-
+    /// Records `progress` for `generation` of `view` on its own (tools, tests, benchmarks);
+    /// the engine sends it with the batch instead.
     pub async fn save_checkpoint(
         &self,
         view: View,
@@ -346,21 +389,14 @@ impl ViewStore {
         session: Option<&mut ClientSession>,
     ) -> Result<(), MongoError> {
         let progress = progress.into();
-        let checkpoint = Checkpoint {
-            id: view.checkpoint_id(generation),
-            projection: view.name().to_owned(),
-            generation,
-            position: progress.position,
-            watermark: progress
-                .watermark
-                .map(|w| bson::DateTime::from_millis(w.timestamp_millis())),
-        };
-        let replacement =
-            bson::to_document(&checkpoint).map_err(|e| MongoError::Shape(e.to_string()))?;
-        let update = doc! {"q": {"_id": &checkpoint.id}, "u": replacement, "upsert": true};
-        self.command(doc! {"update": CHECKPOINTS, "updates": [update]}, session)
-            .await?;
-        Ok(())
+        self.write_batch(
+            &view.collection(generation),
+            BTreeMap::new(),
+            vec![],
+            Some((view, generation, progress)),
+            session,
+        )
+        .await
     }
 
     pub async fn park(
@@ -393,7 +429,8 @@ impl ViewStore {
         Ok(())
     }
 
-    /// Removes a generation's collection and checkpoint.
+    /// Removes a generation's collection (its checkpoint with it) and any checkpoint of the
+    /// old layout.
     pub async fn drop_generation(&self, view: View, generation: i64) -> Result<(), MongoError> {
         self.db
             .collection::<Document>(&view.collection(generation))

@@ -1,5 +1,6 @@
 //! `projector run`: one task per projection tails the log into the active generation,
-//! holding that generation's lease; it follows the pointer when a rebuild switches it.
+//! holding that generation's lease; it follows the pointer when a rebuild switches it. The
+//! tasks share one reader of the tail (`tail.rs`), so a batch is read once for every view.
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{BatchOutcome, Engine};
 use crate::lease::Lease;
+use crate::tail::SharedTail;
 use read_model::ViewDocument;
 
 use crate::projections::Projection;
@@ -48,6 +50,8 @@ pub struct Runner {
     pub poll_interval: Duration,
     pub wake: watch::Receiver<u64>,
     pub board: StatusBoard,
+    /// The tail read once for every view (see `tail.rs`).
+    pub tail: Arc<SharedTail>,
 }
 
 impl Runner {
@@ -178,9 +182,8 @@ impl Runner {
                     self.record_lag(V::VIEW.name(), checkpoint.position).await;
                 }
                 let rows = match self
-                    .engine
-                    .store
-                    .read_committed_after(checkpoint.position, self.batch_size)
+                    .tail
+                    .read_after(&self.engine.store, checkpoint.position, self.batch_size)
                     .await
                 {
                     Ok(rows) => rows,

@@ -37,14 +37,16 @@ async fn guarded_upserts_insert_replace_and_detect_a_moved_document() {
     s.write_guarded("c", vec![write("a", Some("01"), "02", 2)], None)
         .await
         .unwrap();
-    // A stale guard (document moved on) is a conflict, never a second document or an update;
-    // the other statement of the unordered batch still applies.
+    // A stale guard (document moved on) is a conflict, never a second document or an update.
+    // The batch is ordered: statements before the failing one apply, none after it does (so
+    // a checkpoint sent last never moves past a write that did not happen).
     let err = s
         .write_guarded(
             "c",
             vec![
-                write("a", Some("01"), "03", 99),
                 write("b", Some("01"), "02", 2),
+                write("a", Some("01"), "03", 99),
+                write("c", None, "03", 3),
             ],
             None,
         )
@@ -62,7 +64,7 @@ async fn guarded_upserts_insert_replace_and_detect_a_moved_document() {
         .find_by_ids("c", vec!["a".into(), "b".into(), "zz".into()], None)
         .await
         .unwrap();
-    assert_eq!(found.len(), 2);
+    assert_eq!(found.len(), 2, "nothing after the conflict was written");
     assert_eq!(get_int(&found["a"], "n"), Some(2));
     assert_eq!(found["a"].get_str("appliedPosition").unwrap(), "02");
     assert_eq!(get_int(&found["b"], "n"), Some(2));
@@ -92,19 +94,30 @@ async fn pointers_checkpoints_and_generations() {
         s.checkpoint(View::Orders, 3).await.unwrap(),
         domain::Position::ZERO
     );
+    // The old layout's checkpoint (in `projection_checkpoints`) is read while the generation
+    // has none of its own, so an upgraded deployment resumes where it was.
+    let legacy: domain::Position = "00000000000000aa-0000000000000001".parse().unwrap();
+    s.database()
+        .collection::<Document>(read_model::CHECKPOINTS)
+        .insert_one(doc! {"_id": "orders_view_g3", "projection": "orders_view", "generation": 3_i64, "position": legacy.to_string()})
+        .await
+        .unwrap();
+    assert_eq!(s.checkpoint(View::Orders, 3).await.unwrap(), legacy);
     s.save_checkpoint(View::Orders, 3, p, None).await.unwrap();
     assert_eq!(s.checkpoint(View::Orders, 3).await.unwrap(), p);
+    // The checkpoint lives in the generation's own collection, so the batch's `update` can
+    // carry it.
+    let coll = s.database().collection::<Document>("orders_view_g3");
     // Tokens compare as strings on the server the way positions compare (read-your-writes).
-    let coll = s.database().collection::<Document>(read_model::CHECKPOINTS);
     let ahead = coll
         .count_documents(
-            doc! {"_id": "orders_view_g3", "position": {"$gte": "00000000000000a9-00000000000000ff"}},
+            doc! {"_id": read_model::CHECKPOINT_ID, "position": {"$gte": "00000000000000a9-00000000000000ff"}},
         )
         .await
         .unwrap();
     let behind = coll
         .count_documents(
-            doc! {"_id": "orders_view_g3", "position": {"$gte": "00000000000000ab-0000000000000001"}},
+            doc! {"_id": read_model::CHECKPOINT_ID, "position": {"$gte": "00000000000000ab-0000000000000001"}},
         )
         .await
         .unwrap();
@@ -127,6 +140,11 @@ async fn pointers_checkpoints_and_generations() {
             .contains(&"orders_view_g3".to_string())
     );
     s.drop_generation(View::Orders, 3).await.unwrap();
+    assert_eq!(
+        s.checkpoint(View::Orders, 3).await.unwrap(),
+        domain::Position::ZERO,
+        "a dropped generation takes both layouts' checkpoints with it"
+    );
     assert!(
         !s.database()
             .list_collection_names()
@@ -261,5 +279,88 @@ async fn order_queries_filter_sort_and_page() {
         .unwrap();
     assert!(expected > 0);
     assert_eq!(get_int(&counted, "n"), Some(expected as i64));
+    s.database().drop().await.unwrap();
+}
+
+/// A batch's writes and its checkpoint in one ordered `update`; readers of the view's
+/// documents leave the checkpoint out (`read_model::without_checkpoint`) with `$ne`, alone or
+/// beside `_id` conditions (`$and`), in finds with sorts and in the `count` command.
+#[tokio::test]
+async fn a_batch_carries_its_checkpoint_and_readers_leave_it_out() {
+    let s = store().await;
+    let p: domain::Position = "00000000000000aa-0000000000000010".parse().unwrap();
+    let side = std::collections::BTreeMap::from([("s1".to_owned(), doc! {"side": 1_i64})]);
+    s.write_batch(
+        "orders_view_g1",
+        side,
+        vec![write("a", None, "01", 1), write("b", None, "01", 2)],
+        Some((View::Orders, 1, p.into())),
+        None,
+    )
+    .await
+    .unwrap();
+    let coll = s.database().collection::<Document>("orders_view_g1");
+    let got = coll
+        .find_one(doc! {"_id": read_model::CHECKPOINT_ID})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.get_str("position").unwrap(), p.to_string());
+
+    // A conflict in the batch leaves the checkpoint where it was.
+    let later: domain::Position = "00000000000000ab-0000000000000001".parse().unwrap();
+    let err = s
+        .write_batch(
+            "orders_view_g1",
+            Default::default(),
+            vec![write("a", Some("00"), "02", 5)],
+            Some((View::Orders, 1, later.into())),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MongoError::Conflict(1)), "{err:?}");
+    assert_eq!(s.checkpoint(View::Orders, 1).await.unwrap(), p);
+
+    async fn ids(c: mongodb::Cursor<Document>) -> Vec<String> {
+        let mut c = c;
+        let mut out = vec![];
+        while c.advance().await.unwrap() {
+            out.push(c.current().get_str("_id").unwrap().to_owned());
+        }
+        out
+    }
+    let all = ids(coll
+        .find(read_model::without_checkpoint(doc! {}))
+        .sort(doc! {"_id": 1})
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(all, ["a", "b", "s1"]);
+    let with_ids = ids(coll
+        .find(read_model::without_checkpoint(
+            doc! {"_id": {"$gte": "a"}, "n": {"$gte": 1_i64}},
+        ))
+        .sort(doc! {"n": -1, "_id": 1})
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(with_ids, ["b", "a"]);
+    let itself = ids(coll
+        .find(read_model::without_checkpoint(
+            doc! {"_id": read_model::CHECKPOINT_ID},
+        ))
+        .await
+        .unwrap())
+    .await;
+    assert!(itself.is_empty());
+    let counted = s
+        .database()
+        .run_command(
+            doc! {"count": "orders_view_g1", "query": read_model::without_checkpoint(doc! {})},
+        )
+        .await
+        .unwrap();
+    assert_eq!(get_int(&counted, "n"), Some(3));
     s.database().drop().await.unwrap();
 }

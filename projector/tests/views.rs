@@ -758,3 +758,123 @@ fn every_view_has_its_projection() {
         View::ALL
     );
 }
+
+/// A batch's view writes and its checkpoint are one ordered `update`, the checkpoint last, so
+/// a batch can stop part-way (a conflict, or a connection lost mid-command): some documents
+/// written, the checkpoint not moved. Replaying the batch from the checkpoint changes nothing
+/// already written and completes the rest.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_partly_applied_batch_replays_to_the_same_views(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    scripted_history(&env).await;
+    let head = env.events().head().await;
+    env.catch_up_all().await;
+    let whole = all_docs(&env, 1).await;
+    for (&view, docs) in View::ALL.iter().zip(&whole) {
+        // What one batch over the whole log may leave: every other document (side documents
+        // included) at its final state, and no checkpoint.
+        let part: Vec<_> = docs.iter().step_by(2).cloned().collect();
+        assert!(!part.is_empty(), "{view}");
+        env.mongo
+            .collection::<mongodb::bson::Document>(&view.collection(2))
+            .insert_many(part)
+            .await
+            .unwrap();
+        assert_eq!(
+            env.projector
+                .engine
+                .views
+                .checkpoint(view, 2)
+                .await
+                .unwrap(),
+            Position::ZERO
+        );
+        let reached = env.projector.catch_up(view, 2, head).await.unwrap();
+        assert!(reached >= head, "{view}");
+    }
+    assert_eq!(all_docs(&env, 2).await, whole);
+    env.cleanup().await;
+}
+
+/// The runners' shared tail reader: a read serves every suffix of itself, concurrent readers
+/// at the end share one read, and what is appended later is read, not missed.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_shared_tail_serves_suffixes_of_one_read(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    scripted_history(&env).await;
+    let tail = projector::tail::SharedTail::new();
+    let positions = |rows: &[event_store::TailRow]| {
+        rows.iter()
+            .map(|r| match r {
+                Ok(e) => e.position,
+                Err(u) => u.position,
+            })
+            .collect::<Vec<_>>()
+    };
+    let direct = env
+        .store
+        .read_committed_after(Position::ZERO, 500)
+        .await
+        .unwrap();
+    assert!(direct.len() > 3);
+    let first = tail
+        .read_after(&env.store, Position::ZERO, 500)
+        .await
+        .unwrap();
+    assert_eq!(positions(&first), positions(&direct));
+    let mid = positions(&direct)[2];
+    let suffix = tail.read_after(&env.store, mid, 2).await.unwrap();
+    let from_mid = env.store.read_committed_after(mid, 2).await.unwrap();
+    assert_eq!(positions(&suffix), positions(&from_mid));
+    assert_eq!(tail.reads(), 1, "served from the first read");
+
+    let end = *positions(&direct).last().unwrap();
+    // Six runners at the end at once, as after a wake-up: they share the reads (normally one;
+    // a runner that looks only after the first read ended reads again).
+    let read = || tail.read_after(&env.store, end, 500);
+    let at_end = tokio::join!(read(), read(), read(), read(), read(), read());
+    let at_end = [at_end.0, at_end.1, at_end.2, at_end.3, at_end.4, at_end.5];
+    assert!(at_end.into_iter().all(|r| r.unwrap().is_empty()));
+    assert!(
+        tail.reads() <= 3,
+        "{} reads for six runners",
+        tail.reads() - 1
+    );
+
+    env.stock("sku-later", 1).await;
+    let later = tail.read_after(&env.store, end, 500).await.unwrap();
+    assert!(!later.is_empty(), "an empty read is not kept as the answer");
+    env.cleanup().await;
+}
+
+/// MongoDB requests per batch: the `find` of the touched documents and one `update` carrying
+/// the writes and the checkpoint (it was three: find, update, checkpoint).
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_is_two_requests(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    scripted_history(&env).await;
+    let rows = env
+        .store
+        .read_committed_after(Position::ZERO, 500)
+        .await
+        .unwrap();
+    let engine = &env.projector.engine;
+    let applied = engine
+        .apply_batch::<OrdersProjection>(1, Position::ZERO.into(), rows)
+        .await
+        .unwrap();
+    let projector::engine::BatchOutcome::Applied {
+        round_trips,
+        checkpoint,
+        ..
+    } = applied
+    else {
+        panic!("{applied:?}");
+    };
+    assert_eq!(round_trips, 2);
+    assert_eq!(
+        engine.views.progress(View::Orders, 1).await.unwrap(),
+        checkpoint
+    );
+    env.cleanup().await;
+}

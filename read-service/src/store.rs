@@ -2,7 +2,9 @@
 //! event log, and plain finds on it.
 //!
 //! Pointers and checkpoints are read on every request, so a rebuild's switch is followed at
-//! once and a dropped generation is never remembered. Only operations pinned by the
+//! once and a dropped generation is never remembered. A generation's checkpoint is a document
+//! of its own collection (`read_model::CHECKPOINT_ID`), so every find and count here leaves it
+//! out (`read_model::without_checkpoint`). Only operations pinned by the
 //! projector's store-contract test are used: find with filter/sort/limit and count (no
 //! aggregation, no `$slice`, see `docs/nx-27017-probe.md`).
 //!
@@ -29,7 +31,7 @@ use tokio::time::Instant;
 use tracing::instrument;
 
 pub use read_model::View;
-use read_model::{CHECKPOINTS, Checkpoint, LOG_HEAD, LogHead, POINTERS, Pointer};
+use read_model::{CHECKPOINT_ID, CHECKPOINTS, Checkpoint, LOG_HEAD, LogHead, POINTERS, Pointer};
 
 use crate::reply::ReadError;
 /// How far past the recorded head a token may lie and still be one a write issued since the
@@ -254,17 +256,24 @@ async fn find_in(
     detached(async move { drain(found.find(filter).await?).await }).await
 }
 
-/// Active generation and checkpoint of each view, and the log head, in two concurrent finds.
+/// The checkpoint of `generation` of `view`, kept in the generation's own collection.
+async fn checkpoint_in(
+    db: &Database,
+    view: View,
+    generation: i64,
+) -> Result<Option<Document>, ViewStoreError> {
+    let found = db.collection::<Document>(&view.collection(generation));
+    detached(async move { Ok(found.find_one(doc! {"_id": CHECKPOINT_ID}).await?) }).await
+}
+
+/// Active generation and checkpoint of each view, and the log head: the pointers, then each
+/// view's checkpoint in its active collection (concurrent finds; the checkpoint lives there
+/// so the projector writes it with the batch). A generation without one yet falls back to the
+/// old layout's [`CHECKPOINTS`] (one more find, only then), so an upgrade keeps its place.
 async fn snapshot_of(db: &Database, views: &[View]) -> Result<ViewPositions, ViewStoreError> {
     let mut ids: Vec<&str> = views.iter().map(|v| v.name()).collect();
-    let names = ids.clone();
     ids.push(LOG_HEAD);
-    // All generations' checkpoints of these views: a handful of tiny documents, and no
-    // second round trip after the pointers.
-    let (pointers, checkpoints) = tokio::try_join!(
-        find_in(db, POINTERS, "_id", &ids),
-        find_in(db, CHECKPOINTS, "projection", &names),
-    )?;
+    let pointers = find_in(db, POINTERS, "_id", &ids).await?;
 
     let shape = |what: &str, e: bson::de::Error| ViewStoreError::Shape(format!("{what}: {e}"));
     let mut active: HashMap<String, i64> = HashMap::new();
@@ -278,32 +287,59 @@ async fn snapshot_of(db: &Database, views: &[View]) -> Result<ViewPositions, Vie
             active.insert(id, pointer.active);
         }
     }
-    let applied: HashMap<String, (Position, Option<bson::DateTime>)> = checkpoints
-        .into_iter()
-        .map(|c| {
-            bson::from_document::<Checkpoint>(c)
-                .map(|c| (c.id, (c.position, c.watermark)))
-                .map_err(|e| shape(CHECKPOINTS, e))
-        })
-        .collect::<Result<_, _>>()?;
-    let views = views
+    // No pointer yet means the projector's first generation.
+    let generations: Vec<(View, i64)> = views
         .iter()
         .map(|&view| {
-            // No pointer yet means the projector's first generation.
             let generation = active.get(view.name()).copied().unwrap_or(1).max(1);
-            let (position, watermark) = applied
-                .get(&view.checkpoint_id(generation))
-                .copied()
-                .unwrap_or((Position::ZERO, None));
-            ViewState {
-                view,
-                generation,
-                position,
-                watermark,
-            }
+            (view, generation)
         })
         .collect();
-    Ok(ViewPositions { views, log_head })
+    let found = futures_util::future::try_join_all(
+        generations
+            .iter()
+            .map(|&(view, generation)| checkpoint_in(db, view, generation)),
+    )
+    .await?;
+    let missing: Vec<String> = generations
+        .iter()
+        .zip(&found)
+        .filter(|(_, c)| c.is_none())
+        .map(|((view, generation), _)| view.checkpoint_id(*generation))
+        .collect();
+    let legacy = if missing.is_empty() {
+        vec![]
+    } else {
+        let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
+        find_in(db, CHECKPOINTS, "_id", &missing).await?
+    };
+    let mut legacy: HashMap<String, Document> = legacy
+        .into_iter()
+        .filter_map(|c| Some((c.get_str("_id").ok()?.to_owned(), c)))
+        .collect();
+
+    let mut states = Vec::with_capacity(views.len());
+    for ((view, generation), checkpoint) in generations.into_iter().zip(found) {
+        let checkpoint = checkpoint.or_else(|| legacy.remove(&view.checkpoint_id(generation)));
+        let (position, watermark) = match checkpoint {
+            Some(c) => {
+                let c = bson::from_document::<Checkpoint>(c)
+                    .map_err(|e| shape(&view.collection(generation), e))?;
+                (c.position, c.watermark)
+            }
+            None => (Position::ZERO, None),
+        };
+        states.push(ViewState {
+            view,
+            generation,
+            position,
+            watermark,
+        });
+    }
+    Ok(ViewPositions {
+        views: states,
+        log_head,
+    })
 }
 
 impl Views {
@@ -472,6 +508,7 @@ impl Views {
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let found = self.db.collection::<T>(collection);
+        let filter = read_model::without_checkpoint(filter);
         detached(async move { Ok(found.find_one(filter).await?) }).await
     }
 
@@ -487,6 +524,7 @@ impl Views {
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let found = self.db.collection::<T>(collection);
+        let filter = read_model::without_checkpoint(filter);
         detached(async move { drain(found.find(filter).sort(sort).limit(limit).await?).await })
             .await
     }
@@ -498,7 +536,7 @@ impl Views {
     #[instrument(skip_all, fields(collection = %collection), err)]
     pub async fn count(&self, collection: &str, filter: Document) -> Result<u64, ViewStoreError> {
         let db = self.db.clone();
-        let command = doc! {"count": collection, "query": filter};
+        let command = doc! {"count": collection, "query": read_model::without_checkpoint(filter)};
         let reply = detached(async move { Ok(db.run_command(command).await?) }).await?;
         let n = match reply.get("n") {
             Some(Bson::Int32(n)) => i64::from(*n),

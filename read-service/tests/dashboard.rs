@@ -542,8 +542,10 @@ impl Server {
 
 /// Every view applied up to `p`, at event time `watermark`, and the log's head at `head`.
 async fn all_at(mongo: &Mongo, p: Position, watermark: i64, head: i64) {
+    // The old layout (one collection of checkpoints), so `move_all` moves them together; it
+    // also keeps the read-service's fallback to that layout tested.
     for &view in View::ALL {
-        mongo.checkpoint_at(view, p, Some(watermark)).await;
+        mongo.legacy_checkpoint_at(view, p, Some(watermark)).await;
     }
     mongo
         .log_head(LogHead {

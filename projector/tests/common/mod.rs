@@ -117,12 +117,12 @@ impl TestEnv {
         }
     }
 
-    /// Every document of a generation, in `_id` order.
+    /// Every view document of a generation (not its checkpoint), in `_id` order.
     pub async fn docs(&self, view: View, generation: i64) -> Vec<Document> {
         let mut cursor = self
             .mongo
             .collection::<Document>(&view.collection(generation))
-            .find(doc! {})
+            .find(read_model::without_checkpoint(doc! {}))
             .await
             .unwrap();
         let mut out = vec![];

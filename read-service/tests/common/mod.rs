@@ -5,7 +5,9 @@
 
 use domain::Position;
 use mongodb::bson::{self, Bson, Document, doc};
-use read_model::{CHECKPOINTS, Checkpoint, LOG_HEAD, LogHead, POINTERS, Pointer, View};
+use read_model::{
+    CHECKPOINT_ID, CHECKPOINTS, Checkpoint, LOG_HEAD, LogHead, POINTERS, Pointer, View,
+};
 use read_service::{AppState, Settings, router};
 use test_support::http::Service;
 
@@ -85,8 +87,36 @@ impl Mongo {
         self.checkpoint_at(view, position, None).await;
     }
 
-    /// [`Mongo::checkpoint`] with the log's event time then (`watermark`, ms since the epoch).
+    /// [`Mongo::checkpoint`] with the log's event time then (`watermark`, ms since the epoch),
+    /// where the projector keeps it: in the generation's own collection.
     pub async fn checkpoint_at(&self, view: View, position: Position, watermark: Option<i64>) {
+        let generation = self.active_generation(view).await;
+        let checkpoint = Checkpoint {
+            id: CHECKPOINT_ID.to_owned(),
+            projection: view.name().to_owned(),
+            generation,
+            position,
+            watermark: watermark.map(bson::DateTime::from_millis),
+        };
+        self.db()
+            .collection::<Document>(&view.collection(generation))
+            .replace_one(
+                doc! {"_id": CHECKPOINT_ID},
+                bson::to_document(&checkpoint).unwrap(),
+            )
+            .upsert(true)
+            .await
+            .unwrap();
+    }
+
+    /// [`Mongo::checkpoint_at`] in the old layout (one collection of checkpoints), as a
+    /// deployment wrote it before checkpoints moved into the views' collections.
+    pub async fn legacy_checkpoint_at(
+        &self,
+        view: View,
+        position: Position,
+        watermark: Option<i64>,
+    ) {
         let generation = self.active_generation(view).await;
         let checkpoint = Checkpoint {
             id: view.checkpoint_id(generation),

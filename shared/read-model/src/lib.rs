@@ -8,7 +8,8 @@ mod documents;
 mod views;
 
 pub use bookkeeping::{
-    CHECKPOINTS, Checkpoint, DEAD_LETTERS, LOG_HEAD, LogHead, POINTERS, Pointer,
+    CHECKPOINT_ID, CHECKPOINTS, Checkpoint, DEAD_LETTERS, LOG_HEAD, LogHead, POINTERS, Pointer,
+    without_checkpoint,
 };
 pub use documents::{
     Alert, AlertsDoc, CustomerRules, DayDoc, OrderDoc, OrderItem, ProductDoc, RECENT_ORDERS,
