@@ -102,7 +102,17 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// Fresh databases for `scenario`, the PostgreSQL one with the event store's migrations.
     pub async fn create(servers: &Servers, scenario: &str) -> anyhow::Result<Scratch> {
+        Self::create_with(servers, scenario, true).await
+    }
+
+    /// Fresh databases for `scenario`, the PostgreSQL one empty (for another schema: the peer's).
+    pub async fn create_empty(servers: &Servers, scenario: &str) -> anyhow::Result<Scratch> {
+        Self::create_with(servers, scenario, false).await
+    }
+
+    async fn create_with(servers: &Servers, scenario: &str, migrate: bool) -> anyhow::Result<Scratch> {
         let name = format!(
             "bench_{}_{}",
             scenario.to_ascii_lowercase(),
@@ -126,7 +136,9 @@ impl Scratch {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        if migrate {
+            MIGRATOR.run(&pool).await?;
+        }
         let mongo = servers.mongo_client().await?.database(&name);
         Ok(Scratch {
             name,

@@ -24,7 +24,10 @@ use crate::s1_http::RunResult;
 const READ_PRODUCTS: &str = "with wanted as (
        select w.stream_id, s.stream_version, s.state
        from unnest($1::text[]) as w(stream_id)
-       left join snapshots s on s.stream_id = w.stream_id
+       left join lateral (
+         select stream_version, state from snapshots where snapshots.stream_id = w.stream_id
+         limit 1
+       ) s on true
      )
      select stream_id, stream_version as position, state as data
      from wanted where stream_version is not null
@@ -34,6 +37,8 @@ const READ_PRODUCTS: &str = "with wanted as (
        select stream_position, data from events
        where events.stream_id = w.stream_id
          and events.stream_position > coalesce(w.stream_version, 0)
+       order by stream_position
+       offset 0
      ) e
      order by 1, 2";
 const INSERT_STREAM: &str =

@@ -28,7 +28,7 @@ impl Running {
     /// Starts the peer with the catalogue S1 uses: products `p-0` to `p-{products - 1}` at
     /// `price(p)` cents.
     pub async fn start(ctx: &Ctx, products: u64, price: fn(u64) -> i64) -> anyhow::Result<Self> {
-        let scratch = Scratch::create(&ctx.servers, "peer").await?;
+        let scratch = Scratch::create_empty(&ctx.servers, "peer").await?;
         let started = async {
             let pool = peer_cqrs_es::prepare(&scratch.url).await?;
             let prices: Vec<(String, i64)> = (0..products)

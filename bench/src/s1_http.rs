@@ -220,9 +220,10 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     .await?;
     let client = client()?;
     let top = sizes.s1_levels.iter().copied().max().unwrap_or(1);
+    // The same connection settings as the write-service's (`command_options`).
     let floor_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(u32::try_from(top).unwrap_or(u32::MAX))
-        .connect(&scratch.url)
+        .connect_with(event_store::connect::command_options(&scratch.url, "floor")?)
         .await?;
     let peer = crate::peer::Running::start(ctx, PRODUCTS, price).await?;
     let measured = async {

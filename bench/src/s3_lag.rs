@@ -331,8 +331,8 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
             format!(
                 "at {} commands/s offered, p99 to every view was {} ms with {} of {} CPUs \
                  busy; the projector's six views sent MongoDB {} requests/s, each answered in \
-                 {} ms on average, {} in flight at any time (one batch is a find, an update \
-                 and a checkpoint write per view)",
+                 {} ms on average, {} in flight at any time (one batch is a find and an \
+                 update carrying the checkpoint, per view)",
                 num(rate),
                 num(p99),
                 num(busy),

@@ -125,7 +125,7 @@ pub(crate) async fn append(
 /// The peer's load of one aggregate of `n` events (its order created, then notes added:
 /// events of about the size of ours), `repeats` times after a warm-up, in a database of its own.
 async fn peer_replay(ctx: &Ctx, n: usize, repeats: usize) -> anyhow::Result<Vec<f64>> {
-    let scratch = Scratch::create(&ctx.servers, "s7peer").await?;
+    let scratch = Scratch::create_empty(&ctx.servers, "s7peer").await?;
     let timed = async {
         let pool = peer_cqrs_es::prepare(&scratch.url).await?;
         let id = peer_cqrs_es::seed_long_aggregate(&pool, n).await?;

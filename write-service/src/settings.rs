@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use event_store::connect::{connect_options, lazy_pool};
+use event_store::connect::{command_options, lazy_pool};
 use secrecy::{ExposeSecret, SecretString};
 use service_kit::auth::AuthSettings;
 use service_kit::settings::secret;
@@ -39,7 +39,7 @@ pub struct Settings {
 impl Settings {
     /// The service answers 503 while PostgreSQL is away.
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
-        let options = connect_options(self.database_url.expose_secret(), "write-service")?;
+        let options = command_options(self.database_url.expose_secret(), "write-service")?;
         Ok(lazy_pool(
             options,
             self.database_max_connections,

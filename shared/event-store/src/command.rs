@@ -236,7 +236,8 @@ impl Decision<'_> {
         let mut wanted: Vec<String> = stream_ids
             .into_iter()
             .filter(|id| {
-                !self.prefetched.contains_key(id) && !self.streams.iter().any(|t| &t.stream_id == id)
+                !self.prefetched.contains_key(id)
+                    && !self.streams.iter().any(|t| &t.stream_id == id)
             })
             .collect();
         wanted.sort_unstable();
@@ -604,8 +605,13 @@ impl EventStore {
                 return Ok((unchanged(&mut guard.conn, &plan, attempt).await?, 0));
             }
             let versions = versions_of(&plan.appends)?;
-            let outcome = write(&mut guard.conn, &plan.appends, &versions, attempt.idempotency)
-                .await?;
+            let outcome = write(
+                &mut guard.conn,
+                &plan.appends,
+                &versions,
+                attempt.idempotency,
+            )
+            .await?;
             Ok((outcome, plan.events))
         }
         .await;

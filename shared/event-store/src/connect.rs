@@ -15,6 +15,22 @@ pub fn connect_options(url: &str, application: &str) -> Result<PgConnectOptions,
         .options([("idle_in_transaction_session_timeout", "10s")]))
 }
 
+/// [`connect_options`] for a command path, which only ever looks rows up by key: the planner
+/// may use neither sequential scans nor hash or merge joins. A prepared statement keeps the
+/// plan made when it was prepared, and a plan made while `events` or `streams` held a few
+/// pages scans them whole; the tables then grow by thousands of rows a second until the
+/// next `ANALYZE` replaces it (in S1, PostgreSQL then spent 5 to 20 ms of CPU per command
+/// hashing every event; a perf profile showed `HeapTupleSatisfiesVisibility`, `hash_bytes`
+/// and `ExecScanHashBucket` on top). With these settings every plan is an index lookup,
+/// whatever the statistics say.
+pub fn command_options(url: &str, application: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(connect_options(url, application)?.options([
+        ("enable_seqscan", "off"),
+        ("enable_hashjoin", "off"),
+        ("enable_mergejoin", "off"),
+    ]))
+}
+
 /// A lazily connecting pool: the service starts while PostgreSQL is away, and recovers by
 /// itself when it returns.
 pub fn lazy_pool(

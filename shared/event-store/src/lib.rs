@@ -16,9 +16,9 @@ mod read;
 use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
-use tokio::sync::Notify;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 use domain::events::DomainEvent;
 use domain::order::{self, OrderState};
