@@ -112,7 +112,11 @@ impl Scratch {
         Self::create_with(servers, scenario, false).await
     }
 
-    async fn create_with(servers: &Servers, scenario: &str, migrate: bool) -> anyhow::Result<Scratch> {
+    async fn create_with(
+        servers: &Servers,
+        scenario: &str,
+        migrate: bool,
+    ) -> anyhow::Result<Scratch> {
         let name = format!(
             "bench_{}_{}",
             scenario.to_ascii_lowercase(),

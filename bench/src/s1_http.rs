@@ -20,7 +20,7 @@ use crate::stats;
 
 /// The write-service's defaults, spelled out so the report can name them.
 const POOL: u32 = 10;
-const SNAPSHOT_EVERY: u64 = 100;
+const SNAPSHOT_EVERY: u64 = 20;
 const PRODUCTS: u64 = 200;
 /// Units each product receives before S1 (and S3) order it: far more than a run confirms.
 pub const AMPLE_STOCK: i64 = 1_000_000;
@@ -223,7 +223,10 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     // The same connection settings as the write-service's (`command_options`).
     let floor_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(u32::try_from(top).unwrap_or(u32::MAX))
-        .connect_with(event_store::connect::command_options(&scratch.url, "floor")?)
+        .connect_with(event_store::connect::command_options(
+            &scratch.url,
+            "floor",
+        )?)
         .await?;
     let peer = crate::peer::Running::start(ctx, PRODUCTS, price).await?;
     let measured = async {
