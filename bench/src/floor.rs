@@ -17,8 +17,7 @@ use serde_json::json;
 use sqlx::{Connection, PgPool};
 use tokio::time::Instant;
 
-use crate::machine::CpuSample;
-use crate::s1_http::RunResult;
+use crate::closed_loop::{self, RunResult, Tally};
 
 /// The products' current state: each one's snapshot, then the events after it.
 const READ_PRODUCTS: &str = "with wanted as (
@@ -70,18 +69,14 @@ pub async fn drive(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<RunResult> {
-    let start = Instant::now() + Duration::from_millis(20);
-    let window_start = start + warmup;
-    let window_end = window_start + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..level {
+    closed_loop::run(level, warmup, duration, |task, window| {
         let pool = pool.clone();
-        tasks.spawn(async move {
+        async move {
             let mut conn = pool.acquire().await.context("a floor connection")?;
             let mut rng = fastrand::Rng::with_seed(1000 + task as u64);
-            let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
-            tokio::time::sleep_until(start).await;
-            while Instant::now() < window_end {
+            let mut tally = Tally::default();
+            tokio::time::sleep_until(window.start).await;
+            while window.open() {
                 let (p1, p2) = (rng.u64(0..products), rng.u64(0..products));
                 let p2 = if p2 == p1 { (p1 + 1) % products } else { p2 };
                 let stream = format!("floor-{}", uuid::Uuid::new_v4());
@@ -115,35 +110,10 @@ pub async fn drive(
                     tx.commit().await
                 }
                 .await;
-                let done = Instant::now();
-                if done >= window_start && done <= window_end {
-                    match result {
-                        Ok(()) => {
-                            ok += 1;
-                            latencies.push((done - t).as_secs_f64() * 1000.0);
-                        }
-                        Err(_) => errors += 1,
-                    }
-                }
+                tally.record(&window, t, result.is_ok());
             }
-            anyhow::Ok((ok, errors, latencies))
-        });
-    }
-    tokio::time::sleep_until(window_start).await;
-    let cpu_start = CpuSample::now();
-    tokio::time::sleep_until(window_end).await;
-    let cpu = CpuSample::now().since(&cpu_start);
-    let (mut ok, mut errors, mut latencies_ms) = (0u64, 0u64, Vec::new());
-    while let Some(joined) = tasks.join_next().await {
-        let (o, e, l) = joined.context("a floor task panicked")??;
-        ok += o;
-        errors += e;
-        latencies_ms.extend(l);
-    }
-    Ok(RunResult {
-        commands_per_second: ok as f64 / duration.as_secs_f64(),
-        latencies_ms,
-        errors,
-        cpu,
+            Ok(tally)
+        }
     })
+    .await
 }

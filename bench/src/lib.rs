@@ -5,6 +5,7 @@
 //! and returns a `Report` that `Report::write` renders as Markdown and JSON. The `bench`
 //! binary is a thin command line around it; `tests/tiny.rs` runs it in tiny mode.
 
+pub mod closed_loop;
 pub mod env;
 pub mod floor;
 pub mod growth;

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use service_kit::auth::AuthSettings;
 
 use crate::Ctx;
+pub use crate::closed_loop::RunResult;
+use crate::closed_loop::{self, Tally};
 use crate::env::Scratch;
-use crate::machine::{CpuSample, CpuUse};
 use crate::report::Scenario;
 use crate::stats;
 
@@ -144,13 +145,6 @@ pub async fn put_ok(client: &reqwest::Client, url: &str, body: &Value) -> anyhow
 
 pub async fn post_ok(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
     send_ok(client.post(url).json(body), &format!("POST {url}")).await
-}
-
-pub struct RunResult {
-    pub commands_per_second: f64,
-    pub latencies_ms: Vec<f64>,
-    pub errors: u64,
-    pub cpu: CpuUse,
 }
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Scenario> {
@@ -520,24 +514,19 @@ pub async fn drive(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<RunResult> {
-    let start = Instant::now() + Duration::from_millis(20);
-    let window_start = start + warmup;
-    let window_end = window_start + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..level {
+    closed_loop::run(level, warmup, duration, |task, window| {
         let client = client.clone();
         let base = base.to_owned();
-        tasks.spawn(async move {
+        async move {
             let mut rng = fastrand::Rng::with_seed(task as u64);
             // Minted before the clock starts: signing is the shoppers' cost, not the service's.
             let tokens: Vec<String> = (0..50)
                 .map(|u| customer_token(&format!("u-{task}-{u}")))
                 .collect();
-            let mut latencies = Vec::new();
-            let (mut ok, mut errors) = (0u64, 0u64);
-            tokio::time::sleep_until(start).await;
+            let mut tally = Tally::default();
+            tokio::time::sleep_until(window.start).await;
             let mut i = 0u64;
-            while Instant::now() < window_end {
+            while window.open() {
                 i += 1;
                 let body = order_body(&mut rng, &format!("u-{task}-{}", i % 50));
                 let token = &tokens[(i % 50) as usize];
@@ -554,18 +543,10 @@ pub async fn drive(
                         .and_then(|v| v["orderId"].as_str().map(str::to_owned)),
                     _ => None,
                 };
-                let done = Instant::now();
-                let in_window = done >= window_start && done <= window_end;
+                tally.record(&window, t, order_id.is_some());
                 let Some(order_id) = order_id else {
-                    if in_window {
-                        errors += 1;
-                    }
                     continue;
                 };
-                if in_window {
-                    ok += 1;
-                    latencies.push((done - t).as_secs_f64() * 1000.0);
-                }
                 let t = Instant::now();
                 let confirmed = as_customer(
                     client.post(format!("{base}/orders/{order_id}/confirm")),
@@ -575,34 +556,10 @@ pub async fn drive(
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
-                let done = Instant::now();
-                if done >= window_start && done <= window_end {
-                    if confirmed {
-                        ok += 1;
-                        latencies.push((done - t).as_secs_f64() * 1000.0);
-                    } else {
-                        errors += 1;
-                    }
-                }
+                tally.record(&window, t, confirmed);
             }
-            (ok, errors, latencies)
-        });
-    }
-    tokio::time::sleep_until(window_start).await;
-    let cpu_start = CpuSample::now();
-    tokio::time::sleep_until(window_end).await;
-    let cpu = CpuSample::now().since(&cpu_start);
-    let (mut ok, mut errors, mut latencies_ms) = (0u64, 0u64, Vec::new());
-    while let Some(joined) = tasks.join_next().await {
-        let (o, e, l) = joined.context("a client task panicked")?;
-        ok += o;
-        errors += e;
-        latencies_ms.extend(l);
-    }
-    Ok(RunResult {
-        commands_per_second: ok as f64 / duration.as_secs_f64(),
-        latencies_ms,
-        errors,
-        cpu,
+            Ok(tally)
+        }
     })
+    .await
 }
