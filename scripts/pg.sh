@@ -140,7 +140,13 @@ start() {
     # pg_ctl clears a stale postmaster.pid whose process is gone.
     # The port is given here, not only in postgresql.conf at initdb, so PG_PORT applies to
     # an existing cluster too. Commit timestamps let `make bench` (S3) time commit-to-view.
-    as_owner "$bin/pg_ctl" -D "$data" -l "$logfile" -o "-p $port -c track_commit_timestamp=on" -w -t 60 start >/dev/null || {
+    options="-p $port -c track_commit_timestamp=on"
+    # pg_stat_statements, where the server has it, gives `make bench` (S1) PostgreSQL's own
+    # cost of each statement, those inside functions included.
+    if [ -f "$("$bin/pg_config" --pkglibdir 2>/dev/null || echo "$bin/../lib")/pg_stat_statements.so" ]; then
+      options="$options -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+    fi
+    as_owner "$bin/pg_ctl" -D "$data" -l "$logfile" -o "$options" -w -t 60 start >/dev/null || {
       log "failed to start; last lines of $logfile:"; tail -n 20 "$logfile" >&2; exit 1; }
     log "started on port $port"
   fi

@@ -9,13 +9,18 @@ use anyhow::Context;
 use tokio::time::Instant;
 
 use crate::machine::{CpuSample, CpuUse};
+use crate::statements::{Profile, Profiler};
 
 /// What completed inside the measured window.
 pub struct RunResult {
+    /// Successes completed inside the window.
+    pub commands: u64,
     pub commands_per_second: f64,
     pub latencies_ms: Vec<f64>,
     pub errors: u64,
     pub cpu: CpuUse,
+    /// What PostgreSQL ran over the window, statement by statement, when profiled.
+    pub statements: Option<Profile>,
 }
 
 /// When one run starts, and its measured window.
@@ -63,11 +68,13 @@ impl Tally {
 }
 
 /// Runs `level` clients (`client(i, window)`, each looping until the window closes) through
-/// a warm-up and a measured window of `duration`.
+/// a warm-up and a measured window of `duration`; with a `profiler`, what PostgreSQL ran
+/// over the window too.
 pub async fn run<F, Fut>(
     level: usize,
     warmup: Duration,
     duration: Duration,
+    profiler: Option<&Profiler>,
     client: F,
 ) -> anyhow::Result<RunResult>
 where
@@ -85,9 +92,17 @@ where
         tasks.spawn(client(i, window));
     }
     tokio::time::sleep_until(window.from).await;
+    let statements_start = match profiler {
+        Some(p) => Some(p.sample().await?),
+        None => None,
+    };
     let cpu_start = CpuSample::now();
     tokio::time::sleep_until(window.to).await;
     let cpu = CpuSample::now().since(&cpu_start);
+    let statements = match (profiler, statements_start) {
+        (Some(p), Some(start)) => Some(start.until(&p.sample().await?)),
+        _ => None,
+    };
     let mut total = Tally::default();
     while let Some(joined) = tasks.join_next().await {
         let t = joined.context("a client task panicked")??;
@@ -96,9 +111,11 @@ where
         total.latencies_ms.extend(t.latencies_ms);
     }
     Ok(RunResult {
+        commands: total.ok,
         commands_per_second: total.ok as f64 / duration.as_secs_f64(),
         latencies_ms: total.latencies_ms,
         errors: total.errors,
         cpu,
+        statements,
     })
 }

@@ -18,6 +18,7 @@ use sqlx::{Connection, PgPool};
 use tokio::time::Instant;
 
 use crate::closed_loop::{self, RunResult, Tally};
+use crate::statements::Profiler;
 
 /// The products' current state: each one's snapshot, then the events after it.
 const READ_PRODUCTS: &str = "with wanted as (
@@ -68,8 +69,9 @@ pub async fn drive(
     level: usize,
     warmup: Duration,
     duration: Duration,
+    profiler: Option<&Profiler>,
 ) -> anyhow::Result<RunResult> {
-    closed_loop::run(level, warmup, duration, |task, window| {
+    closed_loop::run(level, warmup, duration, profiler, |task, window| {
         let pool = pool.clone();
         async move {
             let mut conn = pool.acquire().await.context("a floor connection")?;

@@ -16,6 +16,7 @@ use crate::env::Scratch;
 use crate::projection::{self, Counted};
 use crate::report::{Scenario, num};
 use crate::s1_http::{RunResult, Service};
+use crate::statements::Profiler;
 use crate::workload::{Days, Mix, seed};
 use crate::{s1_http, s7_replay, stats};
 
@@ -128,6 +129,7 @@ async fn measure_commands(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenar
                         level,
                         sizes.s1_warmup,
                         sizes.s1_duration,
+                        None,
                     )
                     .await?,
                 );
@@ -203,10 +205,12 @@ async fn measure_replays(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenari
         ),
     );
     s.param("lengths", format!("{lengths:?}"));
-    s.param("repeats per length (after one warm-up)", repeats);
+    s.param(
+        "repeats per length (each after a warm-up, the lengths taking turns)",
+        repeats,
+    );
     let store = EventStore::new(scratch.pool.clone(), every);
-    let mut per_event = Vec::new();
-    let mut with_snapshots = Vec::new();
+    let mut streams = Vec::new();
     for &n in lengths {
         let events = s7_replay::history(n)?;
         let stream = format!("order-{}", uuid::Uuid::new_v4());
@@ -224,14 +228,30 @@ async fn measure_replays(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenari
         ensure!(replayed.version == n as u64 && replayed.state == expected);
         let loaded = store.load::<OrderAggregate>(&stream).await?;
         ensure!(loaded.version == n as u64 && loaded.state == expected);
-        let replay_ms = s7_replay::time_ms(repeats, async || {
-            Ok(store.replay::<OrderAggregate>(&stream, Until::End).await?)
-        })
-        .await?;
-        let load_ms = s7_replay::time_ms(repeats, async || {
-            Ok(store.load::<OrderAggregate>(&stream).await?)
-        })
-        .await?;
+        streams.push((n, stream));
+    }
+    // Round robin over the lengths, so that the machine's drift over the scenario (other
+    // work, autovacuum) falls on every length alike rather than on the last one.
+    let mut replay_ms = vec![Vec::with_capacity(repeats); streams.len()];
+    let mut load_ms = vec![Vec::with_capacity(repeats); streams.len()];
+    for _ in 0..repeats {
+        for (i, (_, stream)) in streams.iter().enumerate() {
+            replay_ms[i].extend(
+                s7_replay::time_ms(1, async || {
+                    Ok(store.replay::<OrderAggregate>(stream, Until::End).await?)
+                })
+                .await?,
+            );
+            load_ms[i].extend(
+                s7_replay::time_ms(1, async || Ok(store.load::<OrderAggregate>(stream).await?))
+                    .await?,
+            );
+        }
+    }
+    let mut per_event = Vec::new();
+    let mut with_snapshots = Vec::new();
+    for (((n, _), replay_ms), load_ms) in streams.iter().zip(replay_ms).zip(load_ms) {
+        let n = *n;
         let replay = s
             .runs(
                 &format!("{n} events, no snapshots: replay"),
@@ -312,7 +332,16 @@ pub async fn rebuilds(ctx: &Ctx) -> anyhow::Result<Scenario> {
             )
             .await?;
             let database = format!("{}_r", scratch.name);
+            let profiler = Profiler::start(&scratch.pool).await.ok();
+            let before = match &profiler {
+                Some(p) => Some(p.sample().await?),
+                None => None,
+            };
             let (run, db) = projection::rebuild_all(&store, &counted, &database).await?;
+            let statements = match (&profiler, before) {
+                (Some(p), Some(before)) => Some(before.until(&p.sample().await?)),
+                _ => None,
+            };
             let _ = db.drop().await;
             ensure!(
                 run.events() == seeded.events as u64,
@@ -320,11 +349,12 @@ pub async fn rebuilds(ctx: &Ctx) -> anyhow::Result<Scenario> {
                 run.events(),
                 seeded.events
             );
-            anyhow::Ok((seeded.events, run.seconds))
+            anyhow::Ok((seeded.events, run, statements))
         }
         .await;
         let _ = scratch.drop().await;
-        let (events, seconds) = result?;
+        let (events, run, statements) = result?;
+        let seconds = run.seconds;
         let rate = events as f64 / seconds.max(1e-9);
         s.value(
             &format!("{events} events: rebuild, all four views"),
@@ -334,22 +364,125 @@ pub async fn rebuilds(ctx: &Ctx) -> anyhow::Result<Scenario> {
         .mongo();
         s.value(&format!("{events} events: rebuild time"), "s", seconds)
             .mongo();
-        rates.push((events, rate));
+        let wire = RebuildWire::of(&run);
+        s.value(
+            &format!("{events} events: waiting for MongoDB's replies"),
+            "%",
+            wire.wait_share * 100.0,
+        )
+        .note(format!(
+            "of the rebuild's time, at the counting proxy; {}",
+            wire.describe()
+        ))
+        .mongo();
+        if let Some(profile) = &statements {
+            s.value(
+                &format!("{events} events: PostgreSQL execution per 1,000 events"),
+                "ms",
+                profile.top_level_totals().exec_ms * 1000.0 / events.max(1) as f64,
+            )
+            .note(format!(
+                "pg_stat_statements over the rebuild, per 1,000 events: {}",
+                profile.describe(events as f64 / 1000.0, "1,000 events", 3)
+            ));
+        }
+        let per_thousand = statements.map(|p| {
+            let t = p.top_level_totals();
+            let k = events.max(1) as f64 / 1000.0;
+            (t.exec_ms / k, t.rows / k)
+        });
+        rates.push((events, rate, wire, per_thousand));
     }
-    if let (Some(&(n0, small)), Some(&(n1, large))) = (rates.first(), rates.last()) {
+    if let (Some((n0, small, w0, p0)), Some((n1, large, w1, p1))) = (rates.first(), rates.last()) {
+        let postgres = match (p0, p1) {
+            (Some((ms0, rows0)), Some((ms1, rows1))) => format!(
+                ". PostgreSQL (the log and the orders' histories) per 1,000 events: {} ms \
+                 returning {} rows at {n1}, against {} ms and {} rows at {n0}",
+                num(*ms1),
+                num(*rows1),
+                num(*ms0),
+                num(*rows0)
+            ),
+            _ => String::new(),
+        };
         rate_growth(
             &mut s,
             &format!("rebuild events/s, {n1} vs {n0} events"),
-            small,
-            large,
+            *small,
+            *large,
             || {
                 format!(
-                    "{} events/s at {n1} against {} at {n0}",
-                    num(large),
-                    num(small)
+                    "{} events/s at {n1} against {} at {n0}. The wire says where the time went: \
+                     MongoDB's replies were {}% of the rebuild at {n1} and {}% at {n0}; {}{postgres}",
+                    num(*large),
+                    num(*small),
+                    num(w1.wait_share * 100.0),
+                    num(w0.wait_share * 100.0),
+                    w1.compare(w0)
                 )
             },
         );
     }
     Ok(s)
+}
+
+/// A rebuild's MongoDB requests, from the counting proxy: each command's count and mean
+/// reply time, and the share of the rebuild spent waiting for replies.
+struct RebuildWire {
+    wait_share: f64,
+    events: u64,
+    /// command name, requests, mean reply (ms)
+    commands: Vec<(String, u64, f64)>,
+}
+
+impl RebuildWire {
+    fn of(run: &projection::RebuildRun) -> RebuildWire {
+        let mut summed = std::collections::BTreeMap::<String, (u64, f64)>::new();
+        for view in &run.views {
+            for (name, t) in &view.round_trips {
+                let e = summed.entry(name.clone()).or_default();
+                e.0 += t.requests;
+                e.1 += t.wait_seconds;
+            }
+        }
+        RebuildWire {
+            wait_share: run.mongo_wait_seconds() / run.seconds.max(1e-9),
+            events: run.events(),
+            commands: summed
+                .into_iter()
+                .map(|(name, (n, wait))| (name, n, wait * 1000.0 / (n.max(1) as f64)))
+                .collect(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.commands
+            .iter()
+            .map(|(name, n, ms)| format!("`{name}` {n} requests, {} ms each", num(*ms)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Each command's requests per event and mean reply here against `smaller`.
+    fn compare(&self, smaller: &RebuildWire) -> String {
+        let per_event = |w: &RebuildWire, n: u64| n as f64 / (w.events.max(1) as f64);
+        self.commands
+            .iter()
+            .map(|(name, n, ms)| {
+                let (n0, ms0) = smaller
+                    .commands
+                    .iter()
+                    .find(|(c, ..)| c == name)
+                    .map_or((0, 0.0), |(_, n, ms)| (*n, *ms));
+                format!(
+                    "`{name}`: {} ms a reply against {} ms, {} requests per event against {}",
+                    num(*ms),
+                    num(ms0),
+                    num(per_event(self, *n)),
+                    num(per_event(smaller, n0))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }

@@ -24,6 +24,7 @@ pub mod s6_queries;
 pub mod s7_replay;
 pub mod s8_checkout;
 pub mod s9_fulfilment;
+pub mod statements;
 pub mod stats;
 pub mod wire;
 pub mod workload;

@@ -17,6 +17,7 @@ pub use crate::closed_loop::RunResult;
 use crate::closed_loop::{self, Tally};
 use crate::env::Scratch;
 use crate::report::Scenario;
+use crate::statements::Profiler;
 use crate::stats;
 
 /// The write-service's defaults, spelled out so the report can name them.
@@ -201,6 +202,18 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
     );
     s.param("peer", crate::peer::describe());
 
+    // PostgreSQL's own account of each measured window, statement by statement.
+    let profiler = crate::statements::Profiler::start(&scratch.pool).await;
+    s.param(
+        "PostgreSQL statement profile",
+        match &profiler {
+            Ok(_) => "pg_stat_statements (statements nested in functions included), sampled at \
+                      the start and the end of each measured window"
+                .to_owned(),
+            Err(why) => why.clone(),
+        },
+    );
+    let profiler = profiler.ok();
     let service = Service::start(scratch).await?;
     // The same service checking no token (`AUTH_DISABLED=true`) on the same database: what
     // access control costs a command, measured in runs alternating with the first's.
@@ -231,7 +244,9 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
                 (&service.base, &mut checked_and_open.0),
                 (&open.base, &mut checked_and_open.1),
             ] {
-                runs.push(drive(&client, base, top, sizes.s1_warmup, sizes.s1_duration).await?);
+                runs.push(
+                    drive(&client, base, top, sizes.s1_warmup, sizes.s1_duration, None).await?,
+                );
             }
         }
         let mut by_level = Vec::new();
@@ -240,15 +255,17 @@ async fn measure(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
             // Ours, the floor and the peer take turns, so that drift of the machine hits all.
             for _ in 0..sizes.runs {
                 let (warmup, window) = (sizes.s1_warmup, sizes.s1_duration);
+                let profiler = profiler.as_ref();
                 three
                     .ours
-                    .push(drive(&client, &service.base, level, warmup, window).await?);
-                three
-                    .floor
-                    .push(crate::floor::drive(&floor_pool, PRODUCTS, level, warmup, window).await?);
+                    .push(drive(&client, &service.base, level, warmup, window, profiler).await?);
+                three.floor.push(
+                    crate::floor::drive(&floor_pool, PRODUCTS, level, warmup, window, profiler)
+                        .await?,
+                );
                 three
                     .peer
-                    .push(drive(&client, peer.base(), level, warmup, window).await?);
+                    .push(drive(&client, peer.base(), level, warmup, window, profiler).await?);
             }
             by_level.push((level, three));
         }
@@ -337,6 +354,8 @@ struct Level {
     cpu_ms: f64,
     busy: f64,
     pg_ms: f64,
+    /// PostgreSQL's statements per command and their execution time per command (ms).
+    pg_statements: Option<(f64, f64)>,
 }
 
 /// Reports one contender's runs at one level; its medians.
@@ -368,25 +387,38 @@ fn figures(s: &mut Scenario, label: &str, unit: &str, runs: &[RunResult]) -> Lev
             "of {}; /proc/stat over the measured window",
             runs[0].cpu.machine_cpus
         ));
+    // "commands/s" counts commands; one of them is a "command".
+    let one = unit.trim_end_matches("/s").trim_end_matches('s');
     let cpu_ms = cpu_ms_per_command(m);
     let here_ms = m.cpu.process_cores * 1000.0 / m.commands_per_second.max(1e-9);
     let pg_ms = m.cpu.postgres_cores * 1000.0 / m.commands_per_second.max(1e-9);
-    s.value(
-        &format!("{label}: CPU time per {}", &unit[..unit.len() - 2]),
-        "ms",
-        cpu_ms,
-    )
-    .note(format!(
-        "this process (load generator included) {} ms + PostgreSQL {} ms, from the median run",
-        crate::report::num(here_ms),
-        crate::report::num(pg_ms)
-    ));
+    s.value(&format!("{label}: CPU time per {one}"), "ms", cpu_ms)
+        .note(format!(
+            "this process (load generator included) {} ms + PostgreSQL {} ms, from the median run",
+            crate::report::num(here_ms),
+            crate::report::num(pg_ms)
+        ));
+    let per = m.commands as f64;
+    let pg_statements = m.statements.as_ref().map(|profile| {
+        s.value(
+            &format!("{label}: PostgreSQL execution per {one}"),
+            "ms",
+            profile.top_level_totals().exec_ms / per.max(1.0),
+        )
+        .note(format!(
+            "pg_stat_statements over the median run's window: {}",
+            profile.describe(per, one, 6)
+        ));
+        let totals = profile.top_level_totals();
+        (totals.calls / per.max(1.0), totals.exec_ms / per.max(1.0))
+    });
     Level {
         rate,
         p99,
         cpu_ms,
         busy: m.cpu.machine_busy_cores,
         pg_ms,
+        pg_statements,
     }
 }
 
@@ -395,8 +427,18 @@ fn figures(s: &mut Scenario, label: &str, unit: &str, runs: &[RunResult]) -> Lev
 fn targets(s: &mut Scenario, level: usize, ours: &Level, floor: &Level, theirs: &Level) {
     use crate::report::num;
     let split = |l: &Level| {
+        let statements = l
+            .pg_statements
+            .map(|(calls, exec_ms)| {
+                format!(
+                    ", {} statements executing {} ms in PostgreSQL",
+                    num(calls),
+                    num(exec_ms)
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "{} ms of CPU ({} ms of it PostgreSQL), {} CPUs busy",
+            "{} ms of CPU ({} ms of it PostgreSQL{statements}), {} CPUs busy",
             num(l.cpu_ms),
             num(l.pg_ms),
             num(l.busy)
@@ -513,8 +555,9 @@ pub async fn drive(
     level: usize,
     warmup: Duration,
     duration: Duration,
+    profiler: Option<&Profiler>,
 ) -> anyhow::Result<RunResult> {
-    closed_loop::run(level, warmup, duration, |task, window| {
+    closed_loop::run(level, warmup, duration, profiler, |task, window| {
         let client = client.clone();
         let base = base.to_owned();
         async move {

@@ -435,6 +435,7 @@ async fn own_peak(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<f64> {
         64,
         ctx.sizes.s1_warmup,
         ctx.sizes.s1_duration,
+        None,
     )
     .await;
     write.stop().await;
