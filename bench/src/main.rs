@@ -7,6 +7,10 @@ use bench::env::Servers;
 use bench::{Config, Mode};
 use clap::Parser;
 
+/// The services' own allocator, since the services measured here run in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

@@ -333,7 +333,10 @@ pub(crate) struct StoredStream {
 struct StoredSnapshot {
     version: i64,
     state_schema: i32,
-    state: Value,
+    /// The state's JSON text, decoded straight into the aggregate's state: a product's
+    /// state holds every open reservation, and going through `Value` first doubled the
+    /// allocations of every load (S1's profile of the write-service).
+    state: String,
 }
 
 #[derive(Debug)]
@@ -367,12 +370,12 @@ pub(crate) async fn read_streams(
              ) s on true
            )
            select stream_id as "stream_id!", stream_version as "position!",
-                  state_schema as "state_schema?", state as "data!",
+                  state_schema as "state_schema?", state::text as "data!",
                   null::text as "event_type?", null::int4 as "schema_version?",
                   null::int8 as "global_position?"
            from wanted where stream_version is not null
            union all
-           select w.stream_id, e.stream_position, null, e.data, e.event_type,
+           select w.stream_id, e.stream_position, null, e.data::text, e.event_type,
                   e.schema_version, e.global_position
            from wanted w cross join lateral (
              select stream_position, data, event_type, schema_version, global_position
@@ -389,19 +392,27 @@ pub(crate) async fn read_streams(
     .await?;
     let mut streams: HashMap<String, StoredStream> = HashMap::with_capacity(stream_ids.len());
     for row in rows {
-        let stream = streams.entry(row.stream_id).or_default();
         match (row.event_type, row.schema_version, row.global_position) {
             (Some(event_type), Some(schema_version), Some(global_position)) => {
-                stream.events.push(StoredEvent {
+                let data = serde_json::from_str(&row.data).map_err(|e| StoreError::Decode {
                     global_position,
-                    stream_position: row.position,
-                    event_type,
-                    schema_version,
-                    data: row.data,
-                });
+                    stream_id: row.stream_id.clone(),
+                    message: e.to_string(),
+                })?;
+                streams
+                    .entry(row.stream_id)
+                    .or_default()
+                    .events
+                    .push(StoredEvent {
+                        global_position,
+                        stream_position: row.position,
+                        event_type,
+                        schema_version,
+                        data,
+                    });
             }
             _ => {
-                stream.snapshot = Some(StoredSnapshot {
+                streams.entry(row.stream_id).or_default().snapshot = Some(StoredSnapshot {
                     version: row.position,
                     state_schema: row.state_schema.unwrap_or_default(),
                     state: row.data,
@@ -425,7 +436,7 @@ pub(crate) async fn load_from<A: Aggregate>(
             version: 0,
         },
         Some(s) if s.state_schema == A::STATE_SCHEMA_VERSION => {
-            let state = serde_json::from_value(s.state).map_err(|source| StoreError::Snapshot {
+            let state = serde_json::from_str(&s.state).map_err(|source| StoreError::Snapshot {
                 stream_id: stream_id.to_owned(),
                 source,
             })?;
