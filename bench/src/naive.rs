@@ -235,8 +235,10 @@ async fn next_batch(
         Err(u) => u.position,
     };
     let mut out = Vec::with_capacity(rows.len());
-    // The four classic views read no event time.
-    for item in enrich(store, rows, &mut None).await? {
+    // The four classic views read no event time; the naive projector keeps nothing between
+    // batches, order facts included.
+    let nothing_kept = projector::context::FactsCache::default();
+    for item in enrich(store, &nothing_kept, rows, &mut None).await? {
         match item {
             Ok(e) => out.push(e),
             Err(p) => anyhow::bail!(

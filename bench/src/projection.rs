@@ -140,6 +140,7 @@ pub async fn rebuild_all(
         views,
         on_poison: OnPoison::Stop,
         rules: Thresholds::default(),
+        facts: Default::default(),
     };
     let head = store.head().await?.unwrap_or(Position::ZERO);
     let t = Instant::now();

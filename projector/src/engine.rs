@@ -11,6 +11,7 @@
 //! also commits together.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use domain::Position;
 use event_store::{EventStore, StoreError, TailRow};
@@ -61,6 +62,8 @@ pub struct Engine {
     pub on_poison: OnPoison,
     /// The event-time views' grace and alert thresholds.
     pub rules: Thresholds,
+    /// Orders' facts between batches, shared by every view's runner.
+    pub facts: Arc<context::FactsCache>,
 }
 
 struct Slot<D> {
@@ -113,7 +116,7 @@ impl Engine {
         };
         let count = rows.len();
         let mut watermark = from.watermark;
-        let enriched = context::enrich(&self.store, rows, &mut watermark).await?;
+        let enriched = context::enrich(&self.store, &self.facts, rows, &mut watermark).await?;
 
         let mut good = Vec::with_capacity(enriched.len());
         let mut parked = Vec::new();

@@ -86,6 +86,7 @@ impl Projector {
                 views,
                 on_poison: settings.on_poison,
                 rules: settings.thresholds,
+                facts: Default::default(),
             },
             pg_options: settings.pg_options()?,
             batch_size: settings.batch_size,

@@ -850,6 +850,53 @@ async fn the_shared_tail_serves_suffixes_of_one_read(pool: PgPool) {
     env.cleanup().await;
 }
 
+/// Order facts kept between batches give every batch exactly what reading the orders'
+/// histories gives, at every split of the log into two batches, also when a batch is
+/// enriched again after the cache moved past it (a retried batch).
+#[sqlx::test(migrations = "../migrations")]
+async fn kept_order_facts_equal_the_histories_they_replace(pool: PgPool) {
+    use projector::context::{Enriched, FactsCache, enrich};
+    let env = TestEnv::new(pool).await;
+    scripted_history(&env).await;
+    let rows = env
+        .store
+        .read_committed_after(Position::ZERO, 500)
+        .await
+        .unwrap();
+    let facts = |out: Vec<Result<Enriched, projector::context::Poison>>| {
+        out.into_iter()
+            .map(|r| {
+                let e = r.expect("the scripted history is readable");
+                (e.event.position, e.before, e.after)
+            })
+            .collect::<Vec<_>>()
+    };
+    for split in 1..rows.len() {
+        let (first, second) = (rows[..split].to_vec(), rows[split..].to_vec());
+        let cache = FactsCache::default();
+        enrich(&env.store, &cache, first, &mut None).await.unwrap();
+        let read = facts(
+            enrich(
+                &env.store,
+                &FactsCache::default(),
+                second.clone(),
+                &mut None,
+            )
+            .await
+            .unwrap(),
+        );
+        let kept = facts(
+            enrich(&env.store, &cache, second.clone(), &mut None)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(kept, read, "split at {split}");
+        let again = facts(enrich(&env.store, &cache, second, &mut None).await.unwrap());
+        assert_eq!(again, read, "split at {split}, enriched again");
+    }
+    env.cleanup().await;
+}
+
 /// MongoDB requests per batch: the `find` of the touched documents and one `update` carrying
 /// the writes and the checkpoint (it was three: find, update, checkpoint).
 #[sqlx::test(migrations = "../migrations")]
