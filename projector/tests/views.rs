@@ -850,12 +850,8 @@ async fn the_shared_tail_serves_suffixes_of_one_read(pool: PgPool) {
     env.cleanup().await;
 }
 
-/// Order facts kept between batches give every batch exactly what reading the orders'
-/// histories gives, at every split of the log into two batches, also when a batch is
-/// enriched again after the cache moved past it (a retried batch).
-#[sqlx::test(migrations = "../migrations")]
-async fn kept_order_facts_equal_the_histories_they_replace(pool: PgPool) {
-    use projector::context::{Enriched, FactsCache, enrich};
+/// The scripted history, and the log it wrote as one tail read.
+async fn scripted_log(pool: PgPool) -> (TestEnv, Vec<event_store::TailRow>) {
     let env = TestEnv::new(pool).await;
     scripted_history(&env).await;
     let rows = env
@@ -863,6 +859,16 @@ async fn kept_order_facts_equal_the_histories_they_replace(pool: PgPool) {
         .read_committed_after(Position::ZERO, 500)
         .await
         .unwrap();
+    (env, rows)
+}
+
+/// Order facts kept between batches give every batch exactly what reading the orders'
+/// histories gives, at every split of the log into two batches, also when a batch is
+/// enriched again after the cache moved past it (a retried batch).
+#[sqlx::test(migrations = "../migrations")]
+async fn kept_order_facts_equal_the_histories_they_replace(pool: PgPool) {
+    use projector::context::{Enriched, FactsCache, enrich};
+    let (env, rows) = scripted_log(pool).await;
     let facts = |out: Vec<Result<Enriched, projector::context::Poison>>| {
         out.into_iter()
             .map(|r| {
@@ -901,13 +907,7 @@ async fn kept_order_facts_equal_the_histories_they_replace(pool: PgPool) {
 /// the writes and the checkpoint (it was three: find, update, checkpoint).
 #[sqlx::test(migrations = "../migrations")]
 async fn a_batch_is_two_requests(pool: PgPool) {
-    let env = TestEnv::new(pool).await;
-    scripted_history(&env).await;
-    let rows = env
-        .store
-        .read_committed_after(Position::ZERO, 500)
-        .await
-        .unwrap();
+    let (env, rows) = scripted_log(pool).await;
     let engine = &env.projector.engine;
     let applied = engine
         .apply_batch::<OrdersProjection>(1, Position::ZERO.into(), rows)
