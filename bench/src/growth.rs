@@ -54,8 +54,19 @@ fn time_growth(s: &mut Scenario, what: &str, small: f64, large: f64, why: impl F
 }
 
 pub async fn commands(ctx: &Ctx) -> anyhow::Result<Scenario> {
-    ctx.in_scratch("s11", async |scratch| measure_commands(ctx, scratch).await)
-        .await
+    // Two stores, so that their runs can take turns.
+    let empty = Scratch::create(&ctx.servers, "s11").await?;
+    let full = match Scratch::create(&ctx.servers, "s11").await {
+        Ok(full) => full,
+        Err(e) => {
+            let _ = empty.drop().await;
+            return Err(e);
+        }
+    };
+    let result = measure_commands(ctx, &empty, &full).await;
+    let _ = empty.drop().await;
+    let _ = full.drop().await;
+    result
 }
 
 /// Adds `events` events to the store in one statement, as `streams` order streams of ten
@@ -92,7 +103,7 @@ async fn store_history(scratch: &Scratch, events: usize) -> anyhow::Result<f64> 
     Ok(t.elapsed().as_secs_f64())
 }
 
-async fn measure_commands(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenario> {
+async fn measure_commands(ctx: &Ctx, empty: &Scratch, full: &Scratch) -> anyhow::Result<Scenario> {
     let sizes = &ctx.sizes;
     let level = 16;
     let stored = sizes.s11_stored_events;
@@ -101,27 +112,34 @@ async fn measure_commands(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenar
         "How cost grows: commands with an empty store and with a full one",
         &format!(
             "S1's service and clients ({level} clients, create then confirm, each customer with a \
-             token of its own) against a fresh store, then again after {} events of other \
-             orders' history were added to it (order streams of ten events each, inserted with \
-             one statement, then `VACUUM ANALYZE`): the indexes an append grows \
-             (`events` primary key, event id, stream and position, tail order) are then that \
-             much larger. Runs at each size alternate nothing: the store only grows.",
+             token of its own) against two stores: a fresh one, and one holding {} events of \
+             other orders' history (order streams of ten events each, inserted with one \
+             statement, then `VACUUM ANALYZE`), so that the indexes an append grows (`events` \
+             primary key, event id, stream and position, tail order) are that much larger. Each \
+             store has its own service and its own catalogue, opened the same way, and their \
+             runs take turns: drift of the machine, and the reservations the runs leave on \
+             the products, fall on both alike. PostgreSQL's statement profile of each store's \
+             median run says where a command's database time went.",
             num(stored as f64)
         ),
     );
     s.param("concurrent clients", level);
-    s.param("runs per size", sizes.runs);
+    s.param("runs per store (taking turns)", sizes.runs);
     s.param(
         "measured window per run",
         format!("{} ms", sizes.s1_duration.as_millis()),
     );
-    let service = Service::start(scratch).await?;
+    let seconds = store_history(full, stored).await?;
+    let profiler = crate::statements::Profiler::start(&empty.pool).await.ok();
     let client = s1_http::client()?;
+    let services = [Service::start(empty).await?, Service::start(full).await?];
     let measured = async {
-        service.open_shop(&client, s1_http::AMPLE_STOCK).await?;
-        let runs = |_: ()| async {
-            let mut out: Vec<RunResult> = Vec::new();
-            for _ in 0..sizes.runs {
+        let mut runs: [Vec<RunResult>; 2] = [Vec::new(), Vec::new()];
+        for service in &services {
+            service.open_shop(&client, s1_http::AMPLE_STOCK).await?;
+        }
+        for _ in 0..sizes.runs {
+            for (service, out) in services.iter().zip(runs.iter_mut()) {
                 out.push(
                     s1_http::drive(
                         &client,
@@ -129,32 +147,34 @@ async fn measure_commands(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenar
                         level,
                         sizes.s1_warmup,
                         sizes.s1_duration,
-                        None,
+                        profiler.as_ref(),
                     )
                     .await?,
                 );
             }
-            anyhow::Ok(out)
-        };
-        let empty = runs(()).await?;
-        let seconds = store_history(scratch, stored).await?;
-        let full = runs(()).await?;
-        anyhow::Ok((empty, seconds, full))
+        }
+        anyhow::Ok(runs)
     }
     .await;
-    service.stop().await;
-    let (empty, seconds, full) = measured?;
+    for service in services {
+        service.stop().await;
+    }
+    let [empty_runs, full_runs] = measured?;
     let events: i64 = sqlx::query_scalar("select count(*) from events")
-        .fetch_one(&scratch.pool)
+        .fetch_one(&full.pool)
         .await?;
     s.param(
         "storing the history (not a figure)",
         format!("{} events in {} s", num(stored as f64), num(seconds)),
     );
-    s.param("events in the store at the end", events);
+    s.param("events in the full store at the end", events);
 
     let mut medians = Vec::new();
-    for (label, runs) in [("empty store", &empty), ("with the history", &full)] {
+    let mut profiles = Vec::new();
+    for (label, runs) in [
+        ("empty store", &empty_runs),
+        ("with the history", &full_runs),
+    ] {
         let rates: Vec<f64> = runs.iter().map(|r| r.commands_per_second).collect();
         let rate = s
             .runs(&format!("{label}: commands/s"), "/s", rates.clone())
@@ -164,19 +184,45 @@ async fn measure_commands(ctx: &Ctx, scratch: &Scratch) -> anyhow::Result<Scenar
         let p99 = stats::percentile(&mut lat, 99.0);
         s.value(&format!("{label}: latency p99"), "ms", p99)
             .note("from the median run");
+        if let Some(profile) = &m.statements {
+            let per = m.commands.max(1) as f64;
+            let exec_ms = profile.top_level_totals().exec_ms / per;
+            s.value(
+                &format!("{label}: PostgreSQL execution per command"),
+                "ms",
+                exec_ms,
+            )
+            .note(format!(
+                "pg_stat_statements over the median run's window: {}",
+                profile.describe(per, "command", 4)
+            ));
+            profiles.push(exec_ms);
+        }
         medians.push((rate, p99));
     }
+    let postgres = match profiles[..] {
+        [small, large] => format!(
+            "; PostgreSQL executed {} ms per command with the history against {} ms without",
+            num(large),
+            num(small)
+        ),
+        _ => String::new(),
+    };
     let ((rate_small, p99_small), (rate_large, p99_large)) = (medians[0], medians[1]);
     rate_growth(&mut s, "commands/s", rate_small, rate_large, || {
         format!(
-            "{} commands/s with {} events stored against {} with an empty store",
+            "{} commands/s with {} events stored against {} with an empty store{postgres}",
             num(rate_large),
             num(events as f64),
             num(rate_small)
         )
     });
     time_growth(&mut s, "latency p99", p99_small, p99_large, || {
-        format!("p99 {} ms against {} ms", num(p99_large), num(p99_small))
+        format!(
+            "p99 {} ms against {} ms{postgres}",
+            num(p99_large),
+            num(p99_small)
+        )
     });
     Ok(s)
 }
