@@ -92,17 +92,11 @@ where
         tasks.spawn(client(i, window));
     }
     tokio::time::sleep_until(window.from).await;
-    let statements_start = match profiler {
-        Some(p) => Some(p.sample().await?),
-        None => None,
-    };
+    let statements_start = Profiler::start_window(profiler).await?;
     let cpu_start = CpuSample::now();
     tokio::time::sleep_until(window.to).await;
     let cpu = CpuSample::now().since(&cpu_start);
-    let statements = match (profiler, statements_start) {
-        (Some(p), Some(start)) => Some(start.until(&p.sample().await?)),
-        _ => None,
-    };
+    let statements = Profiler::end_window(profiler, statements_start).await?;
     let mut total = Tally::default();
     while let Some(joined) = tasks.join_next().await {
         let t = joined.context("a client task panicked")??;

@@ -132,7 +132,15 @@ async fn measure_commands(ctx: &Ctx, empty: &Scratch, full: &Scratch) -> anyhow:
     let seconds = store_history(full, stored).await?;
     let profiler = crate::statements::Profiler::start(&empty.pool).await.ok();
     let client = s1_http::client()?;
-    let services = [Service::start(empty).await?, Service::start(full).await?];
+    let first = Service::start(empty).await?;
+    let second = match Service::start(full).await {
+        Ok(second) => second,
+        Err(e) => {
+            first.stop().await;
+            return Err(e);
+        }
+    };
+    let services = [first, second];
     let measured = async {
         let mut runs: [Vec<RunResult>; 2] = [Vec::new(), Vec::new()];
         for service in &services {
@@ -379,15 +387,9 @@ pub async fn rebuilds(ctx: &Ctx) -> anyhow::Result<Scenario> {
             .await?;
             let database = format!("{}_r", scratch.name);
             let profiler = Profiler::start(&scratch.pool).await.ok();
-            let before = match &profiler {
-                Some(p) => Some(p.sample().await?),
-                None => None,
-            };
+            let before = Profiler::start_window(profiler.as_ref()).await?;
             let (run, db) = projection::rebuild_all(&store, &counted, &database).await?;
-            let statements = match (&profiler, before) {
-                (Some(p), Some(before)) => Some(before.until(&p.sample().await?)),
-                _ => None,
-            };
+            let statements = Profiler::end_window(profiler.as_ref(), before).await?;
             let _ = db.drop().await;
             ensure!(
                 run.events() == seeded.events as u64,

@@ -60,6 +60,25 @@ impl Profiler {
         }
     }
 
+    /// `profiler`'s sample, if there is a profiler: the start of a window.
+    pub async fn start_window(profiler: Option<&Profiler>) -> anyhow::Result<Option<Sample>> {
+        match profiler {
+            Some(p) => Ok(Some(p.sample().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// What ran since `start` (from [`start_window`](Self::start_window)), if profiled.
+    pub async fn end_window(
+        profiler: Option<&Profiler>,
+        start: Option<Sample>,
+    ) -> anyhow::Result<Option<Profile>> {
+        match (profiler, start) {
+            (Some(p), Some(start)) => Ok(Some(start.until(&p.sample().await?))),
+            _ => Ok(None),
+        }
+    }
+
     pub async fn sample(&self) -> anyhow::Result<Sample> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "select /* {MARK} */ dbid::int8, queryid, toplevel, query, calls::float8,

@@ -5,7 +5,8 @@ use service_kit::shutdown::shutdown_signal;
 use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
 
-/// glibc malloc was a quarter of the write-service's CPU in S1's profile (`make bench`).
+/// In a perf profile of S1 (`make bench`), glibc malloc and free were about a quarter of the
+/// process running the write-service and its load generator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
