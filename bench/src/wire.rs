@@ -41,9 +41,14 @@ pub type Counts = BTreeMap<String, Tally>;
 
 type Pending = Arc<Mutex<HashMap<i32, (String, Instant)>>>;
 
+/// Each reply's time (request sent to reply read), in the order the replies came, for
+/// requests other than connection overhead: a mean hides the tail a p99 feels.
+type ReplyLog = Arc<Mutex<Vec<f64>>>;
+
 pub struct CountingProxy {
     pub port: u16,
     counts: Arc<Mutex<Counts>>,
+    replies: ReplyLog,
     accept: JoinHandle<()>,
 }
 
@@ -60,16 +65,17 @@ impl CountingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let counts = Arc::new(Mutex::new(Counts::new()));
-        let counts2 = counts.clone();
+        let replies = ReplyLog::default();
+        let (counts2, replies2) = (counts.clone(), replies.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let target = target.clone();
-                let counts = counts2.clone();
+                let (counts, replies) = (counts2.clone(), replies2.clone());
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(target).await {
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
-                        relay(client, server, counts).await;
+                        relay(client, server, counts, replies).await;
                     }
                 });
             }
@@ -77,6 +83,7 @@ impl CountingProxy {
         Ok(CountingProxy {
             port,
             counts,
+            replies,
             accept,
         })
     }
@@ -84,6 +91,19 @@ impl CountingProxy {
     /// Requests seen so far, by command name.
     pub fn counts(&self) -> Counts {
         self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Replies seen so far: a mark for [`CountingProxy::reply_seconds_since`].
+    pub fn replies_seen(&self) -> usize {
+        self.replies.lock().map_or(0, |r| r.len())
+    }
+
+    /// The reply times, in seconds, of the replies after `mark` (overhead left out).
+    pub fn reply_seconds_since(&self, mark: usize) -> Vec<f64> {
+        self.replies
+            .lock()
+            .map(|r| r.get(mark..).unwrap_or_default().to_vec())
+            .unwrap_or_default()
     }
 }
 
@@ -151,7 +171,12 @@ async fn read_message(from: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> Option<(i3
     Some((request_id, response_to, op_code))
 }
 
-async fn relay(client: TcpStream, server: TcpStream, counts: Arc<Mutex<Counts>>) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    counts: Arc<Mutex<Counts>>,
+    reply_log: ReplyLog,
+) {
     let (mut client_read, client_write) = client.into_split();
     let (server_read, mut server_write) = server.into_split();
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
@@ -160,6 +185,7 @@ async fn relay(client: TcpStream, server: TcpStream, counts: Arc<Mutex<Counts>>)
         client_write,
         pending.clone(),
         counts.clone(),
+        reply_log,
     ));
     let mut message = Vec::new();
     while let Some((request_id, _, op_code)) = read_message(&mut client_read, &mut message).await {
@@ -183,14 +209,21 @@ async fn replies(
     mut client_write: OwnedWriteHalf,
     pending: Pending,
     counts: Arc<Mutex<Counts>>,
+    reply_log: ReplyLog,
 ) {
     let mut message = Vec::new();
     while let Some((_, response_to, _)) = read_message(&mut server_read, &mut message).await {
         let sent = pending.lock().ok().and_then(|mut p| p.remove(&response_to));
-        if let Some((name, at)) = sent
-            && let Ok(mut c) = counts.lock()
-        {
-            c.entry(name).or_default().wait_seconds += at.elapsed().as_secs_f64();
+        if let Some((name, at)) = sent {
+            let seconds = at.elapsed().as_secs_f64();
+            if !OVERHEAD.contains(&name.as_str())
+                && let Ok(mut log) = reply_log.lock()
+            {
+                log.push(seconds);
+            }
+            if let Ok(mut c) = counts.lock() {
+                c.entry(name).or_default().wait_seconds += seconds;
+            }
         }
         if client_write.write_all(&message).await.is_err() {
             break;
