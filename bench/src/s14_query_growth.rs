@@ -39,6 +39,8 @@ struct Side<'a> {
 struct SizeRun {
     p99_ms: f64,
     sent: usize,
+    /// Replies per second; below the rate, the server fell behind and the p99 is a queue.
+    served_per_second: f64,
     ok: usize,
     unfinished: usize,
     /// MongoDB requests (connection set-up and monitoring left out) per HTTP request.
@@ -211,6 +213,7 @@ async fn run_once(
     Ok(SizeRun {
         p99_ms: stats::percentile(&mut latencies, 99.0),
         sent: run.sent,
+        served_per_second: run.served_per_second,
         ok: run.outcomes.get("ok").copied().unwrap_or(0),
         unfinished: run.unfinished,
         requests_per_query: mongo_requests as f64 / run.sent.max(1) as f64,
@@ -306,13 +309,16 @@ fn report(ctx: &Ctx, orders: [usize; 2], results: &[EndpointGrowth]) -> anyhow::
                     ratio <= WORSE_BY_AT_MOST,
                     || {
                         format!(
-                            "p99 {} ms against {} ms (runs {} against {}); per query, MongoDB \
-                             requests {} against {}; nx-27017's replies: mean {} ms against {} \
-                             ms, p99 {} ms against {} ms",
+                            "p99 {} ms against {} ms (runs {} against {}; served {} and {} \
+                             replies/s of {rate} offered); per query, MongoDB requests {} against \
+                             {}; nx-27017's replies: mean {} ms against {} ms, p99 {} ms against \
+                             {} ms",
                             num(b),
                             num(a),
                             range_of(&r.runs[1]),
                             range_of(&r.runs[0]),
+                            median_of(&r.runs[1], |x| x.served_per_second).map_or("-".into(), num),
+                            median_of(&r.runs[0], |x| x.served_per_second).map_or("-".into(), num),
                             req_b.map_or("-".into(), num),
                             req_a.map_or("-".into(), num),
                             reply_b.map_or("-".into(), num),
