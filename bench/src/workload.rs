@@ -306,6 +306,7 @@ impl Generator {
                         product_id,
                         order_id,
                         reason: ReleaseReason::OrderCancelled,
+                        held_by_order: o.stock_reserved.then_some(l.quantity),
                     },
                 )?,
                 OrderEvent::OrderShipped(_) => self.product_command(
@@ -313,6 +314,7 @@ impl Generator {
                     ProductCommand::Ship {
                         product_id,
                         order_id,
+                        held_by_order: o.stock_reserved.then_some(l.quantity),
                     },
                 )?,
                 _ => {}

@@ -282,6 +282,9 @@ impl OrderSnapshot {
             email: _,
             payment,
             payment_intent_id,
+            // Bookkeeping between the order and its products: `reservedUnits` on the product
+            // tells clients what is held.
+            stock_reserved: _,
         } = order.clone();
         Self {
             order_id,

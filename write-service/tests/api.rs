@@ -292,7 +292,7 @@ async fn the_whole_lifecycle_over_http(pool: PgPool) {
     );
     assert_eq!(
         events.body["events"][4]["data"],
-        json!({"paymentMethod": "pm_card_visa", "email": null})
+        json!({"paymentMethod": "pm_card_visa", "email": null, "stockReserved": true})
     );
     let first = &events.body["events"][0];
     assert_eq!(first["version"], 1);
@@ -2095,7 +2095,10 @@ async fn confirm_needs_a_payment_method_and_takes_an_optional_email(pool: PgPool
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let data = &app.get(&format!("/orders/{id}/events")).await.body["events"][1]["data"];
-    assert_eq!(data, &json!({"paymentMethod": longest, "email": email}));
+    assert_eq!(
+        data,
+        &json!({"paymentMethod": longest, "email": email, "stockReserved": true})
+    );
 
     // The order shows its payment awaited after the checkout, captured once recorded.
     let other = app.create_order().await;

@@ -617,6 +617,59 @@ async fn cancelling_releases_and_shipping_ships_in_the_orders_commit(pool: PgPoo
     assert_eq!(app.stock("a").await["version"], a["version"]);
 }
 
+/// Orders confirmed before they carried their reservations are listed by their products:
+/// cancelling or shipping one moves the listed units, beside orders confirmed today.
+#[sqlx::test(migrations = "../migrations")]
+async fn reservations_the_products_list_are_released_and_shipped_as_listed(pool: PgPool) {
+    let app = App::new(pool);
+    app.product("a", 100, 10).await;
+    app.product("b", 200, 10).await;
+    let events = Events::new(app.pool.clone());
+    let id = |o: &str| OrderId(o.parse().expect("an order id"));
+    let (cancelled, shipped, today) = (
+        app.order(&[("a", 2), ("b", 3)]).await,
+        app.order(&[("b", 4)]).await,
+        app.order(&[("a", 1), ("b", 1)]).await,
+    );
+    events.confirm_listing_reservations(id(&cancelled)).await;
+    events.confirm_listing_reservations(id(&shipped)).await;
+    assert_eq!(app.command(&today, "confirm").await.status, StatusCode::OK);
+    assert_eq!(app.stock("a").await["reservedUnits"], 3);
+    assert_eq!(app.stock("b").await["reservedUnits"], 8);
+
+    assert_eq!(
+        app.command(&cancelled, "cancel").await.status,
+        StatusCode::OK
+    );
+    app.pay(&shipped).await;
+    assert_eq!(app.command(&shipped, "ship").await.status, StatusCode::OK);
+    let (a, b) = (app.stock("a").await, app.stock("b").await);
+    assert_eq!(
+        [
+            &a["reservedUnits"],
+            &a["shippedUnits"],
+            &a["availableUnits"]
+        ],
+        [&json!(1), &json!(0), &json!(9)]
+    );
+    assert_eq!(
+        [
+            &b["reservedUnits"],
+            &b["shippedUnits"],
+            &b["availableUnits"]
+        ],
+        [&json!(1), &json!(4), &json!(5)]
+    );
+    // Today's order moves what its lines say.
+    assert_eq!(app.command(&today, "cancel").await.status, StatusCode::OK);
+    for p in ["a", "b"] {
+        assert_eq!(app.stock(p).await["reservedUnits"], 0, "{p}");
+    }
+    let ledger = app.ledger().await;
+    assert_eq!(ledger["product-a"], [10, 3, 3, 0]);
+    assert_eq!(ledger["product-b"], [10, 8, 4, 4]);
+}
+
 /// Only a paid order ships: a confirmed one waiting for its payment is refused and nothing
 /// moves. A paid order may still be cancelled (the fulfilment process refunds it): its
 /// reserved units come back, in the order's commit.

@@ -44,6 +44,12 @@ pub struct OrderConfirmed {
     pub payment_method: Option<String>,
     /// Where the customer's emails about this order go; none: the process's default.
     pub email: Option<String>,
+    /// The order itself carries its reservations (schema version 3): each line's quantity is
+    /// what its product holds for it, and what a cancellation releases or a shipment ships.
+    /// Before (false), a confirmation may or may not have reserved, and the products' own
+    /// lists of reservations say what each holds.
+    #[serde(default)]
+    pub stock_reserved: bool,
 }
 
 /// The payment provider took the order's amount. On a confirmed order it makes the order
@@ -122,6 +128,11 @@ pub struct StockReserved {
     pub product_id: ProductId,
     pub order_id: OrderId,
     pub quantity: Quantity,
+    /// The order carries this reservation (schema version 2, with an `OrderConfirmed` whose
+    /// `stock_reserved` is set), so the product need not list it: its state stays the size
+    /// of its counters however many orders are open. Before (false), the product lists it.
+    #[serde(default)]
+    pub held_by_order: bool,
 }
 
 /// Why a reservation ended without shipping.
@@ -276,8 +287,9 @@ event_types! {
     Order(OrderEvent::OrderCreated(OrderCreated)) = 2,
     Order(OrderEvent::ItemAdded(LineItem)) = 1,
     Order(OrderEvent::ItemRemoved(ItemRemoved)) = 1,
-    // v1 had no data (confirmed before payments); v2 names the payment method and email.
-    Order(OrderEvent::OrderConfirmed(OrderConfirmed)) = 2,
+    // v1 had no data (confirmed before payments); v2 names the payment method and email;
+    // v3 says whether the order carries its reservations.
+    Order(OrderEvent::OrderConfirmed(OrderConfirmed)) = 3,
     Order(OrderEvent::OrderCancelled(OrderCancelled)) = 1,
     Order(OrderEvent::OrderShipped(OrderShipped)) = 1,
     Order(OrderEvent::OrderDelivered) = 1,
@@ -287,7 +299,8 @@ event_types! {
     Product(ProductEvent::ProductDetailsSet(ProductDetailsSet)) = 1,
     Product(ProductEvent::StockReceived(StockReceived)) = 1,
     Product(ProductEvent::StockAdjusted(StockAdjusted)) = 1,
-    Product(ProductEvent::StockReserved(StockReserved)) = 1,
+    // v2 says whether the order carries the reservation.
+    Product(ProductEvent::StockReserved(StockReserved)) = 2,
     Product(ProductEvent::StockReleased(StockReleased)) = 1,
     Product(ProductEvent::StockShipped(StockShipped)) = 1,
 }
@@ -300,39 +313,45 @@ pub fn current_schema_version(event_type: &str) -> Option<i32> {
         .map(|&(_, version)| version)
 }
 
-/// Brings stored data of an older schema version up to the current one.
-/// Returns the data and the version it now has.
+/// Brings stored data of an older schema version up to the current one, one version at a
+/// time. Returns the data and the version it now has.
 pub fn upcast(
     event_type: &str,
-    version: i32,
+    mut version: i32,
     mut data: Value,
 ) -> Result<(Value, i32), DecodeError> {
     let current = current_schema_version(event_type)
         .ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
-    let unknown = || DecodeError::UnknownVersion {
-        event_type: event_type.to_owned(),
-        version,
-    };
-    if version == current {
-        return Ok((data, version));
-    }
-    match (event_type, version) {
-        ("OrderCreated", 1) => {
-            if let Value::Object(map) = &mut data {
+    while version != current {
+        let Value::Object(map) = &mut data else {
+            break;
+        };
+        match (event_type, version) {
+            ("OrderCreated", 1) => {
                 map.entry("currency")
                     .or_insert_with(|| Value::String("USD".into()));
             }
-            Ok((data, 2))
-        }
-        ("OrderConfirmed", 1) => {
-            if let Value::Object(map) = &mut data {
+            ("OrderConfirmed", 1) => {
                 map.entry("paymentMethod").or_insert(Value::Null);
                 map.entry("email").or_insert(Value::Null);
             }
-            Ok((data, 2))
+            // Older confirmations and reservations leave the bookkeeping to the products.
+            ("OrderConfirmed", 2) => {
+                map.entry("stockReserved").or_insert(Value::Bool(false));
+            }
+            ("StockReserved", 1) => {
+                map.entry("heldByOrder").or_insert(Value::Bool(false));
+            }
+            _ => {
+                return Err(DecodeError::UnknownVersion {
+                    event_type: event_type.to_owned(),
+                    version,
+                });
+            }
         }
-        _ => Err(unknown()),
+        version += 1;
     }
+    Ok((data, version))
 }
 
 fn to_value<T: Serialize>(v: &T) -> Value {
@@ -389,12 +408,39 @@ mod tests {
     }
 
     #[test]
-    fn order_confirmed_v1_upcasts_to_v2_without_a_payment_method() {
+    fn order_confirmed_v1_upcasts_without_a_payment_method_or_reservations() {
         let e = DomainEvent::decode("OrderConfirmed", 1, json!({})).unwrap();
         assert_eq!(
             e,
             DomainEvent::Order(OrderEvent::OrderConfirmed(OrderConfirmed::default()))
         );
+        let (data, version) = upcast("OrderConfirmed", 1, json!({})).unwrap();
+        assert_eq!(version, 3);
+        assert_eq!(data["stockReserved"], false);
+    }
+
+    #[test]
+    fn older_confirmations_and_reservations_leave_the_stock_to_the_products() {
+        let v2 = json!({"paymentMethod": "pm_card_visa", "email": null});
+        let Ok(DomainEvent::Order(OrderEvent::OrderConfirmed(c))) =
+            DomainEvent::decode("OrderConfirmed", 2, v2)
+        else {
+            panic!("wrong event")
+        };
+        assert_eq!(c.payment_method.as_deref(), Some("pm_card_visa"));
+        assert!(!c.stock_reserved);
+        let v1 = json!({
+            "productId": "sku-1",
+            "orderId": "6f1c1d8e-7a53-4a55-9d0f-2f5f6c0c8a11",
+            "quantity": 2
+        });
+        let Ok(DomainEvent::Product(ProductEvent::StockReserved(r))) =
+            DomainEvent::decode("StockReserved", 1, v1)
+        else {
+            panic!("wrong event")
+        };
+        assert!(!r.held_by_order);
+        assert_eq!(i64::from(r.quantity), 2);
     }
 
     /// One event of each type.
@@ -423,6 +469,7 @@ mod tests {
             OrderEvent::OrderConfirmed(OrderConfirmed {
                 payment_method: Some("pm_card_visa".into()),
                 email: Some("a@example.com".into()),
+                stock_reserved: true,
             })
             .into(),
             OrderEvent::OrderCancelled(OrderCancelled {
@@ -475,6 +522,7 @@ mod tests {
                 product_id: sku.clone(),
                 order_id: order,
                 quantity: Quantity::try_from(3).unwrap(),
+                held_by_order: true,
             })
             .into(),
             ProductEvent::StockReleased(StockReleased {

@@ -15,8 +15,8 @@ pub const MAX_LINES: usize = 100;
 pub use crate::ids::MAX_TEXT_LEN;
 
 /// Bumped whenever `OrderState`'s serialised shape changes; snapshots of another version
-/// are ignored and the state is rebuilt from events.
-pub const STATE_SCHEMA_VERSION: i32 = 2;
+/// are ignored and the state is rebuilt from events. 3: `stock_reserved`.
+pub const STATE_SCHEMA_VERSION: i32 = 3;
 
 /// Cancel reasons the fulfilment process writes.
 pub const REASON_PAYMENT_DECLINED: &str = "payment_declined";
@@ -137,6 +137,10 @@ pub struct Order {
     pub payment: Option<PaymentStatus>,
     #[serde(default)]
     pub payment_intent_id: Option<String>,
+    /// The confirmation reserved every line and the order carries those reservations
+    /// (`OrderConfirmed::stock_reserved`): a release or shipment names each line's quantity.
+    #[serde(default)]
+    pub stock_reserved: bool,
 }
 
 impl Order {
@@ -430,9 +434,11 @@ pub fn decide(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEven
                 return Err(DomainError::InvalidEmail);
             }
             match o.status {
+                // `stock_commands` reserves every line in the same commit.
                 OrderStatus::Pending => OrderEvent::OrderConfirmed(OrderConfirmed {
                     payment_method: Some(payment_method),
                     email,
+                    stock_reserved: true,
                 }),
                 s => return Err(transition(s)),
             }
@@ -556,6 +562,7 @@ impl OrderState {
                 email: None,
                 payment: None,
                 payment_intent_id: None,
+                stock_reserved: false,
             }),
             (OrderState::Placed(mut o), e) => {
                 match e {
@@ -574,6 +581,7 @@ impl OrderState {
                         o.payment_method = c.payment_method.clone();
                         o.email = c.email.clone();
                         o.payment = Some(PaymentStatus::Awaiting);
+                        o.stock_reserved = c.stock_reserved;
                     }
                     OrderEvent::OrderCancelled(c) => {
                         o.status = OrderStatus::Cancelled;
@@ -612,11 +620,14 @@ impl OrderState {
 /// What an order command does to the stock, decided on the order's state before it:
 /// confirming reserves every line, cancelling a confirmed or paid order releases every
 /// line, shipping ships every line. Appended in the same commit as the order's event.
+/// An order that carries its reservations names each line's quantity as what it holds;
+/// for an older one the products' own lists say.
 pub fn stock_commands(state: &OrderState, command: &OrderCommand) -> Vec<ProductCommand> {
     let Some(order) = state.order() else {
         return Vec::new();
     };
     let order_id = order.order_id;
+    let held = |l: &LineItem| order.stock_reserved.then_some(l.quantity);
     let each = |f: &dyn Fn(&LineItem) -> ProductCommand| order.items.iter().map(f).collect();
     match command {
         OrderCommand::Confirm { .. } => each(&|l| ProductCommand::Reserve {
@@ -631,11 +642,13 @@ pub fn stock_commands(state: &OrderState, command: &OrderCommand) -> Vec<Product
                 product_id: l.product_id.clone(),
                 order_id,
                 reason: ReleaseReason::OrderCancelled,
+                held_by_order: held(l),
             })
         }
         OrderCommand::Ship { .. } => each(&|l| ProductCommand::Ship {
             product_id: l.product_id.clone(),
             order_id,
+            held_by_order: held(l),
         }),
         _ => Vec::new(),
     }
@@ -1075,23 +1088,50 @@ mod tests {
             "nothing reserved yet"
         );
         let confirmed = state_of(vec![two.clone(), confirm()]);
+        // The order carries its reservations: each release names the line's quantity.
+        let held = |c: &ProductCommand| match c {
+            ProductCommand::Release { held_by_order, .. }
+            | ProductCommand::Ship { held_by_order, .. } => held_by_order.map(i64::from),
+            _ => None,
+        };
+        let released = stock_commands(&confirmed, &cancel);
         assert!(matches!(
-            stock_commands(&confirmed, &cancel).as_slice(),
+            released.as_slice(),
             [
                 ProductCommand::Release { .. },
                 ProductCommand::Release { .. }
             ]
         ));
+        assert_eq!(
+            released.iter().map(held).collect::<Vec<_>>(),
+            [Some(2), Some(1)]
+        );
+        // Confirmed by an older event: the products' own lists say what it holds.
+        let OrderState::Placed(mut older) = confirmed.clone() else {
+            panic!("placed")
+        };
+        older.stock_reserved = false;
+        let older = OrderState::Placed(older);
+        assert!(
+            stock_commands(&older, &cancel)
+                .iter()
+                .all(|c| held(c).is_none())
+        );
         let paid = state_of(vec![two, confirm(), capture()]);
         assert_eq!(stock_commands(&paid, &cancel).len(), 2);
         let ship = OrderCommand::Ship {
             carrier: "c".into(),
             tracking_number: "t".into(),
         };
+        let shipped = stock_commands(&paid, &ship);
         assert!(matches!(
-            stock_commands(&paid, &ship).as_slice(),
+            shipped.as_slice(),
             [ProductCommand::Ship { .. }, ProductCommand::Ship { .. }]
         ));
+        assert_eq!(
+            shipped.iter().map(held).collect::<Vec<_>>(),
+            [Some(2), Some(1)]
+        );
     }
 
     #[test]

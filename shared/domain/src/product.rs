@@ -4,6 +4,13 @@
 //! the commit that confirms the order to the one that ships or cancels it. `decide` refuses a
 //! reservation beyond what is available, so what a product promises never exceeds what it
 //! holds: available = received - reserved - shipped, never negative.
+//!
+//! Which order holds how many units is the order's to know: a confirmation made today
+//! reserves its lines and says so (`OrderConfirmed::stock_reserved`), and its release or
+//! shipment names the line's quantity. The product keeps only its counters, so its state
+//! (read by every command that prices or reserves it) does not grow with the open orders.
+//! Reservations written before that (`StockReserved::held_by_order` false) are listed in
+//! the product, as they were, and their releases and shipments take the listed quantity.
 
 use std::collections::BTreeMap;
 
@@ -42,7 +49,8 @@ pub struct ProductState {
     /// Units held for confirmed orders not yet shipped or cancelled.
     pub reserved_units: i64,
     pub shipped_units: i64,
-    /// The open reservations, by order: what cancelling releases and shipping ships.
+    /// The open reservations the product itself lists, by order: those written before
+    /// orders carried their own (see the module's documentation).
     pub reservations: BTreeMap<OrderId, Quantity>,
 }
 
@@ -77,17 +85,20 @@ pub enum ProductCommand {
         order_id: OrderId,
         quantity: Quantity,
     },
-    /// Gives an order's reservation back; nothing to do if it holds none (an order confirmed
-    /// before reservations existed).
+    /// Gives an order's reservation back: the units the product lists for it, else
+    /// `held_by_order` (what an order carrying its reservations holds on this line); nothing
+    /// to do if neither (an order confirmed before reservations existed).
     Release {
         product_id: ProductId,
         order_id: OrderId,
         reason: ReleaseReason,
+        held_by_order: Option<Quantity>,
     },
-    /// The order's reserved units leave; nothing to do if it holds none.
+    /// The order's reserved units leave, found as for `Release`.
     Ship {
         product_id: ProductId,
         order_id: OrderId,
+        held_by_order: Option<Quantity>,
     },
 }
 
@@ -233,16 +244,17 @@ pub fn decide(
                 product_id,
                 order_id,
                 quantity,
+                held_by_order: true,
             })])
         }
         ProductCommand::Release {
             product_id,
             order_id,
             reason,
+            held_by_order,
         } => Ok(state
-            .reservations
-            .get(&order_id)
-            .map(|&quantity| {
+            .held(&order_id, held_by_order)
+            .map(|quantity| {
                 ProductEvent::StockReleased(StockReleased {
                     product_id,
                     order_id,
@@ -255,10 +267,10 @@ pub fn decide(
         ProductCommand::Ship {
             product_id,
             order_id,
+            held_by_order,
         } => Ok(state
-            .reservations
-            .get(&order_id)
-            .map(|&quantity| {
+            .held(&order_id, held_by_order)
+            .map(|quantity| {
                 ProductEvent::StockShipped(StockShipped {
                     product_id,
                     order_id,
@@ -271,6 +283,12 @@ pub fn decide(
 }
 
 impl ProductState {
+    /// What `order_id` holds of this product: the units listed for it, else what the order
+    /// says it holds.
+    fn held(&self, order_id: &OrderId, held_by_order: Option<Quantity>) -> Option<Quantity> {
+        self.reservations.get(order_id).copied().or(held_by_order)
+    }
+
     pub fn apply(mut self, event: &ProductEvent) -> ProductState {
         match event {
             ProductEvent::ProductDetailsSet(e) => {
@@ -288,18 +306,21 @@ impl ProductState {
             }
             ProductEvent::StockReserved(e) => {
                 self.reserved_units = self.reserved_units.saturating_add(i64::from(e.quantity));
-                self.reservations.insert(e.order_id, e.quantity);
-            }
-            ProductEvent::StockReleased(e) => {
-                if self.reservations.remove(&e.order_id).is_some() {
-                    self.reserved_units = self.reserved_units.saturating_sub(i64::from(e.quantity));
+                if !e.held_by_order {
+                    self.reservations.insert(e.order_id, e.quantity);
                 }
+            }
+            // `decide` writes a release or shipment only for units the order holds, once: the
+            // order's own transition (confirmed or paid, to cancelled or shipped) commits with
+            // it, and that transition happens once.
+            ProductEvent::StockReleased(e) => {
+                self.reservations.remove(&e.order_id);
+                self.reserved_units = self.reserved_units.saturating_sub(i64::from(e.quantity));
             }
             ProductEvent::StockShipped(e) => {
-                if self.reservations.remove(&e.order_id).is_some() {
-                    self.reserved_units = self.reserved_units.saturating_sub(i64::from(e.quantity));
-                    self.shipped_units = self.shipped_units.saturating_add(i64::from(e.quantity));
-                }
+                self.reservations.remove(&e.order_id);
+                self.reserved_units = self.reserved_units.saturating_sub(i64::from(e.quantity));
+                self.shipped_units = self.shipped_units.saturating_add(i64::from(e.quantity));
             }
         }
         self
@@ -376,12 +397,35 @@ mod tests {
         let state = run(state, reserve(b, 2)).unwrap();
         assert_eq!(state.available_units(), 0);
         assert!(decide(&state, reserve(c, 1)).is_err());
-        assert_eq!(
-            decide(&state, reserve(a, 1)),
-            Err(ProductError::AlreadyReserved { held: 5 })
-        );
         // A product nobody received stock for promises nothing.
         assert!(decide(&ProductState::default(), reserve(c, 1)).is_err());
+    }
+
+    /// A reservation written before orders carried their own, as the log holds it.
+    fn listed(order: OrderId, n: i64) -> ProductEvent {
+        ProductEvent::StockReserved(StockReserved {
+            product_id: sku(),
+            order_id: order,
+            quantity: Quantity::try_from(n).unwrap(),
+            held_by_order: false,
+        })
+    }
+
+    fn release(order: OrderId, held: Option<i64>) -> ProductCommand {
+        ProductCommand::Release {
+            product_id: sku(),
+            order_id: order,
+            reason: ReleaseReason::OrderCancelled,
+            held_by_order: held.map(|n| Quantity::try_from(n).unwrap()),
+        }
+    }
+
+    fn ship(order: OrderId, held: Option<i64>) -> ProductCommand {
+        ProductCommand::Ship {
+            product_id: sku(),
+            order_id: order,
+            held_by_order: held.map(|n| Quantity::try_from(n).unwrap()),
+        }
     }
 
     #[test]
@@ -390,21 +434,15 @@ mod tests {
         let state = run(ProductState::default(), receive(10)).unwrap();
         let state = run(state, reserve(a, 4)).unwrap();
         let state = run(state, reserve(b, 3)).unwrap();
-        let release = |order| ProductCommand::Release {
-            product_id: sku(),
-            order_id: order,
-            reason: ReleaseReason::OrderCancelled,
-        };
-        let ship = |order| ProductCommand::Ship {
-            product_id: sku(),
-            order_id: order,
-        };
-        let state = run(state, release(a)).unwrap();
+        // The orders carry these reservations: the product lists none of them.
+        assert!(state.reservations.is_empty());
+        let state = run(state, release(a, Some(4))).unwrap();
         assert_eq!((state.reserved_units, state.available_units()), (3, 7));
-        // Nothing left to release or ship for `a`: no events.
-        assert_eq!(decide(&state, release(a)), Ok(vec![]));
-        assert_eq!(decide(&state, ship(a)), Ok(vec![]));
-        let state = run(state, ship(b)).unwrap();
+        // An order that holds nothing here (confirmed before reservations existed): no events.
+        let none = OrderId::new();
+        assert_eq!(decide(&state, release(none, None)), Ok(vec![]));
+        assert_eq!(decide(&state, ship(none, None)), Ok(vec![]));
+        let state = run(state, ship(b, Some(3))).unwrap();
         assert_eq!(
             (
                 state.received_units,
@@ -413,6 +451,32 @@ mod tests {
                 state.available_units()
             ),
             (10, 0, 3, 7)
+        );
+    }
+
+    #[test]
+    fn reservations_the_product_lists_are_released_and_shipped_as_listed() {
+        let (a, b) = (OrderId::new(), OrderId::new());
+        let state = run(ProductState::default(), receive(10)).unwrap();
+        let state = state.apply(&listed(a, 4)).apply(&listed(b, 3));
+        assert_eq!((state.reserved_units, state.reservations.len()), (7, 2));
+        assert_eq!(
+            decide(&state, reserve(a, 1)),
+            Err(ProductError::AlreadyReserved { held: 4 })
+        );
+        // The list wins over what the command says (an order confirmed between reservations
+        // and orders carrying them says nothing).
+        let state = run(state, release(a, None)).unwrap();
+        assert_eq!((state.reserved_units, state.available_units()), (3, 7));
+        assert_eq!(decide(&state, release(a, None)), Ok(vec![]));
+        let state = run(state, ship(b, Some(3))).unwrap();
+        assert_eq!(
+            (
+                state.reserved_units,
+                state.shipped_units,
+                state.reservations.len()
+            ),
+            (0, 3, 0)
         );
     }
 

@@ -333,9 +333,9 @@ pub(crate) struct StoredStream {
 struct StoredSnapshot {
     version: i64,
     state_schema: i32,
-    /// The state's JSON text, decoded straight into the aggregate's state: a product's
-    /// state holds every open reservation, and going through `Value` first doubled the
-    /// allocations of every load (S1's profile of the write-service).
+    /// The state's JSON text, decoded straight into the aggregate's state: going through
+    /// `Value` first doubled the allocations of every load (S1's profile of the
+    /// write-service, when a product's state still listed every open reservation).
     state: String,
 }
 

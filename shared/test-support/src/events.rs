@@ -241,6 +241,62 @@ impl Events {
         panic!("order {id}: 100 lost races in a row")
     }
 
+    /// Confirms a pending order as it was stored after reservations existed and before
+    /// orders carried their own: `OrderConfirmed` schema version 2 (with a payment method)
+    /// and, in the same commit, `StockReserved` schema version 1 on each line's product,
+    /// which the product lists. No stock check: the caller stocks the products. Returns its
+    /// token.
+    pub async fn confirm_listing_reservations(&self, id: OrderId) -> Position {
+        let event = |event_type, schema_version, data| NewEvent {
+            event_id: Uuid::new_v4(),
+            event: EncodedEvent {
+                event_type,
+                schema_version,
+                data,
+            },
+            metadata: serde_json::json!({}),
+        };
+        let stream = id.stream_id();
+        let loaded = self.store.load::<OrderAggregate>(&stream).await;
+        let loaded = loaded.expect("the event store");
+        let order = loaded.state.order().expect("the order exists").clone();
+        let mut appends = vec![StreamAppend {
+            stream_id: stream,
+            stream_type: OrderAggregate::STREAM_TYPE,
+            expected_version: loaded.version,
+            events: vec![event(
+                "OrderConfirmed",
+                2,
+                serde_json::json!({"paymentMethod": "pm_card_visa", "email": null}),
+            )],
+            snapshot: None,
+        }];
+        for line in &order.items {
+            let product = line.product_id.stream_id();
+            let loaded = self.store.load::<ProductAggregate>(&product).await;
+            appends.push(StreamAppend {
+                stream_id: product,
+                stream_type: ProductAggregate::STREAM_TYPE,
+                expected_version: loaded.expect("the event store").version,
+                events: vec![event(
+                    "StockReserved",
+                    1,
+                    serde_json::json!({
+                        "productId": line.product_id,
+                        "orderId": id,
+                        "quantity": line.quantity,
+                    }),
+                )],
+                snapshot: None,
+            });
+        }
+        self.store
+            .append(&appends, None)
+            .await
+            .expect("the event store")
+            .position
+    }
+
     /// [`try_confirm_legacy`](Self::try_confirm_legacy) that must succeed.
     pub async fn confirm_legacy(&self, id: OrderId) -> Position {
         self.try_confirm_legacy(id)
