@@ -98,6 +98,16 @@ impl App {
         self.http.get(&format!("/products/{product}")).await.ok()
     }
 
+    /// A product's reserved, shipped and available units.
+    async fn units(&self, product: &str) -> [i64; 3] {
+        let stock = self.stock(product).await;
+        ["reservedUnits", "shippedUnits", "availableUnits"].map(|k| {
+            stock[k]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{k} in {stock}"))
+        })
+    }
+
     /// Per product, the units its `StockReserved`, `StockReleased` and `StockShipped` events
     /// moved, and its received units, straight from the events table.
     async fn ledger(&self) -> BTreeMap<String, [i64; 4]> {
@@ -573,23 +583,9 @@ async fn cancelling_releases_and_shipping_ships_in_the_orders_commit(pool: PgPoo
     );
     app.pay(&shipped).await;
     assert_eq!(app.command(&shipped, "ship").await.status, StatusCode::OK);
-    let (a, b) = (app.stock("a").await, app.stock("b").await);
-    assert_eq!(
-        [
-            &a["reservedUnits"],
-            &a["shippedUnits"],
-            &a["availableUnits"]
-        ],
-        [&json!(0), &json!(1), &json!(9)]
-    );
-    assert_eq!(
-        [
-            &b["reservedUnits"],
-            &b["shippedUnits"],
-            &b["availableUnits"]
-        ],
-        [&json!(0), &json!(4), &json!(6)]
-    );
+    assert_eq!(app.units("a").await, [0, 1, 9]);
+    assert_eq!(app.units("b").await, [0, 4, 6]);
+    let a = app.stock("a").await;
     // Each order event shares its transaction with its products' events.
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "select string_agg(event_type, ',' order by event_type), count(*)
@@ -643,23 +639,8 @@ async fn reservations_the_products_list_are_released_and_shipped_as_listed(pool:
     );
     app.pay(&shipped).await;
     assert_eq!(app.command(&shipped, "ship").await.status, StatusCode::OK);
-    let (a, b) = (app.stock("a").await, app.stock("b").await);
-    assert_eq!(
-        [
-            &a["reservedUnits"],
-            &a["shippedUnits"],
-            &a["availableUnits"]
-        ],
-        [&json!(1), &json!(0), &json!(9)]
-    );
-    assert_eq!(
-        [
-            &b["reservedUnits"],
-            &b["shippedUnits"],
-            &b["availableUnits"]
-        ],
-        [&json!(1), &json!(4), &json!(5)]
-    );
+    assert_eq!(app.units("a").await, [1, 0, 9]);
+    assert_eq!(app.units("b").await, [1, 4, 5]);
     // Today's order moves what its lines say.
     assert_eq!(app.command(&today, "cancel").await.status, StatusCode::OK);
     for p in ["a", "b"] {
